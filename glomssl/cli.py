@@ -1,0 +1,138 @@
+"""The ``glomssl`` command line.
+
+Each command lives beside the library code it drives (``glomssl/<area>/commands*.py``) and is loaded
+lazily, so ``glomssl --help`` imports neither torch nor ultralytics. Every command follows one pattern:
+check options -> build a config -> call one library function -> print the result. Bad input raises
+:class:`glomssl.errors.GlomsslError`, shown here as a single line with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+import click
+
+from glomssl import __version__
+from glomssl.errors import GlomsslError
+
+# name -> (module, attribute, one-line help shown by `glomssl --help` without importing the module)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "mine": ("glomssl.mining.commands", "mine", "Mine Open-i figures into a curated corpus."),
+    "replay": (
+        "glomssl.mining.commands",
+        "replay",
+        "Serve an offline Open-i replay (search + images) on 127.0.0.1.",
+    ),
+    "separator": (
+        "glomssl.mining.commands_separate",
+        "separator",
+        "Make synthetic compound figures and train the panel detector.",
+    ),
+    "separate": (
+        "glomssl.mining.commands_separate",
+        "separate",
+        "Split compound figures into panels (YOLO or classic).",
+    ),
+    "curate": (
+        "glomssl.mining.commands_curate",
+        "curate",
+        "Keep light-microscopy tissue panels; train the scorer.",
+    ),
+    "dedup": (
+        "glomssl.mining.commands_curate",
+        "dedup",
+        "Drop exact, perceptual and embedding near-duplicates.",
+    ),
+    "pretrain": (
+        "glomssl.ssl.commands",
+        "pretrain",
+        "Self-supervised pretraining (SimSiam, region contrast).",
+    ),
+    "embed": ("glomssl.ssl.commands", "embed", "Embed images with a pretrained encoder."),
+    "probe": ("glomssl.ssl.commands", "probe", "Linear and kNN probes of embeddings."),
+    "gan": ("glomssl.datagan.commands", "gan", "Train StyleGAN2-ADA and generate images."),
+    "datagan": (
+        "glomssl.datagan.commands",
+        "datagan",
+        "Label factory: annotate a few samples, generate labelled pairs.",
+    ),
+}
+
+
+class UserError(click.ClickException):
+    """A GlomsslError shown the click way: ``Error: <message>`` and exit code 2."""
+
+    exit_code = 2
+
+
+class GlomsslGroup(click.Group):
+    """Click group that loads commands on demand and turns GlomsslError into one line."""
+
+    def _available(self) -> list[str]:
+        names = []
+        for name, (module, _attr, _help) in COMMANDS.items():
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    names.append(name)
+            except ModuleNotFoundError:
+                continue
+        return names
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None or cmd_name not in COMMANDS:
+            return cmd
+        module, attr, _help = COMMANDS[cmd_name]
+        if importlib.util.find_spec(module) is None:
+            return None
+        mod = importlib.import_module(module)
+        command = getattr(mod, attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self._available()]
+        rows += [
+            (name, (self.commands[name].get_short_help_str(60)))
+            for name in super().list_commands(ctx)
+            if name not in COMMANDS
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GlomsslError as exc:
+            err = UserError(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
+
+
+@click.group(cls=GlomsslGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="glomssl")
+def cli() -> None:
+    """glomssl: turn the open web and a few annotations into trained glomerular models.
+
+    Run `glomssl COMMAND --help` for each command's options and an example.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="glomssl", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,82 @@
+"""Small filesystem helpers: atomic writes and hashing.
+
+Every file glomssl produces is written to a temporary name in the same folder and renamed into place,
+so a crash (even ``kill -9``) never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from glomssl.errors import GlomsslError
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "w", fsync: bool = True) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    binary = "b" in mode
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb", fsync=fsync) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, fsync: bool = True) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, "w", fsync=fsync) as fh:
+        fh.write(text)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise GlomsslError(f"cannot read {path}: {exc.strerror}; check the path") from exc
+    return h.hexdigest()
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """Create ``path`` if needed and check we can write there; raise a one-line error otherwise."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise GlomsslError(
+            f"{what} {p} is not a writable folder ({exc.strerror}); choose a folder you can write to"
+        ) from exc
+    return p

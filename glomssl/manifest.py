@@ -1,0 +1,167 @@
+"""Manifests: the one data contract between glomssl stages.
+
+A manifest is a JSON Lines file, one image per line. ``path`` is relative to the manifest's folder,
+``sha256``/``width``/``height`` describe the file, and optional fields carry labels and provenance
+(see ``glomssl/schemas/manifest_row.schema.json``). Reading validates every row and reports the first
+bad one by line number; writing is atomic.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from glomssl.errors import GlomsslError
+from glomssl.fsutil import atomic_open, sha256_file
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest_row.schema.json"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+Row = dict[str, Any]
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_row(row: Any, where: str = "row") -> None:
+    """Raise GlomsslError if ``row`` does not follow the manifest schema."""
+    if not isinstance(row, dict):
+        raise GlomsslError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    err = next(iter(sorted(_validator().iter_errors(row), key=lambda e: list(e.path))), None)
+    if err is not None:
+        field = ".".join(str(p) for p in err.path) or "(row)"
+        raise GlomsslError(f"{where}: field {field!r}: {err.message}; fix or remove that row")
+    p = row["path"]
+    if os.path.isabs(p) or ".." in Path(p).parts:
+        raise GlomsslError(
+            f"{where}: path {p!r} must be relative to the manifest's folder and stay inside it"
+        )
+
+
+def read_manifest(path: str | os.PathLike[str], validate: bool = True) -> list[Row]:
+    """Read and validate a manifest; errors name the file and the line number."""
+    mpath = Path(path)
+    if not mpath.is_file():
+        raise GlomsslError(f"manifest {mpath} does not exist; check the path")
+    rows: list[Row] = []
+    try:
+        text = mpath.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GlomsslError(f"cannot read manifest {mpath}: {exc}; is it a UTF-8 JSONL file?") from exc
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{mpath}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GlomsslError(f"{where}: not valid JSON ({exc.msg}); fix or remove that line") from exc
+        if validate:
+            validate_row(row, where)
+        rows.append(row)
+    return rows
+
+
+def iter_manifest(path: str | os.PathLike[str]) -> Iterator[Row]:
+    """Yield rows of a (possibly large) manifest one by one, validating each."""
+    mpath = Path(path)
+    if not mpath.is_file():
+        raise GlomsslError(f"manifest {mpath} does not exist; check the path")
+    with open(mpath, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GlomsslError(f"{mpath}:{lineno}: not valid JSON ({exc.msg})") from exc
+            validate_row(row, f"{mpath}:{lineno}")
+            yield row
+
+
+def dumps_row(row: Row) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False, separators=(",", ":"))
+
+
+def write_manifest(path: str | os.PathLike[str], rows: Iterable[Row], validate: bool = True) -> int:
+    """Write rows atomically (temp file + rename). Returns the number of rows written."""
+    n = 0
+    with atomic_open(path, "w") as fh:
+        for i, row in enumerate(rows, start=1):
+            if validate:
+                validate_row(row, f"row {i} for {path}")
+            fh.write(dumps_row(row) + "\n")
+            n += 1
+    return n
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:
+    """Write arbitrary JSON rows (e.g. failures.jsonl) atomically, without schema validation."""
+    return write_manifest(path, rows, validate=False)
+
+
+def resolve(manifest_path: str | os.PathLike[str], row: Row, key: str = "path") -> Path:
+    """Absolute path of a row's file (``path`` or ``mask``) given the manifest's location."""
+    return (Path(manifest_path).resolve().parent / row[key]).resolve()
+
+
+def relpath(file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str]) -> str:
+    """POSIX path of ``file`` relative to the manifest folder."""
+    return Path(os.path.relpath(Path(file).resolve(), Path(manifest_dir).resolve())).as_posix()
+
+
+def image_row(file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str], **extra: Any) -> Row:
+    """Build a manifest row for an image file: hash it and read its size (header only)."""
+    from PIL import Image
+
+    fpath = Path(file)
+    try:
+        with Image.open(fpath) as im:
+            width, height = im.size
+    except (OSError, ValueError) as exc:
+        raise GlomsslError(f"{fpath} is not a readable image ({exc}); remove or replace it") from exc
+    row: Row = {
+        "path": relpath(fpath, manifest_dir),
+        "sha256": sha256_file(fpath),
+        "width": int(width),
+        "height": int(height),
+    }
+    row.update(extra)
+    return row
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files below ``folder`` (recursive), sorted, by extension."""
+    root = Path(folder)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def load_image_list(source: str | os.PathLike[str]) -> list[tuple[Path, Row]]:
+    """Resolve a FOLDER or a MANIFEST into (absolute image path, row) pairs.
+
+    A folder's rows are built cheaply (no hashing): ``path`` relative to the folder plus the file name;
+    a manifest's rows are returned as written, with their paths resolved against the manifest's folder.
+    """
+    src = Path(source)
+    if src.is_dir():
+        files = list_images(src)
+        if not files:
+            raise GlomsslError(f"folder {src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return [(f.resolve(), {"path": relpath(f, src)}) for f in files]
+    if src.is_file():
+        rows = read_manifest(src)
+        if not rows:
+            raise GlomsslError(f"manifest {src} has no rows")
+        return [(resolve(src, r), r) for r in rows]
+    raise GlomsslError(f"{src} is neither a folder of images nor a manifest file; check the path")
