@@ -1,0 +1,60 @@
+"""Shared pytest set-up: markers, the shared real-data folder, and an offline ultralytics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Ultralytics must never reach the network or write into the user's home: set this up before any test
+# (or the code under test) imports it.
+_YOLO_DIR = Path(tempfile.mkdtemp(prefix="glomssl-yolo-cfg-"))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(_YOLO_DIR))
+os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data beside the project, or $GLOMSSL_SHARED_DATA; None when absent."""
+    env = os.environ.get("GLOMSSL_SHARED_DATA")
+    cand = Path(env) if env else ROOT.parent / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public data folder; tests using it skip with a reason when it is absent."""
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip(
+            "real data not found: put the shared data at ../shared/data or set GLOMSSL_SHARED_DATA"
+        )
+    return d
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    have_data = shared_data_dir() is not None
+    try:
+        import torch
+
+        have_gpu = bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover
+        have_gpu = False
+    for item in items:
+        if "realdata" in item.keywords and not have_data:
+            item.add_marker(
+                pytest.mark.skip(reason="../shared/data absent (set GLOMSSL_SHARED_DATA to run)")
+            )
+        if "gpu" in item.keywords and not have_gpu:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_YOLO_DIR, ignore_errors=True)
