@@ -63,9 +63,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class UserError(click.ClickException):
-    """A GlomsslError shown the click way: ``Error: <message>`` and exit code 2."""
+    """A GlomsslError shown the click way: ``Error: <message>`` and a non-zero exit code."""
 
-    exit_code = 2
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class GlomsslGroup(click.Group):
@@ -111,9 +113,7 @@ class GlomsslGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GlomsslError as exc:
-            err = UserError(str(exc))
-            err.exit_code = exc.exit_code
-            raise err from None
+            raise UserError(str(exc), exc.exit_code) from None
 
 
 @click.group(cls=GlomsslGroup, context_settings={"help_option_names": ["-h", "--help"]})

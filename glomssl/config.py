@@ -80,7 +80,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             raise GlomsslError(f"config {name}: expected a string, got {value!r}")
         return str(value)
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return from_dict(tp, value)  # type: ignore[type-var]
+        return from_dict(tp, value)  # type: ignore[arg-type,type-var]
     return value
 
 

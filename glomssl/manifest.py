@@ -56,7 +56,9 @@ def read_manifest(path: str | os.PathLike[str], validate: bool = True) -> list[R
     try:
         text = mpath.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise GlomsslError(f"cannot read manifest {mpath}: {exc}; is it a UTF-8 JSONL file?") from exc
+        raise GlomsslError(
+            f"cannot read manifest {mpath}: {exc}; is it a UTF-8 JSONL file?"
+        ) from exc
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -64,7 +66,9 @@ def read_manifest(path: str | os.PathLike[str], validate: bool = True) -> list[R
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise GlomsslError(f"{where}: not valid JSON ({exc.msg}); fix or remove that line") from exc
+            raise GlomsslError(
+                f"{where}: not valid JSON ({exc.msg}); fix or remove that line"
+            ) from exc
         if validate:
             validate_row(row, where)
         rows.append(row)
@@ -119,7 +123,9 @@ def relpath(file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str]) 
     return Path(os.path.relpath(Path(file).resolve(), Path(manifest_dir).resolve())).as_posix()
 
 
-def image_row(file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str], **extra: Any) -> Row:
+def image_row(
+    file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str], **extra: Any
+) -> Row:
     """Build a manifest row for an image file: hash it and read its size (header only)."""
     from PIL import Image
 
@@ -128,7 +134,9 @@ def image_row(file: str | os.PathLike[str], manifest_dir: str | os.PathLike[str]
         with Image.open(fpath) as im:
             width, height = im.size
     except (OSError, ValueError) as exc:
-        raise GlomsslError(f"{fpath} is not a readable image ({exc}); remove or replace it") from exc
+        raise GlomsslError(
+            f"{fpath} is not a readable image ({exc}); remove or replace it"
+        ) from exc
     row: Row = {
         "path": relpath(fpath, manifest_dir),
         "sha256": sha256_file(fpath),

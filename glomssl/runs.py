@@ -90,7 +90,10 @@ def save_weights(
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(flat, str(tmp), metadata={"format": "pt", "glomssl": __version__})
     os.replace(tmp, target)
-    info = {"glomssl_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "glomssl_version": __version__,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     info.update(meta)
     atomic_write_text(sidecar_path(target), json.dumps(info, indent=2, sort_keys=True) + "\n")
     return target

@@ -34,7 +34,9 @@ def open_slide(path: str | os.PathLike[str]) -> Any:
     try:
         return tiffslide.TiffSlide(str(p))
     except Exception as exc:  # tiffslide raises several types for bad files
-        raise GlomsslError(f"{p} is not a readable whole-slide image ({exc}); check the file") from exc
+        raise GlomsslError(
+            f"{p} is not a readable whole-slide image ({exc}); check the file"
+        ) from exc
 
 
 def slide_mpp(slide: Any) -> float | None:
@@ -191,7 +193,10 @@ class SlidePatchSampler:
             h0 = int(mask.shape[0] * down)
             for y in range(0, max(1, h0 - span + 1), step):
                 for x in range(0, max(1, w0 - span + 1), step):
-                    m = mask[int(y / down) : int((y + span) / down) + 1, int(x / down) : int((x + span) / down) + 1]
+                    m = mask[
+                        int(y / down) : int((y + span) / down) + 1,
+                        int(x / down) : int((x + span) / down) + 1,
+                    ]
                     if m.size and float(m.mean()) >= self.min_tissue:
                         out.append(PatchSpec(path, x, y, lvl, self.patch_size))
         return out

@@ -1,0 +1,72 @@
+"""Config merging: defaults <- YAML <- CLI, type coercion and one-line errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+
+from glomssl.config import build_config, save_config, to_dict
+from glomssl.errors import GlomsslError
+
+
+@dataclass
+class Demo:
+    lr: float = 0.05
+    steps: int = 10
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    tags: list[str] = field(default_factory=list)
+    note: str | None = None
+    flag: bool = False
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise GlomsslError(f"lr must be positive, got {self.lr}; pass e.g. --lr 0.05")
+
+
+def test_precedence_defaults_file_cli(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.1\nsteps: 20\ntags: [a, b]\n")
+    cfg = build_config(Demo, f, {"steps": 5, "note": None, "flag": "true"})
+    assert (cfg.lr, cfg.steps, cfg.tags, cfg.note, cfg.flag) == (0.1, 5, ["a", "b"], None, True)
+    assert build_config(Demo).arch == "resnet18"
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    cfg = build_config(Demo, None, {"tags": "x,y", "arch": "resnet50"})
+    save_config(cfg, tmp_path / "config.yaml")
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert data == to_dict(cfg) and data["tags"] == ["x", "y"]
+    assert build_config(Demo, tmp_path / "config.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"steps": "ten"}, "steps: expected an integer"),
+        ({"steps": 1.5}, "steps: expected an integer"),
+        ({"arch": "vgg"}, "arch: 'vgg' is not one of"),
+        ({"lr": -1}, "lr must be positive"),
+        ({"flag": "maybe"}, "flag: expected true/false"),
+        ({"bogus": 1}, "unknown option"),
+    ],
+)
+def test_bad_values_raise_one_line(overrides: dict, match: str) -> None:
+    with pytest.raises(GlomsslError, match=match) as exc:
+        build_config(Demo, None, overrides)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(GlomsslError, match="does not exist"):
+        build_config(Demo, tmp_path / "none.yaml")
+    f = tmp_path / "bad.yaml"
+    f.write_text("lr: [unclosed\n")
+    with pytest.raises(GlomsslError, match="not valid YAML"):
+        build_config(Demo, f)
+    f.write_text("- a list\n")
+    with pytest.raises(GlomsslError, match="mapping"):
+        build_config(Demo, f)

@@ -1,0 +1,66 @@
+"""Run folders, safetensors weights with sidecars, metrics logs, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from glomssl.errors import GlomsslError
+from glomssl.fsutil import atomic_open, atomic_write_text, ensure_writable_dir
+from glomssl.runs import MetricsLogger, load_weights, next_run_dir, read_metrics, save_weights
+
+
+def test_numbered_run_dirs(tmp_path: Path) -> None:
+    a = next_run_dir(tmp_path, "pretrain-simsiam")
+    b = next_run_dir(tmp_path, "gan")
+    assert a.name == "00000-pretrain-simsiam" and b.name == "00001-gan"
+    (tmp_path / "00007-old").mkdir()
+    assert next_run_dir(tmp_path, "x").name == "00008-x"
+
+
+def test_weights_round_trip_and_sidecar(tmp_path: Path) -> None:
+    sd = {"w": torch.randn(3, 4), "b": torch.arange(5)}
+    p = save_weights(tmp_path / "m.safetensors", sd, {"arch": "tiny", "step": 3})
+    tensors, meta = load_weights(p)
+    assert torch.equal(tensors["w"], sd["w"]) and torch.equal(tensors["b"], sd["b"])
+    assert meta["arch"] == "tiny" and meta["step"] == 3 and "glomssl_version" in meta
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_load_weights_refuses_other_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"definitely not safetensors")
+    with pytest.raises(GlomsslError, match="not a safetensors"):
+        load_weights(bad)
+    with pytest.raises(GlomsslError, match="does not exist"):
+        load_weights(tmp_path / "missing.safetensors")
+
+
+def test_metrics_logger_appends(tmp_path: Path) -> None:
+    log = MetricsLogger(tmp_path / "metrics.jsonl")
+    log.log(step=1, loss=0.5)
+    log.log(step=2, loss=torch.tensor(0.25).item())
+    assert read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": 0.25},
+    ]
+
+
+def test_atomic_write_leaves_old_file_on_error(tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    atomic_write_text(f, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(f, "w") as fh:
+            fh.write("half")
+            raise RuntimeError("crash")
+    assert f.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_unwritable_dir_is_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GlomsslError, match="not a writable folder"):
+        ensure_writable_dir(blocker / "sub")
