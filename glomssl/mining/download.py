@@ -20,6 +20,7 @@ import io
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -218,7 +219,10 @@ def check_image(data: bytes, max_pixels: int) -> ImageInfo:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: we apply our own cap below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
             fmt = im.format or ""
             w, h = im.size
             if fmt not in IMAGE_FORMATS:

@@ -54,6 +54,7 @@ class Faults:
     p_500: float = 0.0
     p_truncated: float = 0.0
     seed: int = 0
+    only_prefix: str = ""  # e.g. "/imgs/": inject faults only into requests for these paths
 
 
 @dataclass
@@ -188,7 +189,9 @@ class ReplayServer:
         return f"http://{host!s}:{port}"
 
     def start(self) -> ReplayServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -211,6 +214,8 @@ class ReplayServer:
     # -- decisions (called from handler threads) ----------------------------------------------
     def fault_for(self, path: str) -> str | None:
         f = self.faults
+        if not path.startswith(f.only_prefix):
+            return None
         with self._lock:
             self._seen[path] += 1
             n = self._seen[path]
@@ -320,3 +325,43 @@ def serve(folder: str | Path, port: int, faults: Faults) -> None:
         pass
     finally:
         server.httpd.server_close()
+
+
+def write_replay_folder(
+    folder: str | Path, records: list[dict[str, Any]], images: dict[str, bytes]
+) -> Path:
+    """Write ``records.json`` and image files (keyed by their site path, e.g. ``/imgs/512/a.png``)."""
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    for site_path, data in images.items():
+        target = (root / site_path.lstrip("/")).resolve()
+        if not target.is_relative_to(root.resolve()):
+            raise GlomsslError(f"image path {site_path!r} would leave the replay folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    (root / "records.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return root
+
+
+def make_synthetic_replay(
+    folder: str | Path, n_figures: int, per_article: int = 3, size: int = 64, seed: int = 0
+) -> Path:
+    """A replay folder of ``n_figures`` small random-texture PNG figures, ``per_article`` figures
+    sharing each uid, all matching the query "glomerulus" (for tests and benchmarks)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    records, images = [], {}
+    for i in range(n_figures):
+        uid, fid = f"PMC{1000 + i // per_article}", f"F{i % per_article + 1}"
+        path = f"/imgs/512/{i % 7}/{i}/{uid}_{fid}.png"
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        images[path] = buf.getvalue()
+        caption = f"<p>Glomerulus, <i>PAS</i> stain &gt; figure {i}</p>"
+        records.append(make_record(uid, fid, path, caption, title=f"Kidney article {uid}"))
+    return write_replay_folder(folder, records, images)
