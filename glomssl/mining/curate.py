@@ -16,8 +16,8 @@ panels scored >= 0.7):
    panels whose probability of showing glomerular tissue reaches ``threshold``.
 
 ``run_curate`` reads a FOLDER or MANIFEST and writes ``OUT/manifest.jsonl`` (kept rows, every
-provenance field kept, paths rewritten relative to OUT), ``OUT/rejected.jsonl`` (row + ``reason``,
-``detail`` and ``score``), ``OUT/failures.jsonl`` (unreadable files) and ``OUT/curate.yaml``. Outputs
+provenance field kept; images outside OUT are hard-linked into OUT/images/), ``OUT/rejected.jsonl`` (input row + absolute
+``image`` path, ``reason``, ``detail`` and ``curate_score``), ``OUT/failures.jsonl`` (unreadable files) and ``OUT/curate.yaml``. Outputs
 hold no timestamps, so a rerun writes identical files.
 """
 
@@ -207,16 +207,40 @@ def classify_stats(
     return None, "light-microscopy statistics"
 
 
-def _rewrite_paths(
-    row: dict[str, Any], image: Path, out_dir: Path, src_dir: Path
-) -> dict[str, Any]:
-    """Copy of ``row`` with ``path`` (and ``mask``) made relative to the output folder."""
+def place_file(file: Path, rel: str, out_dir: Path) -> str:
+    """Path of ``file`` relative to ``out_dir`` for an output manifest.
+
+    Manifests may only point inside their own folder, so a file outside ``out_dir`` is hard-linked
+    (copied where links are impossible, atomically) to ``out_dir/images/<rel>``, ``rel`` being its
+    path relative to the input. An existing identical target is left alone, so reruns are no-ops.
+    """
+    import filecmp
+    import shutil
+
     from glomssl.manifest import relpath
 
+    file = file.resolve()
+    if file.is_relative_to(out_dir):
+        return relpath(file, out_dir)
+    target = out_dir / "images" / rel
+    if target.is_file() and (target.samefile(file) or filecmp.cmp(target, file, shallow=False)):
+        return relpath(target, out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(file, tmp)
+    except OSError:
+        shutil.copyfile(file, tmp)
+    os.replace(tmp, target)
+    return relpath(target, out_dir)
+
+
+def output_row(row: dict[str, Any], image: Path, out_dir: Path, src_dir: Path) -> dict[str, Any]:
+    """Copy of ``row`` for OUT/manifest.jsonl: ``path`` (and ``mask``) placed inside ``out_dir``."""
     new = dict(row)
-    new["path"] = relpath(image, out_dir)
+    new["path"] = place_file(image, str(row["path"]), out_dir)
     if isinstance(row.get("mask"), str) and row["mask"]:
-        new["mask"] = relpath((src_dir / row["mask"]).resolve(), out_dir)
+        new["mask"] = place_file(src_dir / row["mask"], str(row["mask"]), out_dir)
     return new
 
 
@@ -309,14 +333,14 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
             score = float(scorer.score_image(full))
             if score < cfg.threshold:
                 reason, detail = "score", f"scorer {score:.3f} below threshold {cfg.threshold}"
-        new = _rewrite_paths(row, image, out_dir, src_dir)
         if reason is None:
+            new = output_row(row, image, out_dir, src_dir)
             if score is not None:
                 new["curate_score"] = round(score, 6)
             kept.append(new)
         else:
             counts[reason] += 1
-            new.update(reason=reason, detail=detail)
+            new = dict(row, image=str(image), reason=reason, detail=detail)
             new["curate_score"] = None if score is None else round(score, 6)
             rejected.append(new)
     write_manifest(out_dir / "manifest.jsonl", kept)
