@@ -100,6 +100,12 @@ def tiny_descriptor(img: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------- pair search
 
 
+def _query_ids(lims: np.ndarray) -> np.ndarray:
+    """Query number of each result of a faiss range search, from its ``lims`` offsets (Q + 1,)."""
+    counts = (lims[1:].astype(np.int64) - lims[:-1].astype(np.int64)).astype(np.int64)
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
 def hamming_pairs(hashes: np.ndarray, threshold: int, batch: int = 4096) -> tuple[np.ndarray, ...]:
     """All pairs i < j with Hamming(hash_i, hash_j) <= threshold (exact, faiss binary flat index).
 
@@ -117,7 +123,7 @@ def hamming_pairs(hashes: np.ndarray, threshold: int, batch: int = 4096) -> tupl
     out_i, out_j, out_d = [], [], []
     for s in range(0, n, batch):
         lims, dist, ids = index.range_search(codes[s : s + batch], threshold + 1)  # d < radius
-        q = s + np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
+        q = s + _query_ids(lims)
         keep = ids > q
         out_i.append(q[keep])
         out_j.append(ids[keep].astype(np.int64))
@@ -145,7 +151,7 @@ def exact_cosine_pairs(
     )  # keeps sim >= threshold
     for s in progress_iter(list(range(0, n, batch)), quiet, "embedding search"):
         lims, sims, ids = index.range_search(emb[s : s + batch], radius)
-        q = s + np.repeat(np.arange(len(lims) - 1), np.diff(lims.astype(np.int64)))
+        q = s + _query_ids(lims)
         keep = ids > q
         out_i.append(q[keep])
         out_j.append(ids[keep].astype(np.int64))
