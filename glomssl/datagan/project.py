@@ -17,6 +17,7 @@ skips images already projected.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,13 +147,9 @@ def project_image(
         opt = torch.optim.Adam([ws, *noises.values()], lr=lr, betas=(0.9, 0.999))
         for step in range(steps):
             t = step / max(1, steps - 1)  # cosine ramp-down, short ramp-up (appendix D schedule)
+            ramp = min(1.0, t / 0.05) * (0.5 + 0.5 * math.cos(math.pi * t))
             for g in opt.param_groups:
-                g["lr"] = (
-                    lr
-                    * min(1.0, t / 0.05)
-                    * (0.5 + 0.5 * torch.cos(torch.tensor(t * 3.1416)).item())
-                )
-                g["lr"] = max(g["lr"], lr * 0.01)
+                g["lr"] = lr * max(ramp, 0.01)
             img = G.synthesis(ws, noise_mode="const")  # type: ignore[operator]  # (1, 3, H, W)
             mse = F.mse_loss(img, target)
             ssim = 1 - ms_ssim(img, target).mean()
@@ -170,7 +167,11 @@ def project_image(
             with torch.no_grad():  # keep noise maps N(0, 1), as the generator expects
                 for n in noises.values():
                     n.sub_(n.mean()).div_(n.std().clamp(min=1e-8))
-            terms = {"mse": float(mse), "1-ms_ssim": float(ssim), "encoder": float(enc)}
+            terms = {
+                "mse": float(mse.detach()),
+                "1-ms_ssim": float(ssim.detach()),
+                "encoder": float(enc.detach()),
+            }
         fitted = {k: v.detach().clone() for k, v in noises.items()}
     return ws.detach()[0], fitted, terms
 

@@ -1,0 +1,140 @@
+"""W+ projection: MS-SSIM, noise penalty, fitting a generated target, the annotation-folder output."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from glomssl.datagan import project as pj
+from glomssl.datagan.factory import to_uint8
+from glomssl.datagan.features import load_network, noise_buffers
+from glomssl.datagan.labeler import scan_annotations
+from glomssl.datagan.networks import create_discriminator, create_generator
+from glomssl.datagan.snapshot import save_snapshot
+from glomssl.errors import GlomsslError
+
+RES = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def G() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return load_network(create_generator("small", RES))
+
+
+def test_ms_ssim_properties() -> None:
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    torch.testing.assert_close(pj.ms_ssim(x, x), torch.ones(2), atol=1e-5, rtol=0)
+    slightly = (x + 0.05 * torch.randn_like(x)).clamp(-1, 1)
+    very = (x + 0.5 * torch.randn_like(x)).clamp(-1, 1)
+    s1, s2 = pj.ms_ssim(x, slightly), pj.ms_ssim(x, very)
+    assert (s1 < 1).all() and (s2 < s1).all()
+    big = torch.rand(1, 3, 256, 256) * 2 - 1  # five scales fit at 256 px
+    assert float(pj.ms_ssim(big, big)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_noise_regulariser_penalises_correlated_noise() -> None:
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(32, 32, generator=g)
+    smooth = F.interpolate(torch.randn(1, 1, 4, 4, generator=g), size=(32, 32), mode="bilinear")[
+        0, 0
+    ]
+    smooth = (smooth - smooth.mean()) / smooth.std()
+    assert float(pj.noise_regulariser([smooth])) > 20 * float(pj.noise_regulariser([white]))
+
+
+def test_projection_fits_a_generated_target(G: torch.nn.Module) -> None:
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.RandomState(3).randn(1, G.z_dim)).float()
+        target = G.synthesis(G.mapping(z), noise_mode="const")  # (1, 3, H, W)
+    before = {n: b.clone() for n, b in noise_buffers(G).items()}
+    ws0, _n0, t0 = pj.project_image(G, target, steps=1, optimize_noise=False)
+    ws, noise, terms = pj.project_image(G, target, steps=60, lr=0.05, optimize_noise=True)
+    assert ws.shape == (G.num_ws, G.w_dim)
+    assert set(noise) == set(before)
+    assert terms["mse"] < 0.5 * t0["mse"]  # the fit improves a lot from the mean w
+    for n, b in noise_buffers(G).items():  # the generator's own noise maps are restored
+        assert torch.equal(b, before[n]) and not b.requires_grad
+
+
+def test_projection_with_glomssl_encoder(G: torch.nn.Module, tmp_path: Path) -> None:
+    from glomssl.runs import save_weights
+    from glomssl.ssl.backbones import ResNetTrunk
+
+    trunk = ResNetTrunk("resnet18")
+    meta = {"arch": "resnet18", "mean": [0.5] * 3, "std": [0.25] * 3}
+    save_weights(tmp_path / "backbone.safetensors", trunk.trunk_state_dict(), meta)
+    from glomssl.ssl.embed import load_backbone
+
+    enc, _ = load_backbone(tmp_path, layers=(2, 3, 4))
+    target = torch.rand(1, 3, RES, RES) * 2 - 1
+    _ws, _noise, terms = pj.project_image(G, target, steps=2, encoder=enc, optimize_noise=False)
+    assert 0.0 < terms["encoder"] <= 2.0
+
+
+def test_run_project_writes_annotation_folder(G: torch.nn.Module, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_snapshot(
+        run / "snapshot-000000.safetensors",
+        G,
+        create_discriminator("small", RES),
+        copy.deepcopy(G),
+        0.0,
+        0,
+    )
+    imgs, masks = tmp_path / "real", tmp_path / "real_masks"
+    imgs.mkdir()
+    masks.mkdir()
+    with torch.no_grad():
+        fake = G(torch.randn(2, G.z_dim))
+    for i in range(2):  # non-square "real" images at another size: centre-cropped and resized
+        arr = np.asarray(Image.fromarray(to_uint8(fake[i])).resize((48, 40)))
+        Image.fromarray(arr).save(imgs / f"glom{i}.png")
+        m = np.zeros((40, 48), np.uint8)
+        m[10:30, 14:34] = 1 + i
+        Image.fromarray(m).save(masks / f"glom{i}_mask.png")
+    cfg = pj.ProjectConfig(
+        network=str(run),
+        images=str(imgs),
+        masks=str(masks),
+        out=str(tmp_path / "ann"),
+        steps=5,
+        quiet=True,
+    )
+    res = pj.run_datagan_project(cfg)
+    assert res["projected"] == 2 and res["skipped"] == 0
+    ann = tmp_path / "ann"
+    for i in range(2):
+        assert Image.open(ann / f"glom{i}.png").size == (RES, RES)
+        assert Image.open(ann / "reconstructions" / f"glom{i}.png").size == (RES, RES)
+        mask = np.asarray(Image.open(ann / f"glom{i}_mask.png"))
+        assert mask.shape == (RES, RES) and set(np.unique(mask)) == {0, 1 + i}
+    items = scan_annotations(ann, 3, RES, G)  # ready for train-labeler, noise maps included
+    assert [it.name for it in items] == ["glom0", "glom1"] and items[0].latent["noise"]
+    assert len((ann / "projection.jsonl").read_text().splitlines()) == 2
+    assert (
+        json.loads((ann / "projection.jsonl").read_text().splitlines()[0])["image"] == "glom0.png"
+    )
+    again = pj.run_datagan_project(cfg)  # resumable: already projected images are skipped
+    assert again["projected"] == 0 and again["skipped"] == 2
+
+    (masks / "glom1_mask.png").unlink()
+    cfg.out = str(tmp_path / "ann2")
+    with pytest.raises(GlomsslError, match="image glom1.png has no mask"):
+        pj.run_datagan_project(cfg)
