@@ -273,6 +273,7 @@ class ReplayServer:
 
 class _Handler(BaseHTTPRequestHandler):
     replay: ReplayServer
+    _arrived: float = 0.0
     protocol_version = "HTTP/1.1"
     server_version = "glomssl-openi-replay/1"
 
@@ -280,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _send(self, status: int, body: bytes, ctype: str, truncated: bool = False) -> None:
+        with self.replay._lock:  # logged before answering, stamped with the arrival time
+            self.replay.log.append(LoggedRequest(self._arrived, self.path, status))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -290,10 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if truncated else body)
-        with self.replay._lock:
-            self.replay.log.append(LoggedRequest(time.monotonic(), self.path, status))
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
+        self._arrived = time.monotonic()
         rp = self.replay
         if rp.faults.latency_s > 0:
             time.sleep(rp.faults.latency_s)

@@ -185,3 +185,37 @@ def test_kill_9_during_download_then_resume(replay_dir: Path, tmp_path: Path) ->
         assert sha256_file(resolve(out / "manifest.jsonl", r)) == r["sha256"]
     assert list((out / "figures").glob(".*.tmp")) == []
     assert (out / "figures" / "failures.jsonl").read_text() == ""
+
+
+def test_replay_cli_serves_openi_in_a_subprocess(replay_dir: Path) -> None:
+    import requests
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "glomssl",
+        "replay",
+        "--data",
+        str(replay_dir),
+        "--port",
+        "0",
+        "--max-page",
+        "3",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.strip().rsplit(" at ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:"), line
+        page = requests.get(
+            url + "/api/search", params={"query": "glomerulus", "m": 1, "n": 10}, timeout=10
+        ).json()
+        assert (page["count"], page["total"]) == (3, 40)
+        img = requests.get(url + page["list"][0]["imgLarge"], timeout=10)
+        assert img.status_code == 200 and img.content[:4] == b"\x89PNG"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
