@@ -1,0 +1,593 @@
+"""StyleGAN2-ADA training loop on Lightning Fabric (``glomssl gan train``).
+
+One iteration follows StyleGAN2-ADA: a G step (non-saturating loss through the ADA pipeline), a lazy
+path-length step every ``g_reg_interval`` iterations, a D step with lazy R1 every ``d_reg_interval``,
+the G_ema update (half-life ``ema_kimg`` thousand images, ramped up over the first images), and an ADA
+p update every ``ada_interval`` iterations. Adam learning rates and betas are corrected for lazy
+regularisation (StyleGAN2 appendix B: lr * c, beta ** c with c = interval / (interval + 1)).
+
+Distributed training: Fabric launches the processes and sets the devices and precision; gradients are
+averaged across processes by one flat all-reduce per step (as StyleGAN2-ADA does), which keeps G's and
+D's alternating phases simple (no DDP hooks on a network whose parameters are frozen in that phase).
+Only rank zero writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.utils.data as tud
+
+from glomssl.errors import GlomsslError
+
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+
+
+@dataclass
+class GanTrainConfig:
+    """Options of ``glomssl gan train`` (defaults follow StyleGAN2-ADA's "auto" config)."""
+
+    data: list[str] = field(default_factory=list)  # FOLDER | MANIFEST | SLIDE...
+    out: str = ""  # the run folder
+    resolution: int = 256
+    cfg: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
+    channel_max: int | None = None  # override the config's widest layer (smaller = faster, weaker)
+    batch_size: int = 32  # total over all processes
+    kimg: float = 5000.0  # training length in thousands of real images shown to D
+    gamma: float | None = None  # R1 weight; None -> 0.0002 * res^2 / batch (auto) or the paper's
+    mirror: bool = False  # random x-flips of the training data
+    aug: Literal["ada", "noaug", "fixed"] = "ada"
+    aug_p: float = 0.2  # p for --aug fixed (and the starting p for ada when resuming fails)
+    target: float = 0.6  # ADA over-fitting target for E[sign(D(real))]
+    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
+    ada_interval: int = 4
+    lr: float | None = None  # None -> 0.0025 (0.002 at 1024)
+    ema_kimg: float | None = None  # None -> batch * 10 / 32
+    ema_rampup: float | None = 0.05
+    pl_weight: float | None = None  # None -> 2 (0 for "small")
+    style_mixing: float = 0.9
+    g_reg_interval: int = 4
+    d_reg_interval: int = 16
+    snap: float = 50.0  # kimg between snapshots
+    tick: float = 4.0  # kimg between metrics.jsonl lines
+    grid: int = 8  # fakes grid is grid x grid images
+    seed: int = 0
+    workers: int = 2
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = (
+        "auto"  # auto -> ddp when devices * num_nodes > 1; ddp_spawn for notebooks/tests
+    )
+    precision: str = "auto"  # auto -> bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, else 32
+    resume: bool = False
+    slide_level: int = 0
+    slide_mpp: float | None = None
+    metric_encoder: str | None = None  # glomssl pretrain run/backbone for FID/KID per snapshot
+    metric_num: int = 1000  # images (real and fake) per FID/KID evaluation
+    quiet: bool = False
+
+    def validate(self) -> None:
+        from glomssl.datagan.networks import RESOLUTIONS
+
+        if self.resolution not in RESOLUTIONS:
+            raise GlomsslError(
+                f"--resolution {self.resolution} must be one of {', '.join(map(str, RESOLUTIONS))}"
+            )
+        if self.batch_size < 1:
+            raise GlomsslError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.kimg < 0:
+            raise GlomsslError(f"--kimg {self.kimg} must be >= 0")
+        if not 0 <= self.target <= 1:
+            raise GlomsslError(f"--target {self.target} must lie in [0, 1]")
+        if not 0 <= self.aug_p <= 1:
+            raise GlomsslError(f"--aug-p {self.aug_p} must lie in [0, 1]")
+        if self.snap <= 0 or self.tick <= 0:
+            raise GlomsslError("--snap and --tick must be positive (kimg)")
+        if self.precision not in PRECISIONS:
+            raise GlomsslError(
+                f"--precision {self.precision} is not one of {', '.join(PRECISIONS)}"
+            )
+        if self.devices < 1 or self.num_nodes < 1:
+            raise GlomsslError("--devices and --num-nodes must be at least 1")
+        if self.batch_size % (self.devices * self.num_nodes):
+            raise GlomsslError(
+                f"--batch-size {self.batch_size} must be divisible by devices x nodes "
+                f"({self.devices * self.num_nodes})"
+            )
+        if self.channel_max is not None and self.channel_max < 4:
+            raise GlomsslError(f"--channel-max {self.channel_max} must be at least 4")
+        if self.gamma is not None and self.gamma < 0:
+            raise GlomsslError(f"--gamma {self.gamma} must be >= 0")
+
+
+def resolved_hparams(cfg: GanTrainConfig) -> dict[str, float]:
+    """Hyper-parameters left as None, filled in like StyleGAN2-ADA's configs."""
+    res, mb = cfg.resolution, cfg.batch_size
+    paper_gamma = {"paper256": 1.0, "paper512": 0.5, "paper1024": 2.0}
+    gamma = cfg.gamma
+    if gamma is None:
+        gamma = paper_gamma.get(cfg.cfg, 0.0002 * res * res / mb)
+    lr = cfg.lr if cfg.lr is not None else (0.002 if res >= 1024 else 0.0025)
+    ema = cfg.ema_kimg if cfg.ema_kimg is not None else mb * 10 / 32
+    pl = cfg.pl_weight if cfg.pl_weight is not None else (0.0 if cfg.cfg == "small" else 2.0)
+    return {"gamma": float(gamma), "lr": float(lr), "ema_kimg": float(ema), "pl_weight": float(pl)}
+
+
+def _flat_all_reduce(fabric: Any, params: list[Any]) -> None:
+    """Average gradients over processes with one flat all-reduce; missing grads count as zero."""
+
+    if fabric.world_size <= 1:
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    flat = fabric.all_reduce(flat, reduce_op="mean")
+    torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+    off = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[off : off + n].view_as(p).to(p.dtype)
+        off += n
+
+
+def _resolve_precision(cfg: GanTrainConfig, accelerator: str) -> str:
+
+    if cfg.precision != "auto":
+        return cfg.precision
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
+    """Train (or resume, or with ``kimg=0`` just initialise) a StyleGAN2-ADA in ``cfg.out``.
+
+    Returns a summary: run folder, last snapshot, kimg reached, final augment p, seconds per kimg.
+    """
+    from lightning.fabric import Fabric
+
+    cfg.validate()
+    if not cfg.data:
+        raise GlomsslError("--data is required: a folder of images, a manifest, or slide files")
+    if not cfg.out:
+        raise GlomsslError("--out is required: the run folder to write")
+    world = cfg.devices * cfg.num_nodes
+    strategy = cfg.strategy
+    if strategy == "auto":
+        strategy = "ddp" if world > 1 else "auto"
+    precision = _resolve_precision(cfg, cfg.accelerator)
+    fabric = Fabric(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=precision,  # type: ignore[arg-type]
+    )
+    if strategy == "ddp_spawn":
+        return fabric.launch(_train_worker, cfg, precision)  # type: ignore[no-any-return,arg-type]
+    fabric.launch()
+    return _train_worker(fabric, cfg, precision)
+
+
+def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str, Any]:
+    import numpy as np
+
+    from glomssl.config import save_config, to_dict
+    from glomssl.datagan.augment import AdaptiveP, AugmentPipe
+    from glomssl.datagan.generate import save_grid
+    from glomssl.datagan.loss import PathLengthPenalty, discriminator_loss, generator_loss
+    from glomssl.datagan.metrics import MetricState
+    from glomssl.datagan.networks import create_discriminator, create_generator
+    from glomssl.datagan.snapshot import (
+        list_snapshots,
+        load_optimizer_state,
+        load_snapshot,
+        save_snapshot,
+        snapshot_name,
+    )
+    from glomssl.runs import MetricsLogger
+
+    run = Path(cfg.out)
+    rank0 = fabric.global_rank == 0
+    if rank0:
+        run.mkdir(parents=True, exist_ok=True)
+    fabric.barrier()
+    existing = list_snapshots(run) if run.is_dir() else []
+    if existing and not cfg.resume:
+        raise GlomsslError(
+            f"{run} already holds snapshots; pass --resume to continue it or choose a new --out"
+        )
+    hp = resolved_hparams(cfg)
+    mixed = precision != "32-true"
+    conv_clamp = 256.0 if mixed else None
+    dev = fabric.device
+
+    torch.manual_seed(cfg.seed)  # identical initial networks on every rank
+    net_kw: dict[str, Any] = {"conv_clamp": conv_clamp}
+    if cfg.channel_max is not None:
+        net_kw["channel_max"] = cfg.channel_max
+    G = create_generator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
+    D = create_discriminator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
+    G.set_fused(dev.type == "cuda")
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    pipe = AugmentPipe(cfg.aug_p if cfg.aug == "fixed" else 0.0).to(dev)
+    ada = AdaptiveP(pipe, cfg.target, cfg.ada_kimg, cfg.ada_interval) if cfg.aug == "ada" else None
+
+    def adam(net: torch.nn.Module, interval: int) -> torch.optim.Optimizer:
+        c = interval / (interval + 1) if interval > 0 else 1.0
+        return torch.optim.Adam(net.parameters(), lr=hp["lr"] * c, betas=(0.0, 0.99**c), eps=1e-8)
+
+    opt_G = adam(G, cfg.g_reg_interval if hp["pl_weight"] > 0 else 0)
+    opt_D = adam(D, cfg.d_reg_interval)
+    cur_nimg = 0
+    if existing:
+        snap = load_snapshot(existing[-1], device=str(dev))
+        for dst, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+            dst.load_state_dict(snap[key].state_dict())
+        load_optimizer_state(opt_G, "opt_G", snap["tensors"])
+        load_optimizer_state(opt_D, "opt_D", snap["tensors"])
+        cur_nimg = int(snap["meta"]["cur_nimg"])
+        if cfg.aug == "ada":
+            pipe.p.fill_(snap["augment_p"])
+    opt_G, opt_D = fabric.setup_optimizers(opt_G, opt_D)
+    cfg_dict = to_dict(cfg)
+    cfg_dict["resolved"] = hp
+    cfg_dict["precision_resolved"] = precision
+    if rank0:
+        save_config(dataclasses.replace(cfg), run / "config.yaml")
+    logger = MetricsLogger(run / "metrics.jsonl")
+    grid_z = torch.randn(cfg.grid * cfg.grid, G.z_dim, generator=torch.Generator().manual_seed(123))
+
+    def snapshot() -> Path:
+        path = run / snapshot_name(cur_nimg)
+        if rank0:
+            save_snapshot(
+                path,
+                G,
+                D,
+                G_ema,
+                float(pipe.p),
+                cur_nimg,
+                cfg_dict,
+                opt_G.optimizer,
+                opt_D.optimizer,
+            )
+            save_grid(G_ema, grid_z, cfg.grid, path.with_name(f"fakes-{cur_nimg // 1000:06d}.png"))
+        fabric.barrier()
+        return path
+
+    dataset = make_dataset(cfg)
+    if rank0 and not existing:
+        real_grid(dataset, cfg.grid, run / "reals.png")
+    if cfg.kimg == 0 or cur_nimg >= cfg.kimg * 1000:
+        last = snapshot()
+        return {"run": str(run), "snapshot": str(last), "kimg": cur_nimg / 1000, "augment_p": 0.0}
+
+    batch_gpu = cfg.batch_size // fabric.world_size
+    loader = build_loader(dataset, batch_gpu, cfg, fabric.global_rank, fabric.world_size)
+    batches = infinite_batches(loader)
+    torch.manual_seed(cfg.seed * 1000 + fabric.global_rank + cur_nimg)  # per-rank latents
+    np.random.seed(cfg.seed + fabric.global_rank)
+    pl_reg = PathLengthPenalty(hp["pl_weight"]) if hp["pl_weight"] > 0 else None
+    metric_state = None
+    if cfg.metric_encoder and rank0:
+        metric_state = MetricState(cfg.metric_encoder, dataset, cfg.metric_num, str(dev))
+
+    it = 0
+    total = int(cfg.kimg * 1000)
+    tick_start_nimg, tick_start_time, start_time = cur_nimg, time.time(), time.time()
+    next_snap = (cur_nimg // int(cfg.snap * 1000) + 1) * int(cfg.snap * 1000)
+    acc: dict[str, list[float]] = {}
+    bar = _progress(cfg, rank0, total, cur_nimg)
+    last_path: Path | None = None
+
+    def record(key: str, value: Any) -> None:
+        acc.setdefault(key, []).append(float(value))
+
+    while cur_nimg < total:
+        real = next(batches).to(dev).float() / 127.5 - 1  # (b, 3, R, R) in [-1, 1]
+        # --- G main
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        z = torch.randn(batch_gpu, G.z_dim, device=dev)
+        with fabric.autocast():
+            loss_g = generator_loss(G, D, pipe, z, cfg.style_mixing)
+        fabric.backward(loss_g)
+        _flat_all_reduce(fabric, list(G.parameters()))
+        opt_G.step()
+        opt_G.zero_grad(set_to_none=True)
+        record("loss_G", loss_g.detach())
+        # --- G path-length regularisation (lazy)
+        if pl_reg is not None and it % cfg.g_reg_interval == 0:
+            z = torch.randn(batch_gpu, G.z_dim, device=dev)
+            with fabric.autocast():
+                loss_pl, pen = pl_reg(G, z, cfg.g_reg_interval, cfg.style_mixing)
+            fabric.backward(loss_pl)
+            _flat_all_reduce(fabric, list(G.parameters()))
+            opt_G.step()
+            opt_G.zero_grad(set_to_none=True)
+            record("pl_penalty", pen)
+        # --- D main (+ lazy R1)
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        do_r1 = it % cfg.d_reg_interval == 0
+        z = torch.randn(batch_gpu, G.z_dim, device=dev)
+        with fabric.autocast():
+            loss_d, st = discriminator_loss(
+                G, D, pipe, z, real, hp["gamma"], do_r1, cfg.d_reg_interval, cfg.style_mixing
+            )
+        fabric.backward(loss_d)
+        _flat_all_reduce(fabric, list(D.parameters()))
+        opt_D.step()
+        opt_D.zero_grad(set_to_none=True)
+        record("loss_D", st["loss_fake"] + st["loss_real"])
+        record("loss_D_real", st["loss_real"])
+        record("loss_D_fake", st["loss_fake"])
+        if "r1_penalty" in st:
+            record("r1_penalty", st["r1_penalty"])
+        record("D_real_sign", torch.sign(st["real_logits"].float()).mean())
+        if ada is not None:
+            ada.accumulate(st["real_logits"])
+        # --- G_ema (StyleGAN2-ADA: half-life in images, ramped up early in training)
+        cur_nimg += cfg.batch_size
+        it += 1
+        ema_nimg = hp["ema_kimg"] * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
+        with torch.no_grad():
+            for pe, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+                pe.copy_(p.detach().lerp(pe, beta))
+            for be, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+                be.copy_(b)
+        # --- ADA p
+        if ada is not None and it % cfg.ada_interval == 0:
+            red = (
+                (lambda t: fabric.all_reduce(t.to(dev), reduce_op="sum").cpu())
+                if fabric.world_size > 1
+                else None
+            )
+            ada.update(cfg.batch_size * cfg.ada_interval, red)
+        if bar is not None:
+            bar.update(cfg.batch_size)
+        done = cur_nimg >= total
+        if cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap:
+            now = time.time()
+            row = _tick_row(acc, cur_nimg, float(pipe.p), now, tick_start_time, tick_start_nimg)
+            row["total_sec"] = now - start_time
+            if ada is not None and ada.last_rt is not None:
+                row["ada_rt"] = ada.last_rt
+            if cur_nimg >= next_snap or done:
+                last_path = snapshot()
+                next_snap += int(cfg.snap * 1000)
+                if metric_state is not None and rank0:
+                    row.update(metric_state.evaluate(G_ema))
+                fabric.barrier()
+            logger.log(**row)
+            acc.clear()
+            tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    if bar is not None:
+        bar.close()
+    return {
+        "run": str(run),
+        "snapshot": str(last_path) if last_path else "",
+        "kimg": cur_nimg / 1000,
+        "augment_p": float(pipe.p),
+    }
+
+
+def _tick_row(
+    acc: dict[str, list[float]], nimg: int, p: float, now: float, t0: float, n0: int
+) -> dict[str, Any]:
+    import psutil
+
+    row: dict[str, Any] = {"kimg": nimg / 1000, "augment_p": p}
+    row.update({k: sum(v) / len(v) for k, v in acc.items() if v})
+    dk = max(nimg - n0, 1) / 1000
+    row["sec_per_kimg"] = (now - t0) / dk
+    row["rss_gb"] = psutil.Process().memory_info().rss / 2**30
+    if torch.cuda.is_available():
+        row["gpu_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
+
+
+def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
+    import sys
+
+    if cfg.quiet or not rank0 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="img", desc="gan train")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training data: folders / manifests (map-style) or whole-slide images (patches sampled on the fly)
+
+
+def _to_square(img: Any, size: int) -> Any:
+    """Centre-crop a PIL image to a square and resize it to ``size`` (Lanczos when shrinking)."""
+    from PIL import Image
+
+    w, h = img.size
+    s = min(w, h)
+    if w != h:
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    if s != size:
+        img = img.resize(
+            (size, size), Image.Resampling.LANCZOS if s > size else Image.Resampling.BICUBIC
+        )
+    return img
+
+
+class ImageDataset:
+    """Images from folders/manifests as uint8 tensors (3, R, R); x-flipped at random with mirror."""
+
+    def __init__(self, paths: list[Path], resolution: int, mirror: bool) -> None:
+        self.paths = paths
+        self.resolution = resolution
+        self.mirror = mirror
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        import numpy as np
+        from PIL import Image
+
+        p = self.paths[i]
+        try:
+            with Image.open(p) as im:
+                img = _to_square(im.convert("RGB"), self.resolution)
+        except (OSError, ValueError) as exc:
+            raise GlomsslError(f"training image {p} cannot be read ({exc}); remove it") from exc
+        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, R, R) uint8
+        if self.mirror and torch.rand(()) < 0.5:
+            x = x.flip(2)
+        return x
+
+
+class SlideDataset:
+    """Endless random tissue patches from whole-slide images, as uint8 tensors (3, R, R)."""
+
+    def __init__(self, cfg: GanTrainConfig, slides: list[str | os.PathLike[str]]) -> None:
+        from glomssl.wsi import SlidePatchSampler
+
+        self.sampler = SlidePatchSampler(
+            slides, patch_size=cfg.resolution, level=cfg.slide_level, mpp=cfg.slide_mpp
+        )
+        self.resolution = cfg.resolution
+        self.mirror = cfg.mirror
+        self.seed = cfg.seed
+
+    def stream(self, seed: int) -> Any:
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        while True:
+            img = _to_square(self.sampler.sample(rng), self.resolution)
+            x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, R, R)
+            if self.mirror and rng.random() < 0.5:
+                x = x.flip(2)
+            yield x
+
+
+def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
+    """Folders/manifests -> ImageDataset (headers checked up front); slides -> SlideDataset."""
+    from PIL import Image
+
+    from glomssl.manifest import load_image_list
+    from glomssl.wsi import is_slide_path
+
+    slides: list[str | os.PathLike[str]] = [
+        d for d in cfg.data if is_slide_path(d) and Path(d).is_file()
+    ]
+    if slides and len(slides) != len(cfg.data):
+        raise GlomsslError(
+            "--data mixes slides with folders/manifests; train on one kind at a time"
+        )
+    if slides:
+        return SlideDataset(cfg, slides)
+    paths: list[Path] = []
+    for src in cfg.data:
+        paths.extend(p for p, _row in load_image_list(src))
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.verify()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise GlomsslError(
+                f"training image {p} is not a readable image ({exc}); remove it"
+            ) from exc
+    return ImageDataset(paths, cfg.resolution, cfg.mirror)
+
+
+class _InfiniteShard:
+    """Endless shuffled indices, one shard per process (each epoch a new seeded permutation)."""
+
+    def __init__(self, n: int, rank: int, world: int, seed: int) -> None:
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+
+    def __iter__(self) -> Any:
+        import numpy as np
+
+        epoch = 0
+        while True:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            if self.n < self.world:
+                perm = np.resize(perm, self.world)
+            yield from perm[self.rank :: self.world].tolist()
+            epoch += 1
+
+
+class _SlideStream(tud.IterableDataset):  # type: ignore[type-arg]
+    """Per-process, per-worker seeded stream of slide patches."""
+
+    def __init__(self, ds: SlideDataset, rank: int) -> None:
+        super().__init__()
+        self.ds, self.rank = ds, rank
+
+    def __iter__(self) -> Any:
+        info = tud.get_worker_info()
+        wid = info.id if info is not None else 0
+        return self.ds.stream(self.ds.seed * 100003 + self.rank * 101 + wid)
+
+
+def build_loader(ds: Any, batch: int, cfg: GanTrainConfig, rank: int, world: int) -> Any:
+    """A DataLoader that never ends: per-process shards of folder data, or per-worker slide streams."""
+    if isinstance(ds, SlideDataset):
+        return tud.DataLoader(_SlideStream(ds, rank), batch_size=batch, num_workers=cfg.workers)
+    sampler = _InfiniteShard(len(ds), rank, world, cfg.seed)
+    return tud.DataLoader(
+        ds,
+        batch_size=batch,
+        sampler=sampler,  # type: ignore[arg-type]
+        num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0,
+        drop_last=True,
+    )
+
+
+def infinite_batches(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+def iter_images(ds: Any, n: int, seed: int = 0) -> Any:
+    """The first ``n`` images (uint8 (3, R, R)) of a random order of a dataset or a slide stream."""
+    import numpy as np
+
+    if isinstance(ds, SlideDataset):
+        stream = ds.stream(seed)
+        for _ in range(n):
+            yield next(stream)
+        return
+    order = np.random.default_rng(seed).permutation(len(ds))
+    for i in np.resize(order, n) if n > len(ds) else order[:n]:
+        yield ds[int(i)]
+
+
+def real_grid(ds: Any, n: int, path: Path) -> None:
+    """Save an n x n grid of training images (what D sees before augmentation) as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from glomssl.fsutil import atomic_open
+
+    x = torch.stack(list(iter_images(ds, n * n)))  # (n*n, 3, R, R)
+    r = x.shape[-1]
+    grid = x.reshape(n, n, 3, r, r).permute(0, 3, 1, 4, 2).reshape(n * r, n * r, 3)
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.ascontiguousarray(grid.numpy())).save(fh, format="PNG")
