@@ -106,6 +106,8 @@ def test_train_save_load_predict(ann_dir: Path, run_dir: Path, tmp_path: Path) -
     mean, js = model.predict(x)
     assert mean.shape == (7, 3) and js.shape == (7,)
     torch.testing.assert_close(mean.sum(-1), torch.ones(7))
+    with torch.no_grad():  # the fused first-layer path equals running each member on its own
+        torch.testing.assert_close(mean, model(x).softmax(-1).mean(0), atol=1e-6, rtol=1e-5)
     assert (tmp_path / "lab" / "config.yaml").is_file()
 
 

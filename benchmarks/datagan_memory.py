@@ -1,0 +1,147 @@
+"""Peak RSS of `glomssl datagan generate` (banded) vs datasetGAN's whole-image feature tensor.
+
+For each resolution a default-width ("auto", the ADA paper's default) StyleGAN2 generator and a K=10
+labeler (128/32 hidden, the datasetGAN widths) are initialised randomly and saved as a snapshot and a
+labeler folder (random weights cost exactly the same memory and time as trained ones). Then, each in
+its own fresh subprocess so peaks do not mix:
+
+* ``banded``: the real ``datagan generate`` command (one image; label map at full resolution), peak
+  RSS read from the child's own ``getrusage(RUSAGE_SELF).ru_maxrss``;
+* ``naive``: the same image labelled the datasetGAN way (every layer upsampled to (C_total, H, W) and
+  classified at once) where it fits in this machine's memory; its size is always reported too.
+
+Prints ONE JSON line. Usage: ``nice python benchmarks/datagan_memory.py [--res 256 512 1024]
+[--naive-max-gb 8]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD_BANDED = r"""
+import json, resource, sys, time
+from glomssl.datagan.commands_label import datagan
+t = time.time()
+try:
+    datagan.main(sys.argv[1:], standalone_mode=False)
+finally:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
+"""
+
+CHILD_NAIVE = r"""
+import json, resource, sys, time
+import torch
+from glomssl.datagan.features import full_features, load_network, synthesize
+from glomssl.datagan.factory import seed_latent
+from glomssl.datagan.labeler import load_labeler
+t = time.time()
+G = load_network(sys.argv[1])
+lab, _ = load_labeler(sys.argv[2])
+_img, feats = synthesize(G, seed_latent(G, 0, 0.7))
+res = int(G.img_resolution)
+with torch.no_grad():
+    full = full_features(feats, (res, res))  # (C_total, H, W): the datasetGAN tensor
+    x = full.permute(1, 2, 0).reshape(res * res, -1)  # (H*W, C_total) pixel rows
+    mean, js = lab.predict(x)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
+"""
+
+
+def _child(code: str, args: list[str]) -> dict[str, float]:
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            out: dict[str, float] = json.loads(line[7:])
+            out["returncode"] = proc.returncode
+            return out
+    raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+
+
+def _prepare(root: Path, res: int) -> tuple[Path, Path, int]:
+    import copy
+
+    import torch
+
+    from glomssl.datagan.features import feature_channels, synthesize
+    from glomssl.datagan.labeler import make_labeler, save_labeler
+    from glomssl.datagan.networks import create_discriminator, create_generator
+    from glomssl.datagan.snapshot import save_snapshot
+
+    torch.manual_seed(0)
+    G = create_generator("auto", res).eval()
+    D = create_discriminator("auto", res)
+    run = root / f"run{res}"
+    save_snapshot(run / "snapshot-000000.safetensors", G, D, copy.deepcopy(G), 0.0, 0)
+    with torch.no_grad():
+        _img, feats = synthesize(G, G.mapping(torch.randn(1, G.z_dim)))
+    channels = feature_channels(feats)
+    del feats, D
+    lab = make_labeler(sum(channels), 3, k=10, hidden=[128, 32]).eval()
+    save_labeler(lab, root / f"lab{res}", {"channels": channels, "resolution": res})
+    return run, root / f"lab{res}", sum(channels)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--res", type=int, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--naive-max-gb", type=float, default=8.0, help="skip naive runs above this")
+    ap.add_argument("--band-mb", type=int, default=256)
+    a = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="datagan-mem-") as tmp:
+        root = Path(tmp)
+        for res in a.res:
+            run, lab, c_total = _prepare(root, res)
+            naive_tensor = c_total * res * res * 4
+            row: dict[str, object] = {
+                "resolution": res,
+                "c_total": c_total,
+                "naive_feature_tensor_gb": round(naive_tensor / 1e9, 2),
+            }
+            t = time.time()
+            banded = _child(
+                CHILD_BANDED,
+                ["generate", "--network", str(run), "--labeler", str(lab), "--n", "1"]
+                + ["--out", str(root / f"syn{res}"), "--device", "cpu", "--quiet"]
+                + ["--band-mb", str(a.band_mb)],
+            )
+            row["banded_peak_rss_gb"] = round(banded["peak_rss_bytes"] / 1e9, 2)
+            row["banded_seconds_per_image"] = round(banded["seconds"], 1)
+            row["banded_wall_seconds_incl_startup"] = round(time.time() - t, 1)
+            # naive needs the tensor twice (C,H,W and its pixel-major copy) plus activations
+            if 2.2 * naive_tensor / 1e9 <= a.naive_max_gb:
+                naive = _child(CHILD_NAIVE, [str(run), str(lab)])
+                row["naive_peak_rss_gb"] = round(naive["peak_rss_bytes"] / 1e9, 2)
+                row["naive_seconds"] = round(naive["seconds"], 1)
+            else:
+                row["naive_peak_rss_gb"] = None
+                row["naive_skipped"] = f"needs > {2 * naive_tensor / 1e9:.1f} GB; not run"
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "datagan_memory",
+                "machine": "2-core CPU, shared/noisy",
+                "network": "auto (default width), K=10 labeler 128/32, 3 classes",
+                "band_mb": a.band_mb,
+                "results": results,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
