@@ -407,8 +407,13 @@ def make_figure(
     long_side: int = 512,
     letters: bool = True,
     captions: bool = True,
+    resize: bool = True,
 ) -> tuple[Image.Image, list[Box]]:
-    """Draw one compound figure; return it and its panel boxes (x0, y0, x1, y1), exclusive ends."""
+    """Draw one compound figure; return it and its panel boxes (x0, y0, x1, y1), exclusive ends.
+
+    ``resize=False`` skips the final rescale to about ``long_side`` (boxes stay pixel-exact); the
+    random draws are the same either way, so a seed gives the same layout.
+    """
     w = int(rng.uniform(480, 760))
     h = int(w * rng.choice([rng.uniform(0.15, 0.45), rng.uniform(0.45, 1.25)], p=[0.3, 0.7]))
     bg = (255, 255, 255) if rng.random() < 0.85 else _rgb(rng.integers(0, 256, 3))
@@ -459,6 +464,10 @@ def make_figure(
         elif letter_where == "outside":
             dr.text((cx0, cy0), text, font=letter_font, fill=(0, 0, 0) if sum(bg) > 380 else bg)
         boxes.append(box)
+    if not boxes:  # every cell was too small: make it a single-panel figure
+        tile = decorate(rng, paint_micrograph(rng, w - 2 * margin, h - 2 * margin), fonts)
+        fig.paste(tile, (margin, margin))
+        boxes.append((margin, margin, w - margin, h - margin))
     if captions and rng.random() < 0.25:  # a caption band below the panels (not a panel)
         font = fonts.get(rng, int(rng.uniform(9, 13)))
         band = Image.new("RGB", (w, int(rng.integers(14, 40))), (255, 255, 255))
@@ -469,7 +478,7 @@ def make_figure(
         full.paste(band, (0, h))
         fig = full
     scale = long_side * rng.uniform(0.75, 1.35) / max(fig.size)
-    if abs(scale - 1) > 0.02:
+    if resize and abs(scale - 1) > 0.02:
         size = (max(32, round(fig.size[0] * scale)), max(32, round(fig.size[1] * scale)))
         sx, sy = size[0] / fig.size[0], size[1] / fig.size[1]
         fig = fig.resize(size, Image.Resampling.BILINEAR)

@@ -109,6 +109,18 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ) from exc
 
 
+def weights_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The JSON sidecar of a weights file (shipped ones by default); empty when there is none."""
+    import json
+
+    side = (Path(weights) if weights is not None else DEFAULT_WEIGHTS).with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def load_detector(weights: str | os.PathLike[str] | None = None) -> Any:
     """The panel detector (``ultralytics.YOLO``, eval mode) with shipped or given weights.
 
@@ -152,6 +164,9 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     patience: int = 50
+    fraction: float = 1.0  # share of the training images used (a quick run on a big set)
+    warmup_epochs: float = 1.0
+    cache: bool = True  # keep decoded training images in RAM (saves CPU on JPEG decoding)
     quiet: bool = False
 
     def validate(self) -> None:
@@ -164,6 +179,8 @@ class TrainConfig:
         for name in ("epochs", "batch"):
             if getattr(self, name) < 1:
                 raise GlomsslError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise GlomsslError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.imgsz < 64 or self.imgsz % 32:
             raise GlomsslError(f"--imgsz must be a multiple of 32 and >= 64, got {self.imgsz}")
 
@@ -193,6 +210,9 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             seed=cfg.seed,
             deterministic=True,
             patience=cfg.patience,
+            fraction=cfg.fraction,
+            warmup_epochs=cfg.warmup_epochs,
+            cache="ram" if cfg.cache else False,
             project=os.fspath(run.resolve()),
             name="ultralytics",
             exist_ok=True,
@@ -225,6 +245,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             "imgsz": cfg.imgsz,
             "epochs": cfg.epochs,
             "seed": cfg.seed,
+            "fraction": cfg.fraction,
             "data": os.fspath(cfg.data),
             "val_metrics": metrics,
         },

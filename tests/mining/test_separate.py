@@ -1,0 +1,212 @@
+"""Figure separation: classic XY cuts and YOLO on figures with known boxes; the resumable run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from glomssl.errors import GlomsslError
+from glomssl.fsutil import sha256_file
+from glomssl.manifest import read_manifest
+from glomssl.mining.separate import (
+    SeparateConfig,
+    Separator,
+    classic_boxes,
+    iou,
+    prf1,
+    run_separate,
+)
+from glomssl.mining.synth_figures import Fonts, make_figure
+from glomssl.mining.yolo import DEFAULT_WEIGHTS
+
+Box = tuple[int, int, int, int]
+
+
+def grid_figure(
+    seed: int, rows: int = 2, cols: int = 3, gutter: int = 12
+) -> tuple[Image.Image, list[Box]]:
+    """A white figure with rows x cols textured panels, gutters, and letters in the gutters."""
+    rng = np.random.default_rng(seed)
+    pw, ph, m = 150, 120, 10
+    w = m * 2 + cols * pw + (cols - 1) * gutter
+    h = m * 2 + 16 + rows * ph + (rows - 1) * (gutter + 16)
+    fig = Image.new("RGB", (w, h), (255, 255, 255))
+    dr = ImageDraw.Draw(fig)
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            x0 = m + c * (pw + gutter)
+            y0 = m + 16 + r * (ph + gutter + 16)
+            tone = int(rng.integers(40, 200))
+            arr = np.clip(rng.normal(tone, 30, (ph, pw, 3)), 0, 255).astype(np.uint8)
+            fig.paste(Image.fromarray(arr), (x0, y0))
+            boxes.append((x0, y0, x0 + pw, y0 + ph))
+            dr.text((x0, y0 - 16), "abcdef"[r * cols + c], fill=(0, 0, 0))
+    return fig, boxes
+
+
+def _matches(pred: list[Box], truth: list[Box], thr: float) -> bool:
+    return len(pred) == len(truth) and all(max(iou(p, t) for p in pred) >= thr for t in truth)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_classic_finds_grid_panels_exactly(seed: int) -> None:
+    fig, truth = grid_figure(seed, rows=1 + seed % 2, cols=2 + seed % 3)
+    pred = [b for b, _ in classic_boxes(fig)]
+    assert _matches(pred, truth, 0.95), (pred, truth)
+
+
+def test_non_compound_figure_is_one_trimmed_panel() -> None:
+    fig = Image.new("RGB", (300, 200), (255, 255, 255))
+    arr = np.random.default_rng(0).integers(0, 255, (150, 220, 3), dtype=np.uint8)
+    fig.paste(Image.fromarray(arr), (40, 30))
+    for method in ("classic", "yolo"):
+        panels = Separator(method).split([fig])[0]
+        assert len(panels) == 1, (method, panels)
+        assert iou(panels[0][0], (40, 30, 260, 180)) > 0.9, (method, panels)
+
+
+def test_prf1_counts() -> None:
+    truth = [[(0, 0, 10, 10), (20, 0, 30, 10)]]
+    assert prf1([[(0, 0, 10, 10)]], truth) == pytest.approx(
+        {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "tp": 1, "fp": 0, "fn": 1}
+    )
+    # one prediction cannot match two truths
+    assert prf1([[(0, 0, 30, 10)]], truth)["tp"] == 0
+
+
+def test_yolo_shipped_weights_on_synthetic_figures() -> None:
+    """Held-out synthetic figures (seeds never used for the shipped training set)."""
+    fonts = Fonts()
+    preds, truths, figs = [], [], []
+    for i in range(16):
+        fig, boxes = make_figure(np.random.default_rng([99, i]), fonts, [])
+        figs.append(fig)
+        truths.append(boxes)
+    sep = Separator("yolo")
+    for start in range(0, len(figs), 8):
+        preds += [[b for b, _ in p] for p in sep.split(figs[start : start + 8])]
+    score = prf1(preds, truths)
+    assert score["f1"] >= 0.7, score
+
+
+def test_yolo_on_grid_figures() -> None:
+    figs, truths = zip(*(grid_figure(s) for s in range(3)))
+    preds = Separator("yolo").split(list(figs))
+    score = prf1([[b for b, _ in p] for p in preds], list(truths))
+    assert score["f1"] >= 0.8, score
+
+
+def _inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    for s in range(3):
+        grid_figure(s)[0].save(folder / f"fig{s}.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return folder
+
+
+def test_run_separate_folder_resumes_and_reports_failures(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    out = tmp_path / "out"
+    cfg = SeparateConfig(input=str(folder), out=str(out), method="classic", preview=2, quiet=True)
+    s1 = run_separate(cfg)
+    assert s1["figures"] == 4 and s1["failed"] == 1 and s1["processed"] == 4
+    rows = read_manifest(out / "manifest.jsonl")
+    assert len(rows) == s1["panels"] == 6 + 6 + 6
+    for r in rows:
+        crop = out / r["path"]
+        assert sha256_file(crop) == r["sha256"]
+        assert Image.open(crop).size == (r["width"], r["height"])
+        x0, y0, x1, y1 = r["bbox"]
+        assert (x1 - x0, y1 - y0) == (r["width"], r["height"])
+        assert r["method"] == "classic" and r["parent"].startswith(str(folder))
+    fails = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert len(fails) == 1 and fails[0]["parent"].endswith("corrupt.jpg")
+    assert len(list((out / "previews").glob("*.png"))) == 2
+    before = (out / "manifest.jsonl").read_bytes()
+    s2 = run_separate(cfg)
+    assert s2["processed"] == 0 and s2["skipped"] == 4
+    assert (out / "manifest.jsonl").read_bytes() == before
+    with pytest.raises(GlomsslError, match="other settings"):
+        run_separate(SeparateConfig(input=str(folder), out=str(out), method="yolo", quiet=True))
+
+
+def test_run_separate_manifest_carries_provenance(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    man = tmp_path / "figures.jsonl"
+    lines = []
+    for s in range(2):
+        p = folder / f"fig{s}.png"
+        w, h = Image.open(p).size
+        row = {"path": f"figs/fig{s}.png", "sha256": sha256_file(p), "width": w, "height": h}
+        row.update({"uid": f"PMC{s}", "license": "CC BY 4.0", "source": {"site": "openi"}})
+        lines.append(json.dumps(row))
+    man.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run_separate(SeparateConfig(input=str(man), out=str(out), method="yolo", quiet=True))
+    rows = read_manifest(out / "manifest.jsonl")
+    assert {r["parent"] for r in rows} == {"figs/fig0.png", "figs/fig1.png"}
+    for r in rows:
+        assert r["license"] == "CC BY 4.0" and r["uid"].startswith("PMC")
+        assert r["source"] == {"site": "openi"} and r["method"] == "yolo"
+        assert 0.0 < r["score"] <= 1.0
+
+
+def test_cli_separate_and_errors(tmp_path: Path) -> None:
+    from glomssl.cli import cli
+
+    folder = _inputs(tmp_path)
+    res = CliRunner().invoke(
+        cli,
+        ["separate", "--input", str(folder), "--out", str(tmp_path / "o"), "--method", "classic"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["panels"] == 18
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not weights")
+    res = CliRunner().invoke(
+        cli,
+        ["separate", "--input", str(folder), "--out", str(tmp_path / "p"), "--weights", str(bad)],
+    )
+    assert res.exit_code == 2 and "not a detector checkpoint" in res.output
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glomssl",
+            "separate",
+            "--input",
+            str(tmp_path / "nope"),
+            "--out",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+@pytest.mark.realdata
+def test_shipped_weights_on_real_exsclaim_figures(shared_data: Path) -> None:
+    """The acceptance target of the shipped detector: F1 >= 0.8 at IoU 0.5 on real figures."""
+    root = shared_data / "compound_figures" / "exsclaim"
+    meta = json.loads((root / "boxes.json").read_text())
+    figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
+    truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
+    assert DEFAULT_WEIGHTS.is_file()
+    preds = []
+    sep = Separator("yolo")
+    for fig in figs:
+        preds.append([b for b, _ in sep.split([fig])[0]])
+    score = prf1(preds, truths)
+    assert score["f1"] >= 0.8, score

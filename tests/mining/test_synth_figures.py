@@ -1,0 +1,121 @@
+"""Synthetic compound figures: boxes match what was drawn; YOLO files; reproducibility; CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from glomssl.errors import GlomsslError
+from glomssl.mining.synth_figures import Fonts, SynthConfig, load_pool, make_figure, run_synth
+
+
+def _pool(folder: Path) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        arr = rng.integers(0, 255, (64 + 16 * i, 80, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"tile{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_boxes_are_exactly_what_was_drawn(seed: int) -> None:
+    """Without letters/captions/resizing: everything outside the boxes is one background colour,
+    every box touches ink on all four edges, and boxes do not overlap."""
+    rng = np.random.default_rng([7, seed])
+    pool = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))]
+    fig, boxes = make_figure(rng, Fonts(), pool, letters=False, captions=False, resize=False)
+    arr = np.asarray(fig).astype(np.int16)  # (H, W, 3)
+    h, w = arr.shape[:2]
+    assert boxes, "a figure has at least one panel"
+    inside = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert not inside[y0:y1, x0:x1].any(), "panel boxes overlap"
+        inside[y0:y1, x0:x1] = True
+    outside = arr[~inside]
+    if outside.size == 0:
+        return
+    bg = outside[0]
+    assert (np.abs(outside - bg).max(axis=1) <= 0).all(), "something was drawn outside the boxes"
+    for x0, y0, x1, y1 in boxes:
+        ink = np.abs(arr[y0:y1, x0:x1] - bg).max(axis=2) > 12  # (h, w)
+        assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any(), (
+            "box is not tight around what was drawn"
+        )
+
+
+def test_run_synth_writes_consistent_yolo_set(tmp_path: Path) -> None:
+    cfg = SynthConfig(out=str(tmp_path / "s"), n=6, val_fraction=0.34, seed=3, quiet=True)
+    summary = run_synth(cfg)
+    out = Path(summary["out"])
+    rows = [json.loads(x) for x in (out / "boxes.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and summary["val"] == 2
+    assert [r["split"] for r in rows] == ["train"] * 4 + ["val"] * 2
+    assert sum(len(r["boxes"]) for r in rows) == summary["boxes"]
+    for r in rows:
+        img = Image.open(out / r["file"])
+        assert img.size == (r["width"], r["height"])
+        assert max(img.size) >= 300  # long side around 512
+        label = out / r["file"].replace("images/", "labels/").replace(".jpg", ".txt")
+        lines = label.read_text().splitlines()
+        assert len(lines) == len(r["boxes"])
+        for line, (x0, y0, x1, y1) in zip(lines, r["boxes"]):
+            cls, cx, cy, bw, bh = line.split()
+            assert cls == "0"
+            assert float(cx) == pytest.approx((x0 + x1) / 2 / r["width"], abs=1e-5)
+            assert float(bh) == pytest.approx((y1 - y0) / r["height"], abs=1e-5)
+            assert 0 < float(bw) <= 1 and 0 < float(bh) <= 1
+    data = (out / "data.yaml").read_text()
+    assert "train: images/train" in data and "0: panel" in data
+
+
+def test_same_seed_same_set_other_seed_other_set(tmp_path: Path) -> None:
+    def labels(out: str, seed: int) -> list[str]:
+        run_synth(SynthConfig(out=out, n=3, val_fraction=0.0, seed=seed, quiet=True))
+        return [p.read_text() for p in sorted(Path(out, "labels", "train").glob("*.txt"))]
+
+    a = labels(str(tmp_path / "a"), 5)
+    assert a == labels(str(tmp_path / "b"), 5)
+    assert (tmp_path / "a/images/train/000001.jpg").read_bytes() == (
+        tmp_path / "b/images/train/000001.jpg"
+    ).read_bytes()
+    assert a != labels(str(tmp_path / "c"), 6)
+
+
+def test_user_images_are_used_and_broken_ones_skipped(tmp_path: Path) -> None:
+    folder = _pool(tmp_path / "pool")
+    assert len(load_pool([str(folder)], 100, 0)) == 3
+    summary = run_synth(SynthConfig(out=str(tmp_path / "s"), n=2, images=[str(folder)], quiet=True))
+    assert summary["pool_images"] == 3
+
+
+def test_bad_options_raise_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(GlomsslError, match="--n"):
+        run_synth(SynthConfig(out=str(tmp_path), n=0))
+    with pytest.raises(GlomsslError, match="not a folder"):
+        run_synth(SynthConfig(out=str(tmp_path), images=[str(tmp_path / "missing")]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.png").write_bytes(b"junk")
+    with pytest.raises(GlomsslError, match="no readable images"):
+        run_synth(SynthConfig(out=str(tmp_path / "o"), n=1, images=[str(empty)]))
+
+
+def test_cli_synth(tmp_path: Path) -> None:
+    from glomssl.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["separator", "synth", "--out", str(tmp_path / "s"), "--n", "2", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["figures"] == 2
+    res = runner.invoke(cli, ["separator", "synth", "--out", str(tmp_path / "t"), "--n", "-1"])
+    assert res.exit_code == 2 and "Error: --n must be at least 1" in res.output
