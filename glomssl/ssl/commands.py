@@ -1,0 +1,156 @@
+"""Click commands ``glomssl pretrain``, ``glomssl embed`` and ``glomssl probe`` (loaded lazily).
+
+Each command validates its options, builds one dataclass config and calls one library function:
+:func:`glomssl.ssl.train.run_pretrain`, :func:`glomssl.ssl.embed.run_embed`,
+:func:`glomssl.ssl.probe.run_probe`. torch and lightning are imported only inside those functions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from glomssl.config import build_config, to_yaml
+
+METHODS = ("simsiam", "regcon", "byol", "barlowtwins", "vicreg")
+ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+def _overrides(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@click.command("pretrain")
+@click.option("--method", type=click.Choice(METHODS), default=None, help="SSL method [simsiam].")
+@click.option("--data", multiple=True, required=True, help="FOLDER, MANIFEST or slide file(s).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--arch", type=click.Choice(ARCHS), default=None, help="Encoder [resnet18].")
+@click.option("--image-size", type=int, default=None, help="Training crop size [224].")
+@click.option("--batch-size", type=int, default=None, help="Images per device per step [64].")
+@click.option("--epochs", type=int, default=None, help="Epochs (default 100 unless --max-steps).")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps; 0 exports random init.")
+@click.option("--lr", type=float, default=None, help="Base lr, scaled by batch/256 [0.05].")
+@click.option("--accumulate", type=int, default=None, help="Gradient accumulation steps [1].")
+@click.option("--accelerator", type=click.Choice(["cpu", "gpu", "auto"]), default=None)
+@click.option("--devices", type=int, default=None, help="Devices per node [1].")
+@click.option("--num-nodes", type=int, default=None, help="Nodes [1].")
+@click.option("--strategy", type=str, default=None, help="auto | ddp | ddp_spawn ... [auto].")
+@click.option("--precision", type=click.Choice(["32", "bf16-mixed", "16-mixed"]), default=None)
+@click.option("--workers", type=int, default=None, help="Data-loading processes [2].")
+@click.option("--cache/--no-cache", default=None, help="Keep decoded images in memory.")
+@click.option("--stain-jitter", type=float, default=None, help="HED stain jitter strength [0.05].")
+@click.option("--regions", type=int, default=None, help="regcon: number of regions K [8].")
+@click.option("--seed", type=int, default=None)
+@click.option(
+    "--resume", is_flag=True, default=False, help="Continue from RUN/checkpoints/last.ckpt."
+)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None)
+@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain(config_file: str | None, dry_run: bool, stain_jitter: float | None, **kw: Any) -> None:
+    """Self-supervised pretraining (SimSiam, region contrast, BYOL, Barlow Twins, VICReg).
+
+    Example: glomssl pretrain --method simsiam --data corpus/manifest.jsonl --out runs/ssl1 \
+--image-size 96 --max-steps 2000
+    """
+    from glomssl.ssl.train import PretrainConfig
+
+    over = _overrides(**kw)
+    over["data"] = list(kw["data"])
+    if not kw["resume"]:
+        over.pop("resume", None)
+    if not kw["quiet"]:
+        over.pop("quiet", None)
+    if stain_jitter is not None:
+        over["augment"] = {"stain_jitter": stain_jitter}
+    if config_file:
+        from glomssl.config import load_yaml
+
+        base_aug = load_yaml(config_file).get("augment", {})
+        if "augment" in over:
+            over["augment"] = {**base_aug, **over["augment"]}
+    cfg = build_config(PretrainConfig, config_file, over)
+    if dry_run:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    from glomssl.ssl.train import run_pretrain
+
+    res = run_pretrain(cfg)
+    from glomssl.runs import is_rank_zero
+
+    if is_rank_zero():
+        click.echo(
+            f"pretrained {cfg.method}/{cfg.arch} for {res['steps']} steps -> {res['backbone']}"
+            + (f" ({res['skipped']} unreadable images skipped)" if res.get("skipped") else "")
+        )
+
+
+@click.command("embed")
+@click.option("--checkpoint", required=True, help="Run folder or backbone.safetensors.")
+@click.option("--input", "input_", required=True, help="FOLDER or MANIFEST of images.")
+@click.option("--out", required=True, help="Output .npz (paths, embeddings).")
+@click.option("--image-size", type=int, default=None, help="Resize to N x N [from backbone.json].")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+@click.option("--device", type=str, default=None, help="auto | cpu | cuda [auto].")
+@click.option("--layers", type=str, default=None, help="Stages pooled, e.g. 3,4 [4].")
+@click.option(
+    "--faiss-index", type=str, default=None, help="Also write a faiss inner-product index."
+)
+@click.option("--quiet", is_flag=True)
+def embed(input_: str, layers: str | None, quiet: bool, **kw: Any) -> None:
+    """Embed images with a pretrained encoder into an .npz (input order).
+
+    Example: glomssl embed --checkpoint runs/ssl1 --input crops/ --out crops.npz
+    """
+    from glomssl.ssl.embed import EmbedConfig, run_embed
+
+    over = _overrides(**kw)
+    over["input"] = input_
+    over["quiet"] = quiet
+    if layers:
+        over["layers"] = layers
+    cfg = build_config(EmbedConfig, None, over)
+    res = run_embed(cfg)
+    click.echo(
+        f"embedded {res['n']} images ({res['dim']}-d, {res['image_size']} px) -> {res['out']}"
+    )
+    if res["skipped"]:
+        click.echo(f"skipped {len(res['skipped'])} unreadable images, e.g. {res['skipped'][0]}")
+
+
+@click.command("probe")
+@click.option("--embeddings", required=True, help=".npz written by glomssl embed.")
+@click.option("--labels", required=True, help="CSV (image/path, label, ...) or JSONL manifest.")
+@click.option("--group", default=None, help="Column no split may share, e.g. slide [slide].")
+@click.option(
+    "--label-fraction",
+    "label_fractions",
+    type=float,
+    multiple=True,
+    help="Repeatable [.01 .05 .1 .25 1].",
+)
+@click.option("--folds", type=int, default=None)
+@click.option("--repeats", type=int, default=None)
+@click.option("--knn-k", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--out", default=None, help="Write the report as JSON here.")
+def probe(label_fractions: tuple[float, ...], **kw: Any) -> None:
+    """Linear and kNN probes with group-aware splits; prints a table.
+
+    Example: glomssl probe --embeddings crops.npz --labels labels.csv --group slide --label-fraction 0.1
+    """
+    from glomssl.ssl.probe import ProbeConfig, format_table, run_probe
+
+    over = _overrides(**kw)
+    if label_fractions:
+        over["label_fractions"] = list(label_fractions)
+    cfg = build_config(ProbeConfig, None, over)
+    report = run_probe(cfg)
+    click.echo(
+        f"{report['n_images']} images, {report['n_groups']} groups, classes "
+        + json.dumps(report["classes"])
+    )
+    click.echo(format_table(report))

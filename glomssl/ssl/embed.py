@@ -1,0 +1,189 @@
+"""``glomssl embed``: images -> pooled encoder features, in input order, saved as ``.npz``.
+
+:func:`load_backbone` is the shared contract with later stages: it rebuilds the torchvision trunk named
+in ``backbone.json``, loads ``backbone.safetensors`` and wraps it so that images (B, 3, H, W) in [0, 1]
+map to (B, feature_dim) features, with the sidecar's normalisation applied inside.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from glomssl.errors import GlomsslError
+
+
+class Encoder(nn.Module):
+    """Normalise with (mean, std), run the trunk, global-average-pool: (B,3,H,W) -> (B, D).
+
+    ``layers`` selects which stages are pooled and concatenated (default: layer4 only, the contract's
+    feature vector; e.g. ``(3, 4)`` gives a richer multi-scale descriptor for probes).
+    """
+
+    def __init__(
+        self, trunk: Any, mean: list[float], std: list[float], layers: tuple[int, ...] = (4,)
+    ):
+        super().__init__()
+        self.trunk = trunk
+        self.layers = tuple(layers)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stages = self.trunk.stages((x - self.mean) / self.std)  # [stem, l1, l2, l3, l4]
+        pooled = [stages[i].mean(dim=(2, 3)) for i in self.layers]  # each (B, C_i)
+        return torch.cat(pooled, dim=1)  # (B, sum C_i)
+
+
+def resolve_weights(path: str | os.PathLike[str]) -> Path:
+    """A run folder -> its ``backbone.safetensors``; a file is returned as is."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "backbone.safetensors"
+        if not p.is_file():
+            raise GlomsslError(
+                f"{path} holds no backbone.safetensors; is it a `glomssl pretrain` run?"
+            )
+    return p
+
+
+def load_backbone(
+    path: str | os.PathLike[str], device: str = "cpu", layers: tuple[int, ...] = (4,)
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load an exported encoder (run folder or .safetensors) as an eval-mode :class:`Encoder`."""
+    from glomssl.runs import load_weights
+    from glomssl.ssl.backbones import IMAGENET_MEAN, IMAGENET_STD, ResNetTrunk, stage_channels
+
+    wpath = resolve_weights(path)
+    tensors, meta = load_weights(wpath)
+    arch = meta.get("arch")
+    if not arch:
+        raise GlomsslError(f"{wpath} has no backbone.json sidecar naming its arch; re-export it")
+    trunk = ResNetTrunk(str(arch))
+    trunk.load_trunk_state_dict(tensors, str(wpath))
+    if any(i not in (1, 2, 3, 4) for i in layers):
+        raise GlomsslError(f"--layers must be among 1,2,3,4; got {layers}")
+    enc = Encoder(
+        trunk, meta.get("mean", list(IMAGENET_MEAN)), meta.get("std", list(IMAGENET_STD)), layers
+    )
+    info = dict(meta)
+    info["feature_dim"] = int(sum(stage_channels(str(arch))[i - 1] for i in layers))
+    return enc.to(device).eval(), info
+
+
+@dataclass
+class EmbedConfig:
+    """Options of ``glomssl embed``."""
+
+    checkpoint: str = ""
+    input: str = ""
+    out: str = ""
+    image_size: int | None = None
+    batch_size: int = 64
+    workers: int = 2
+    device: str = "auto"
+    layers: list[int] | None = None
+    faiss_index: str | None = None
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if not self.out.endswith(".npz"):
+            raise GlomsslError(f"--out {self.out!r} must end with .npz")
+        if self.batch_size < 1:
+            raise GlomsslError("--batch-size must be at least 1")
+        if self.image_size is not None and self.image_size < 32:
+            raise GlomsslError(f"--image-size {self.image_size} is too small; use at least 32")
+
+
+class _EvalImages(torch.utils.data.Dataset):
+    def __init__(self, paths: list[Path], size: int) -> None:
+        from glomssl.ssl.transforms import eval_transform
+
+        self.paths = paths
+        self.size = size
+        self.tf = eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        from glomssl.ssl.data import load_rgb_tensor
+
+        try:
+            img = load_rgb_tensor(self.paths[i]).float().div_(255)
+            return self.tf(img), True
+        except Exception:  # unreadable: a zero image, flagged so its row is reported, not embedded
+            return torch.zeros(3, self.size, self.size), False
+
+
+@torch.no_grad()
+def embed_paths(
+    encoder: nn.Module,
+    paths: list[Path],
+    image_size: int,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed images in order; returns (embeddings (N, D) float32, ok mask (N,) bool)."""
+    from tqdm import tqdm
+
+    loader = torch.utils.data.DataLoader(
+        _EvalImages(paths, image_size), batch_size=batch_size, num_workers=workers, shuffle=False
+    )
+    feats, oks = [], []
+    for x, ok in tqdm(loader, disable=not progress, desc="embed", unit="batch"):
+        feats.append(encoder(x.to(device)).float().cpu().numpy())  # (B, D)
+        oks.append(ok.numpy())
+    return np.concatenate(feats).astype(np.float32), np.concatenate(oks).astype(bool)
+
+
+def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
+    """Embed every image of ``cfg.input`` (FOLDER or MANIFEST) and write ``paths`` + ``embeddings``."""
+    import sys
+
+    from glomssl.fsutil import atomic_open
+    from glomssl.manifest import load_image_list
+
+    cfg.validate()
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    layers = tuple(cfg.layers) if cfg.layers else (4,)
+    encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
+    size = cfg.image_size or int(meta.get("image_size", 224))
+    items = load_image_list(cfg.input)
+    files = [p for p, _ in items]
+    names = [str(r["path"]) for _, r in items]
+    progress = not cfg.quiet and sys.stderr.isatty()
+    emb, ok = embed_paths(encoder, files, size, cfg.batch_size, cfg.workers, device, progress)
+    failed = [n for n, good in zip(names, ok, strict=True) if not good]
+    keep = np.flatnonzero(ok)
+    with atomic_open(cfg.out, "wb") as fh:
+        np.savez(fh, paths=np.asarray([names[i] for i in keep]), embeddings=emb[keep])
+    if cfg.faiss_index:
+        import faiss
+
+        index = faiss.IndexFlatIP(emb.shape[1])
+        normed = emb[keep] / np.maximum(np.linalg.norm(emb[keep], axis=1, keepdims=True), 1e-12)
+        index.add(np.ascontiguousarray(normed, dtype=np.float32))
+        tmp = f"{cfg.faiss_index}.tmp"
+        faiss.write_index(index, tmp)
+        os.replace(tmp, cfg.faiss_index)
+    return {
+        "out": cfg.out,
+        "n": int(len(keep)),
+        "dim": int(emb.shape[1]),
+        "skipped": failed,
+        "image_size": size,
+    }

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from glomssl.errors import GlomsslError
+from glomssl.ssl.probe import ProbeConfig, format_table, grouped_splits, probe_arrays, run_probe
+
+
+def _data(n_groups: int = 10, per: int = 12, signal: float = 3.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"slide{i}" for i in range(n_groups)], per)
+    y = np.array(["GS" if rng.random() < 0.4 else "nonGS" for _ in groups])
+    x = rng.normal(size=(len(y), 16)).astype(np.float32)
+    x[:, 0] += signal * (y == "GS")
+    return x, y, groups
+
+
+def test_grouped_splits_never_share_a_group() -> None:
+    _, y, g = _data()
+    splits = grouped_splits(y, g, folds=5, repeats=2, seed=0)
+    assert len(splits) == 10
+    for tr, te in splits:
+        assert not set(g[tr]) & set(g[te])
+        assert len(tr) + len(te) == len(y)
+
+
+def test_probe_finds_signal_and_not_noise() -> None:
+    x, y, g = _data(signal=4.0)
+    cfg = ProbeConfig(label_fractions=[0.25, 1.0], folds=4, repeats=1)
+    good = probe_arrays(x, y, g, cfg)["results"]
+    assert good["linear@1"]["balanced_accuracy"] > 0.9
+    assert good["knn@1"]["auc"] > 0.8
+    rng = np.random.default_rng(1)
+    noise = probe_arrays(x, rng.permutation(y), g, cfg)["results"]
+    assert noise["linear@1"]["balanced_accuracy"] < 0.7
+
+
+def test_run_probe_reads_npz_and_csv(tmp_path: Path) -> None:
+    x, y, g = _data()
+    paths = [f"images/c{i}.png" for i in range(len(y))]
+    np.savez(tmp_path / "e.npz", paths=np.asarray(paths), embeddings=x)
+    lines = ["image,label,slide"] + [f"{p},{lab},{s}" for p, lab, s in zip(paths, y, g)]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    cfg = ProbeConfig(
+        embeddings=str(tmp_path / "e.npz"),
+        labels=str(tmp_path / "labels.csv"),
+        label_fractions=[0.1, 1.0],
+        folds=3,
+        repeats=1,
+        out=str(tmp_path / "p.json"),
+    )
+    rep = run_probe(cfg)
+    assert set(rep["results"]) == {"linear@0.1", "linear@1", "knn@0.1", "knn@1"}
+    assert json.loads((tmp_path / "p.json").read_text())["n_groups"] == 10
+    assert "linear" in format_table(rep)
+    with pytest.raises(GlomsslError, match="no 'patient' column"):
+        run_probe(ProbeConfig(embeddings=cfg.embeddings, labels=cfg.labels, group="patient"))
+
+
+def test_bad_fraction_rejected() -> None:
+    with pytest.raises(GlomsslError, match="label-fraction"):
+        ProbeConfig(label_fractions=[1.5]).validate()

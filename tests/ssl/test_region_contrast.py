@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import torch
+
+from glomssl.ssl.backbones import create_backbone
+from glomssl.ssl.region_contrast import RegionContrast, UNetDecoder
+
+
+def test_decoder_output_resolution() -> None:
+    bb = create_backbone("resnet18")
+    dec = UNetDecoder("resnet18")
+    y = dec(bb.stages(torch.randn(2, 3, 64, 64)))
+    assert y.shape == (2, 64, 32, 32)
+
+
+def test_assignment_is_a_soft_partition() -> None:
+    torch.manual_seed(0)
+    m = RegionContrast(create_backbone("resnet18"), regions=5).eval()
+    feats, a = m.assign(torch.randn(2, 3, 64, 64))
+    assert a.shape == (2, 5, 32, 32)
+    assert torch.allclose(a.sum(dim=1), torch.ones(2, 32, 32), atol=1e-5)
+    assert float(a.min()) >= 0
+
+
+def test_balance_loss_zero_for_equal_usage_positive_otherwise() -> None:
+    m = RegionContrast(create_backbone("resnet18"), regions=4)
+    equal = {"usage": torch.full((3, 4), 0.25)}
+    skewed = {"usage": torch.tensor([[0.97, 0.01, 0.01, 0.01]] * 3)}
+    assert abs(float(m.balance_loss(equal))) < 1e-6
+    assert float(m.balance_loss(skewed)) > 0.5
+
+
+def test_grey_loss_prefers_uniform_distinct_regions() -> None:
+    m = RegionContrast(create_backbone("resnet18"), regions=2, grey_sigma=0.5)
+    use = torch.full((1, 2), 0.5)
+    good = {"usage": use, "g_mean": torch.tensor([[-1.0, 1.0]]), "g_var": torch.zeros(1, 2)}
+    bad = {"usage": use, "g_mean": torch.tensor([[0.0, 0.0]]), "g_var": torch.ones(1, 2)}
+    assert float(m.grey_loss(good)) < float(m.grey_loss(bad))
+
+
+def test_semantic_loss_lower_when_regions_match() -> None:
+    torch.manual_seed(0)
+    m = RegionContrast(create_backbone("resnet18"), regions=4)
+    sem = torch.randn(2, 4, 64) * 5
+    use = torch.full((2, 4), 0.25)
+    same = m.semantic_loss({"sem": sem, "usage": use}, {"sem": sem, "usage": use})
+    shuffled = m.semantic_loss(
+        {"sem": sem, "usage": use}, {"sem": sem[:, [1, 2, 3, 0]], "usage": use}
+    )
+    assert float(same) < float(shuffled)

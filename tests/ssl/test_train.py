@@ -1,0 +1,122 @@
+"""run_pretrain end to end on tiny real PNGs: run folder layout, metrics, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from glomssl.config import build_config
+from glomssl.errors import GlomsslError
+from glomssl.runs import load_weights, read_metrics
+from glomssl.ssl.train import PretrainConfig, run_pretrain
+
+
+def tiny_cfg(data: Path, out: Path, **kw) -> PretrainConfig:
+    base = dict(
+        data=[str(data)],
+        out=str(out),
+        image_size=32,
+        batch_size=4,
+        max_steps=2,
+        workers=0,
+        accelerator="cpu",
+        quiet=True,
+        log_every=1,
+        ckpt_every=1,
+        proj_dim=32,
+        pred_hidden=8,
+    )
+    base.update(kw)
+    return build_config(PretrainConfig, overrides=base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, make_imgs) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("pre")
+    make_imgs(root / "imgs", n=8)
+    (root / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    res = run_pretrain(tiny_cfg(root / "imgs", root / "run"))
+    return root / "imgs", root / "run", res
+
+
+def test_run_folder_layout(trained) -> None:
+    _, run, res = trained
+    for name in ("config.yaml", "metrics.jsonl", "backbone.safetensors", "backbone.json"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["method"] == "simsiam" and cfg["image_size"] == 32
+    assert res["steps"] == 2 and res["skipped"] == 1
+    skipped = [json.loads(x) for x in (run / "skipped.jsonl").read_text().splitlines()]
+    assert [Path(s["path"]).name for s in skipped] == ["broken.png"]
+
+
+def test_metrics_have_required_fields(trained) -> None:
+    rows = read_metrics(trained[1] / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("step", "epoch", "loss", "lr", "emb_std", "effective_batch"):
+            assert r[key] is not None, key
+        assert 0 < r["emb_std"] <= 1 and r["effective_batch"] == 4
+    # cosine schedule: lr decays, scaled by batch/256 (0.05 * 4 / 256 at the start)
+    assert rows[1]["lr"] < rows[0]["lr"] <= 0.05 * 4 / 256 + 1e-12
+
+
+def test_backbone_is_a_torchvision_trunk(trained) -> None:
+    tensors, meta = load_weights(trained[1] / "backbone.safetensors")
+    assert meta["arch"] == "resnet18" and meta["method"] == "simsiam" and meta["step"] == 2
+    assert meta["feature_dim"] == 512 and len(meta["mean"]) == 3 and meta["image_size"] == 32
+    net = torchvision.models.resnet18(weights=None)
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+    assert "layer1.0.bn1.running_mean" in tensors
+
+
+def test_resume_continues_to_new_max_steps(trained, tmp_path: Path) -> None:
+    data, run, _ = trained
+    import shutil
+
+    run2 = tmp_path / "run"
+    shutil.copytree(run, run2)
+    before, _ = load_weights(run2 / "backbone.safetensors")
+    res = run_pretrain(tiny_cfg(data, run2, max_steps=4, resume=True))
+    assert res["steps"] == 4
+    steps = [r["step"] for r in read_metrics(run2 / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4]  # continued, not restarted
+    after, meta = load_weights(run2 / "backbone.safetensors")
+    assert meta["step"] == 4
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
+
+
+def test_max_steps_zero_exports_random_init(tmp_path: Path, image_folder: Path) -> None:
+    a = run_pretrain(tiny_cfg(image_folder, tmp_path / "a", max_steps=0, seed=3))
+    b = run_pretrain(tiny_cfg(image_folder, tmp_path / "b", max_steps=0, seed=3))
+    ta, ma = load_weights(a["backbone"])
+    tb, _ = load_weights(b["backbone"])
+    assert ma["step"] == 0 and not (tmp_path / "a" / "metrics.jsonl").exists()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)  # same seed, same baseline
+
+
+def test_regcon_saves_encoder_and_decoder(tmp_path: Path, image_folder: Path) -> None:
+    res = run_pretrain(
+        tiny_cfg(
+            image_folder, tmp_path / "r", method="regcon", max_steps=1, image_size=64, regions=3
+        )
+    )
+    assert res["steps"] == 1
+    dec, meta = load_weights(tmp_path / "r" / "decoder.safetensors")
+    assert meta["part"] == "decoder" and any(k.startswith("blocks.0") for k in dec)
+    row = read_metrics(tmp_path / "r" / "metrics.jsonl")[-1]
+    assert {"grey_loss", "semantic_loss", "balance_loss"} <= set(row)
+
+
+def test_bad_values_are_user_errors(tmp_path: Path, image_folder: Path) -> None:
+    with pytest.raises(GlomsslError, match="--arch"):
+        tiny_cfg(image_folder, tmp_path / "x", arch="vgg")
+    with pytest.raises(GlomsslError, match="fewer than one batch"):
+        run_pretrain(tiny_cfg(image_folder, tmp_path / "y", batch_size=64))
