@@ -306,19 +306,20 @@ def download_many(
     """
     figures_dir.mkdir(parents=True, exist_ok=True)
     it = iter(jobs)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="glomssl-dl") as pool:
-        pending: set[Future[DownloadResult]] = set()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="glomssl-dl")
+    pending: set[Future[DownloadResult]] = set()
 
-        def refill() -> None:
-            while len(pending) < 2 * workers:
-                job = next(it, None)
-                if job is None:
-                    return
-                key, url = job
-                pending.add(
-                    pool.submit(download_one, client, key, url, figures_dir, max_bytes, max_pixels)
-                )
+    def refill() -> None:
+        while len(pending) < 2 * workers:
+            job = next(it, None)
+            if job is None:
+                return
+            key, url = job
+            pending.add(
+                pool.submit(download_one, client, key, url, figures_dir, max_bytes, max_pixels)
+            )
 
+    try:
         refill()
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -326,3 +327,5 @@ def download_many(
                 pending.discard(fut)
                 yield fut.result()
             refill()
+    finally:  # on Ctrl-C or an error: drop queued jobs, let running ones end (state stays valid)
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -146,6 +146,7 @@ class SearchPage:
     count: int
     total: int
     figures: list[Figure]
+    invalid: list[str] = field(default_factory=list)  # why records were skipped (strict=False)
 
 
 def _int(d: dict[str, Any], name: str, where: str) -> int:
@@ -157,8 +158,12 @@ def _int(d: dict[str, Any], name: str, where: str) -> int:
         ) from exc
 
 
-def parse_page(body: bytes | str, where: str = "Open-i answer") -> SearchPage:
-    """Parse a search response; malformed JSON or a ``Query-Error`` raise GlomsslError."""
+def parse_page(body: bytes | str, where: str = "Open-i answer", strict: bool = True) -> SearchPage:
+    """Parse a search response; malformed JSON or a ``Query-Error`` raise GlomsslError.
+
+    With ``strict=False`` a single malformed record (e.g. without ``imgLarge``) is skipped and its
+    reason kept in ``invalid``, so one odd record among thousands does not block a long crawl.
+    """
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -180,8 +185,15 @@ def parse_page(body: bytes | str, where: str = "Open-i answer") -> SearchPage:
     if not isinstance(records, list):
         raise GlomsslError(f"{where}: 'list' is not a JSON array")
     mn, mx = _int(data, "min", where), _int(data, "max", where)
-    figures = [parse_record(r, f"{where}, record {mn + i}") for i, r in enumerate(records)]
-    return SearchPage(mn, mx, len(figures), total, figures)
+    figures, invalid = [], []
+    for i, r in enumerate(records):
+        try:
+            figures.append(parse_record(r, f"{where}, record {mn + i}"))
+        except GlomsslError as exc:
+            if strict:
+                raise
+            invalid.append(str(exc))
+    return SearchPage(mn, mx, len(records), total, figures, invalid)
 
 
 def search_params(
@@ -220,7 +232,7 @@ class OpenIClient:
             raise GlomsslError(
                 f"Open-i search {url} failed ({got.error}); check --endpoint or try again later"
             )
-        return parse_page(got.body, where=f"Open-i answer to {url}")
+        return parse_page(got.body, where=f"Open-i answer to {url}", strict=False)
 
     def iter_pages(
         self,

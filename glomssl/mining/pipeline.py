@@ -153,7 +153,7 @@ def search_stage(ctx: MineContext) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
     start = int(store.get_meta("search_next_m", "1"))
     total = store.get_meta("search_total")
-    new = dup = pages = 0
+    new = dup = pages = bad = 0
     if total is not None and start > int(total):
         return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
     if cfg.limit is not None and store.count() >= cfg.limit:
@@ -170,12 +170,13 @@ def search_stage(ctx: MineContext) -> StageResult:
         urls = [ctx.client.image_url(f.img_large) for f in page.figures]
         next_m = max(page.max + 1, start)
         n, d = store.add_page(page.figures, urls, page.min, next_m, page.total, cfg.limit)
-        new, dup = new + n, dup + d
+        new, dup, bad = new + n, dup + d, bad + len(page.invalid)
         ctx.progress.total = store.count()
         ctx.progress.set_postfix_str(f"found={store.count()}/{page.total}")
         if cfg.limit is not None and store.count() >= cfg.limit:
             break
-    return StageResult("search", counts={"new": new, "duplicates": dup, "requests": pages})
+    counts = {"new": new, "duplicates": dup, "requests": pages, "malformed": bad}
+    return StageResult("search", counts=counts)
 
 
 def download_stage(ctx: MineContext) -> StageResult:
@@ -235,6 +236,7 @@ class MineSummary:
     pending: int
     downloaded_now: int
     duplicates: int
+    malformed: int
     requests: int
     seconds: float
     manifest: Path | None
@@ -250,6 +252,8 @@ class MineSummary:
             text += f", {self.pending} not yet fetched"
         if self.duplicates:
             text += f"; {self.duplicates} duplicate listings were mined once"
+        if self.malformed:
+            text += f"; {self.malformed} malformed records (no uid, image id or imgLarge) skipped"
         text += f". Stages run: {ran}; {self.requests} HTTP requests in {self.seconds:.1f} s."
         if self.manifest is not None:
             text += f" Manifest: {self.manifest}."
@@ -336,6 +340,7 @@ def run_mine(cfg: MineConfig) -> MineSummary:
             pending=counts["pending"],
             downloaded_now=dl_counts.get("downloaded", 0),
             duplicates=search_counts.get("duplicates", 0),
+            malformed=search_counts.get("malformed", 0),
             requests=search_counts.get("requests", 0) + store.n_attempts() - attempts0,
             seconds=time.monotonic() - t0,
             manifest=manifest,

@@ -116,3 +116,11 @@ def _fast(retries: int):  # type: ignore[no-untyped-def]
     from glomssl.mining.download import RetryPolicy
 
     return RetryPolicy(max_retries=retries, base_s=0.01, cap_s=0.05)
+
+
+def test_lenient_parse_skips_one_bad_record() -> None:
+    good = {"uid": "PMC1", "image": {"id": "F1", "caption": "x"}, "imgLarge": "/imgs/512/a.png"}
+    body = json.dumps({"min": 1, "max": 2, "count": 2, "total": 2, "list": [{"uid": "PMC2"}, good]})
+    page = parse_page(body, strict=False)
+    assert [f.key for f in page.figures] == [("PMC1", "F1")] and page.count == 2
+    assert len(page.invalid) == 1 and "lacks image.id, imgLarge" in page.invalid[0]

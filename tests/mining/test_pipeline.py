@@ -230,3 +230,25 @@ def test_different_search_in_same_folder_is_refused(tmp_path: Path) -> None:
         run_mine(_cfg(server, tmp_path / "out"))
         with pytest.raises(GlomsslError, match="other search options"):
             run_mine(_cfg(server, tmp_path / "out", query="kidney"))
+
+
+def test_malformed_records_and_answers(tmp_path: Path) -> None:
+    """A record without imgLarge is skipped and counted; a non-JSON answer is a one-line error."""
+    folder = make_synthetic_replay(tmp_path / "rp", 4, size=8)
+    recs = json.loads((folder / "records.json").read_text())
+    del recs[1]["imgLarge"]
+    (folder / "records.json").write_text(json.dumps(recs))
+    with ReplayServer(folder) as server:
+        s = run_mine(_cfg(server, tmp_path / "out"))
+    assert (s.found, s.done, s.malformed) == (3, 3, 1)
+    assert "1 malformed records" in s.paragraph()
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "records.json").write_text("[]")
+    (junk / "api").mkdir()
+    with ReplayServer(junk) as server:
+        # an endpoint path that serves a non-JSON file stands in for "not an Open-i server"
+        (junk / "x" / "api").mkdir(parents=True)
+        (junk / "x" / "api" / "search").write_text("<html>maintenance</html>")
+        with pytest.raises(GlomsslError, match="not valid JSON"):
+            run_mine(_cfg(server, tmp_path / "out2", endpoint=server.url + "/x"))
