@@ -186,10 +186,15 @@ def classify_stats(
         return "blank", f"luminance std {stats['lum_std']:.1f}, top colour {stats['top1']:.2f}"
     # a drawing: flat areas of a few colours, on paper-white or in colour (a smooth greyscale
     # micrograph without white background is also flat and few-toned, so it is left to `greyscale`)
-    graphic = stats["ink"] < 0.005 or (
-        stats["ink_flat"] >= cfg.graphic_flat
-        and stats["ink_top8"] >= cfg.graphic_palette
-        and (stats["white"] >= 0.25 or stats["colour"] >= 0.05)
+    # thin dark strokes on paper (text, line art) have no flat ink at all: caught by the second test
+    graphic = (
+        stats["ink"] < 0.005
+        or (
+            stats["ink_flat"] >= cfg.graphic_flat
+            and stats["ink_top8"] >= cfg.graphic_palette
+            and (stats["white"] >= 0.25 or stats["colour"] >= 0.05)
+        )
+        or (stats["white"] >= 0.6 and stats["ink_grey"] >= 0.9)
     )
     if graphic:
         detail = f"flat {stats['ink_flat']:.2f}, palette top-8 {stats['ink_top8']:.2f}"
