@@ -25,6 +25,7 @@ def test_html_caption_to_plain_text() -> None:
     assert html_to_text(None) == ""
 
 
+@pytest.mark.realdata
 def test_parse_verbatim_openi_response(shared_data: Path) -> None:
     body = (shared_data / "openi" / "openi_cxr_response_verbatim.json").read_bytes()
     page = parse_page(body)
@@ -37,6 +38,7 @@ def test_parse_verbatim_openi_response(shared_data: Path) -> None:
     assert a.license == "byncnd" and a.year == "2013" and a.modality == "x"
 
 
+@pytest.mark.realdata
 def test_parse_flattened_medpix_records(shared_data: Path) -> None:
     recs = json.loads((shared_data / "openi" / "openi_medpix_records_flattened.json").read_text())
     figs = [parse_record(r) for r in recs]

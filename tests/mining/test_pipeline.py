@@ -252,3 +252,20 @@ def test_malformed_records_and_answers(tmp_path: Path) -> None:
         (junk / "x" / "api" / "search").write_text("<html>maintenance</html>")
         with pytest.raises(GlomsslError, match="not valid JSON"):
             run_mine(_cfg(server, tmp_path / "out2", endpoint=server.url + "/x"))
+
+
+@pytest.mark.realdata
+def test_mine_verbatim_openi_records(tmp_path: Path, shared_data: Path) -> None:
+    """The two verbatim Open-i records (one article, two figures) mined end to end."""
+    verbatim = json.loads((shared_data / "openi" / "openi_cxr_response_verbatim.json").read_text())
+    images = {r["imgLarge"]: _other_png() for r in verbatim["list"]}
+    folder = write_replay_folder(tmp_path / "rp", verbatim["list"], images)
+    with ReplayServer(folder) as server:
+        s = run_mine(
+            _cfg(server, tmp_path / "out", query="chest", image_type="x", collection="cxr")
+        )
+    assert (s.found, s.done) == (2, 2)
+    rows = read_manifest(tmp_path / "out" / "manifest.jsonl")
+    assert [(r["uid"], r["image_id"]) for r in rows] == [("CXR1", "F1"), ("CXR1", "F2")]
+    assert rows[0]["license"] == "byncnd" and rows[0]["caption"] == "Xray Chest PA and Lateral"
+    assert len({r["path"] for r in rows}) == 1  # same bytes -> one file, two figures kept

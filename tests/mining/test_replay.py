@@ -24,6 +24,7 @@ def folder(tmp_path: Path) -> Path:
     return make_synthetic_replay(tmp_path / "rp", 12, size=8)
 
 
+@pytest.mark.realdata
 def test_response_shape_matches_verbatim_openi(folder: Path, shared_data: Path) -> None:
     verbatim = json.loads((shared_data / "openi" / "openi_cxr_response_verbatim.json").read_text())
     with ReplayServer(folder) as server:
