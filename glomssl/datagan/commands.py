@@ -1,0 +1,138 @@
+"""``glomssl gan``: train an in-house StyleGAN2-ADA and generate images from it.
+
+Thin commands: check options -> build one dataclass config (defaults <- ``--config`` YAML <- options) ->
+call one library function -> print a one-line JSON summary. Torch and Lightning load only when a
+command runs, so ``glomssl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from glomssl.errors import GlomsslError
+
+CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
+
+
+class _GanGroup(click.Group):
+    """Turns GlomsslError into a one-line ``Error: ...`` (exit 2) even outside the ``glomssl`` group."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GlomsslError as exc:
+            err = click.ClickException(str(exc))
+            err.exit_code = exc.exit_code  # type: ignore[misc]
+            raise err from None
+
+
+@click.group("gan", cls=_GanGroup)
+def gan() -> None:
+    """StyleGAN2-ADA for histology patches: train, then generate.
+
+    \b
+    glomssl gan train --data patches/ --out runs/gan256 --resolution 256
+    glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
+    """
+
+
+@gan.command("train")
+@click.option(
+    "--data",
+    multiple=True,
+    required=True,
+    help="Image folder, manifest (.jsonl) or whole-slide files; repeat for several.",
+)
+@click.option("--out", required=True, help="Run folder (created; snapshots, metrics, grids).")
+@click.option("--resolution", type=int, default=None, help="Image size, 32..1024 [256].")
+@click.option("--cfg", type=click.Choice(CFG_CHOICES), default=None, help="Network widths [auto].")
+@click.option("--channel-max", type=int, default=None, help="Cap on feature maps per layer.")
+@click.option("--batch-size", type=int, default=None, help="Total batch over all devices [32].")
+@click.option("--kimg", type=float, default=None, help="Train for this many k real images [5000].")
+@click.option("--gamma", type=float, default=None, help="R1 weight [0.0002*res^2/batch].")
+@click.option("--mirror", is_flag=True, default=None, help="Random x-flips of training images.")
+@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help="[ada]")
+@click.option("--aug-p", type=float, default=None, help="Augment probability for --aug fixed.")
+@click.option("--target", type=float, default=None, help="ADA target for E[sign(D(real))] [0.6].")
+@click.option("--pl-weight", type=float, default=None, help="Path-length reg. weight [2; 0 small].")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [0.0025].")
+@click.option("--snap", type=float, default=None, help="kimg between snapshots [50].")
+@click.option("--tick", type=float, default=None, help="kimg between metrics lines [4].")
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option("--workers", type=int, default=None, help="Data loader workers per process [2].")
+@click.option("--accelerator", default=None, help="cpu, gpu or auto [auto].")
+@click.option("--devices", type=int, default=None, help="Devices per node [1].")
+@click.option("--num-nodes", type=int, default=None, help="Nodes [1].")
+@click.option("--strategy", default=None, help="auto, ddp or ddp_spawn [auto].")
+@click.option("--precision", default=None, help="auto, 32-true, bf16-mixed, 16-mixed [auto].")
+@click.option("--resume", is_flag=True, default=None, help="Continue from the latest snapshot.")
+@click.option("--slide-level", type=int, default=None, help="Pyramid level for slide patches [0].")
+@click.option("--slide-mpp", type=float, default=None, help="Microns/pixel for slide patches.")
+@click.option("--metric-encoder", default=None, help="`glomssl pretrain` run for FID/KID.")
+@click.option("--metric-num", type=int, default=None, help="Images per FID/KID [1000].")
+@click.option("--config", "config_file", default=None, help="YAML file of options.")
+@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
+def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **opts: Any) -> None:
+    """Train StyleGAN2-ADA on FOLDER | MANIFEST | SLIDE... into a run folder.
+
+    `--kimg 0` writes the initialised networks as a snapshot and exits; `--resume` continues the
+    run folder's latest snapshot.
+
+    Example: glomssl gan train --data patches/ --out runs/gan256 --resolution 256 --mirror
+    """
+    from glomssl.config import build_config, to_yaml
+    from glomssl.datagan.train import GanTrainConfig, run_gan_train
+
+    overrides = dict(opts)
+    overrides["data"] = list(data)
+    cfg = build_config(GanTrainConfig, config_file, overrides)
+    if dry_run:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    from glomssl.runs import is_rank_zero
+
+    result = run_gan_train(cfg)
+    if result is not None and is_rank_zero():
+        click.echo(json.dumps(result))
+
+
+@gan.command("generate")
+@click.option("--network", required=True, help="`gan train` run folder or snapshot file.")
+@click.option("--seeds", default=None, help='Seeds: "0-99", "1,5,7" [0-99].')
+@click.option("--trunc", type=float, default=None, help="Truncation psi, 1 = none [1.0].")
+@click.option("--out", required=True, help="Folder for seedNNNN.png and manifest.jsonl.")
+@click.option(
+    "--noise-mode", type=click.Choice(["const", "random", "none"]), default=None, help="[const]"
+)
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass [16].")
+@click.option("--device", default=None, help="auto, cpu or cuda [auto].")
+@click.option("--config", "config_file", default=None, help="YAML file of options.")
+@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
+def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+    """Generate one PNG per seed from a trained generator (G_ema), plus a manifest.
+
+    Example: glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
+    """
+    from glomssl.config import build_config, to_yaml
+    from glomssl.datagan.generate import GenerateConfig, run_generate
+
+    cfg = build_config(GenerateConfig, config_file, dict(opts))
+    if dry_run:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    click.echo(json.dumps(run_generate(cfg)))
+
+
+def __getattr__(name: str) -> Any:
+    """``glomssl.cli`` maps ``datagan`` to this module; the label factory's group lives in
+    ``commands_label`` and is loaded only when asked for."""
+    if name == "datagan":
+        from glomssl.datagan.commands_label import datagan
+
+        return datagan
+    raise AttributeError(name)
