@@ -6,6 +6,12 @@ dedup) append themselves with :func:`register_stage`; each reads the previous st
 returns its own. ``OUT/manifest.jsonl`` is the final stage's manifest with paths rewritten relative to
 ``OUT``. Every stage resumes from the state it left in ``OUT`` (SQLite, files), so running the same
 command after a crash continues where it stopped, and after completion changes nothing.
+
+Adding a stage: write ``def my_stage(ctx: MineContext) -> StageResult`` (read ``ctx.manifest``, write
+files under ``ctx.out``, return the manifest you wrote; the manifest must live in a folder that
+contains its images, paths relative to it), call ``register_stage("my", my_stage)`` at import time of
+your module, and add the module's name to :data:`STAGE_MODULES`; its options come from
+``cfg.stage_options["my"]`` (settable from a ``--config`` YAML file).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class MineConfig:
     stop_after: str | None = None
     skip: tuple[str, ...] = ()
     quiet: bool = False
+    stage_options: dict[str, Any] = field(default_factory=dict)  # per later stage, by stage name
 
     def validate(self) -> None:
         """Raise a one-line GlomsslError for any bad option."""
@@ -89,6 +96,13 @@ class MineConfig:
         if self.max_retries < 0 or self.max_bytes < 1 or self.max_pixels < 1:
             raise GlomsslError("max_retries must be >= 0, max_bytes and max_pixels >= 1")
         names = stage_names()
+        if not isinstance(self.stage_options, dict) or not all(
+            isinstance(v, dict) for v in self.stage_options.values()
+        ):
+            raise GlomsslError("stage_options must map a stage name to a mapping of its options")
+        unknown = sorted(set(self.stage_options) - set(names))
+        if unknown:
+            raise GlomsslError(f"stage_options for unknown stage(s) {', '.join(unknown)}")
         for s in ((self.stop_after,) if self.stop_after else ()) + tuple(self.skip):
             if s not in names:
                 raise GlomsslError(f"unknown stage {s!r}; stages are {', '.join(names)}")
@@ -141,7 +155,20 @@ def register_stage(name: str, fn: StageFn, after: str | None = None) -> None:
         _STAGES.insert(idx + 1, (name, fn))
 
 
+#: Modules that register further stages when imported (e.g. "glomssl.mining.separate_stage").
+STAGE_MODULES: list[str] = []
+
+
+def load_stage_modules() -> None:
+    """Import :data:`STAGE_MODULES` so their stages register (lazily: they may be heavy)."""
+    import importlib
+
+    for name in STAGE_MODULES:
+        importlib.import_module(name)
+
+
 def stage_names() -> list[str]:
+    load_stage_modules()
     return [n for n, _ in _STAGES]
 
 

@@ -219,3 +219,28 @@ def test_replay_cli_serves_openi_in_a_subprocess(replay_dir: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_mine_cli_yaml_config_and_cli_override(tmp_path: Path) -> None:
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("rate: 0.5\nworkers: 2\nlicense: [by, bync]\nimage_type: mc\n")
+    code, out = _invoke(
+        "mine",
+        "--query",
+        "g",
+        "--out",
+        str(tmp_path / "o"),
+        "--config",
+        str(cfg),
+        "--workers",
+        "3",
+        "--dry-run",
+    )
+    assert code == 0, out
+    assert "rate: 0.5" in out and "workers: 3" in out and "- bync" in out
+    cfg.write_text("rate: -1\n")
+    code, out = _invoke("mine", "--query", "g", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert code == 2 and "--rate -1.0 is negative" in out
+    cfg.write_text("speed: 3\n")
+    code, out = _invoke("mine", "--query", "g", "--out", str(tmp_path / "o"), "--config", str(cfg))
+    assert code == 2 and "unknown option(s) speed" in out

@@ -168,7 +168,7 @@ def test_stop_after_skip_and_appended_stage(
     def count_stage(ctx: pipeline.MineContext) -> StageResult:
         rows = read_manifest(ctx.manifest) if ctx.manifest else []
         seen.append(len(rows))
-        first = dict(rows[0])
+        first = dict(rows[ctx.cfg.stage_options.get("pick", {}).get("index", 0)])
         first["path"] = "figures/" + first["path"]
         target = ctx.out / "picked.jsonl"
         target.write_text(json.dumps(first) + "\n")
@@ -181,10 +181,13 @@ def test_stop_after_skip_and_appended_stage(
         assert (s.found, s.done, s.manifest) == (5, 0, None) and seen == []
         s = run_mine(_cfg(server, out, skip=("pick",)))
         assert s.done == 5 and seen == [] and len(read_manifest(out / "manifest.jsonl")) == 5
-        s = run_mine(_cfg(server, out))
+        with pytest.raises(GlomsslError, match="unknown stage.*nope"):
+            run_mine(_cfg(server, out, stage_options={"nope": {}}))
+        s = run_mine(_cfg(server, out, stage_options={"pick": {"index": 2}}))
     assert seen == [5] and [r.name for r in s.stages] == ["search", "download", "pick"]
     top = read_manifest(out / "manifest.jsonl")
     assert len(top) == 1 and top[0]["path"].startswith("figures/")
+    assert top[0]["sha256"] == read_manifest(out / "figures" / "manifest.jsonl")[2]["sha256"]
 
 
 def test_bad_stage_manifest_is_a_validation_error(
