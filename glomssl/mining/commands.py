@@ -50,7 +50,10 @@ def mine(
 ) -> None:
     """Search Open-i and download checked figures into OUT (resumable: rerun to continue).
 
-    Example: glomssl mine --query "glomerular OR glomeruli OR glomerulus" --image-type mc --out corpus/
+    \b
+    Example:
+      glomssl mine --query "glomerular OR glomeruli OR glomerulus" \\
+          --image-type mc --out corpus/
     """
     from glomssl.config import build_config, to_yaml
     from glomssl.mining.pipeline import MineConfig, run_mine
@@ -101,7 +104,9 @@ def replay(
 ) -> None:
     """Serve a folder (records.json + images) as an offline Open-i on 127.0.0.1 until Ctrl-C.
 
-    Example: glomssl replay --data glomssl/data/demo --port 8765 --latency 0.05
+    \b
+    Example:
+      glomssl replay --data glomssl/data/demo --port 8765 --latency 0.05
     """
     from glomssl.mining.replay import Faults, serve
 
