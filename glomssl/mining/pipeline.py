@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,8 @@ def search_stage(ctx: MineContext) -> StageResult:
     for page in pager:
         pages += 1
         if page.total == 0:
-            store.set_meta("search_total", "0")
+            if store.count() == 0:  # no hits at all; a later empty answer is not "done"
+                store.set_meta("search_total", "0")
             break
         urls = [ctx.client.image_url(f.img_large) for f in page.figures]
         next_m = max(page.max + 1, start)
@@ -316,6 +318,28 @@ def finalize_manifest(ctx: MineContext) -> Path | None:
     return target
 
 
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an OS lock on ``OUT/.mine.lock`` so two miners never share a folder (released by the
+    OS even on ``kill -9``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no guard
+        yield
+        return
+    with open(out / ".mine.lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise GlomsslError(
+                f"another `glomssl mine` is working in {out}; wait for it or use another --out"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def run_mine(cfg: MineConfig) -> MineSummary:
     """Run the mining stages in order (resumable). Returns a summary; raises GlomsslError."""
     from glomssl.config import save_config
@@ -337,7 +361,7 @@ def run_mine(cfg: MineConfig) -> MineSummary:
     names = stage_names()
     last = names.index(cfg.stop_after) if cfg.stop_after else len(names) - 1
     results: list[StageResult] = []
-    with MineStore(out / "state.sqlite") as store:
+    with _exclusive(out), MineStore(out / "state.sqlite") as store:
         store.bind_search(cfg.search_key())
         attempts0 = store.n_attempts()
         progress = _make_progress(cfg)

@@ -272,3 +272,17 @@ def test_mine_verbatim_openi_records(tmp_path: Path, shared_data: Path) -> None:
     assert [(r["uid"], r["image_id"]) for r in rows] == [("CXR1", "F1"), ("CXR1", "F2")]
     assert rows[0]["license"] == "byncnd" and rows[0]["caption"] == "Xray Chest PA and Lateral"
     assert len({r["path"] for r in rows}) == 1  # same bytes -> one file, two figures kept
+
+
+def test_second_miner_on_same_folder_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    folder = make_synthetic_replay(tmp_path / "rp", 2, size=8)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".mine.lock", "a+b") as fh, ReplayServer(folder) as server:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # stands in for a miner already running there
+        with pytest.raises(GlomsslError, match="another `glomssl mine` is working"):
+            run_mine(_cfg(server, out))
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        assert run_mine(_cfg(server, out)).done == 2
