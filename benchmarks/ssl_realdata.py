@@ -128,11 +128,18 @@ def main() -> None:
         "ssl": summarise(ssl),
     }
     if not args.skip_baseline:
-        base_cfg = build_config(
-            PretrainConfig, overrides={**over, "out": str(work / "random"), "max_steps": 0}
-        )
-        run_pretrain(base_cfg)
-        rnd = probe_encoder(work / "random", images, labels, cfg.image_size, layers, work, "random")
+        # the random-init baseline depends only on (arch, seed, image size, layers): cache its probe
+        key = f"random-{cfg.arch}-s{cfg.seed}-{cfg.image_size}px-l{'_'.join(map(str, layers))}"
+        cached = Path(args.work) / f"{key}.json"
+        if cached.is_file():
+            rnd = json.loads(cached.read_text())
+        else:
+            base = work / "random"
+            run_pretrain(
+                build_config(PretrainConfig, overrides={**over, "out": str(base), "max_steps": 0})
+            )
+            rnd = probe_encoder(base, images, labels, cfg.image_size, layers, work, "random")
+            cached.write_text(json.dumps(rnd))
         result["random"] = summarise(rnd)
         result["gain"] = {
             k: round(result["ssl"][k] - result["random"][k], 4) for k in result["ssl"]

@@ -2,7 +2,8 @@
 
 The same function runs on a laptop CPU, one GPU, several GPUs and several nodes: the hardware comes from
 Trainer arguments alone (``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``precision``).
-Under DDP BatchNorm is synchronised, ``batch_size`` is per device, the learning rate follows SimSiam's
+Under DDP on GPUs BatchNorm is synchronised (SyncBatchNorm is CUDA-only; CPU processes keep
+per-process statistics), ``batch_size`` is per device, the learning rate follows SimSiam's
 linear scaling rule on the *effective* batch (base_lr x batch x devices x nodes x accumulate / 256) with
 cosine decay, and only rank zero writes files. The run folder holds ``config.yaml`` (written first),
 ``metrics.jsonl``, ``checkpoints/`` (``--resume`` continues from ``last.ckpt``), and the exported encoder
@@ -37,6 +38,7 @@ class PretrainConfig:
     batch_size: int = 64
     epochs: int | None = None
     max_steps: int | None = None
+    max_minutes: float | None = None
     lr: float = 0.05
     weight_decay: float = 1e-4
     momentum: float = 0.9
@@ -290,6 +292,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     resume_from = str(last) if cfg.resume and last.is_file() else None
     if cfg.resume and resume_from is None and is_rank_zero():
         print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (
+        cfg.accelerator == "auto" and torch.cuda.is_available()
+    )
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -297,9 +302,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         strategy=cfg.strategy,
         precision=cfg.precision,  # type: ignore[arg-type]
         max_steps=total,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         max_epochs=cfg.epochs if cfg.max_steps is None else -1,
         accumulate_grad_batches=cfg.accumulate,
-        sync_batchnorm=cfg.world_size > 1,
+        sync_batchnorm=cfg.world_size > 1 and on_gpu,  # torch's SyncBatchNorm is CUDA-only
         callbacks=[ckpt, _metrics_callback(out / "metrics.jsonl", cfg)],
         logger=False,
         enable_progress_bar=not cfg.quiet,
