@@ -16,6 +16,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -302,7 +303,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         strategy=cfg.strategy,
         precision=cfg.precision,  # type: ignore[arg-type]
         max_steps=total,
-        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         max_epochs=cfg.epochs if cfg.max_steps is None else -1,
         accumulate_grad_batches=cfg.accumulate,
         sync_batchnorm=cfg.world_size > 1 and on_gpu,  # torch's SyncBatchNorm is CUDA-only
