@@ -222,14 +222,15 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
     import filecmp
     import shutil
 
-    from glomssl.manifest import relpath
+    def relpath(p: Path) -> str:  # both sides absolute already; avoids a resolve() per row
+        return Path(os.path.relpath(p, out_dir)).as_posix()
 
-    file = file.resolve()
+    file = Path(os.path.abspath(file))
     if file.is_relative_to(out_dir):
-        return relpath(file, out_dir)
+        return relpath(file)
     target = out_dir / "images" / rel
     if target.is_file() and (target.samefile(file) or filecmp.cmp(target, file, shallow=False)):
-        return relpath(target, out_dir)
+        return relpath(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -237,7 +238,7 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
     except OSError:
         shutil.copyfile(file, tmp)
     os.replace(tmp, target)
-    return relpath(target, out_dir)
+    return relpath(target)
 
 
 def output_row(row: dict[str, Any], image: Path, out_dir: Path, src_dir: Path) -> dict[str, Any]:
@@ -256,13 +257,18 @@ def complete_rows(source: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict
     bare row and are reported by the caller when it opens them.
     """
     from glomssl.fsutil import sha256_file
-    from glomssl.manifest import load_image_list
+    from glomssl.manifest import load_image_list, read_manifest
 
     src = Path(source)
+    if src.is_file():  # a manifest: validated rows; paths joined without a resolve() per row
+        src_dir = src.resolve().parent
+        rows = read_manifest(src)
+        if not rows:
+            raise GlomsslError(f"manifest {src} has no rows")
+        base = str(src_dir)
+        return [(Path(os.path.normpath(os.path.join(base, r["path"]))), r) for r in rows], src_dir
     pairs = load_image_list(src)
-    src_dir = src.resolve() if src.is_dir() else src.resolve().parent
-    if not src.is_dir():
-        return pairs, src_dir
+    src_dir = src.resolve()
     from PIL import Image
 
     out: list[tuple[Path, dict[str, Any]]] = []

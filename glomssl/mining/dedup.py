@@ -455,7 +455,9 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
                 raise GlomsslError(
                     f"no 'path' of {cfg.input} appears in {cfg.embeddings}; embed this manifest"
                 )
-            emb = ext_emb[[ext_paths[rows[k]["path"]] for k in sel]]
+            order = np.array([ext_paths[rows[k]["path"]] for k in sel], np.int64)
+            same = len(order) == len(ext_emb) and bool(np.all(order == np.arange(len(order))))
+            emb = ext_emb if same else ext_emb[order]  # no copy when the npz follows the manifest
             del ext_emb
         else:
             assert desc is not None
@@ -495,7 +497,9 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
         elif reason == "embedding":
             rec["similarity"] = round(float(value), 6)
         dropped.append(rec)
-    write_manifest(out_dir / "manifest.jsonl", kept)
+    write_manifest(
+        out_dir / "manifest.jsonl", kept, validate=False
+    )  # input rows, validated on read
     write_jsonl(out_dir / "dropped.jsonl", dropped)
     write_jsonl(out_dir / "failures.jsonl", failures)
     return {
