@@ -95,6 +95,7 @@ def synth(
 @click.option("--workers", type=int, default=None, help="Data-loading workers [2].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--fraction", type=float, default=None, help="Share of training images used [1].")
+@click.option("--init", type=click.Path(), default=None, help="Start from these weights.")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, help="Less output.")
@@ -109,6 +110,7 @@ def train(
     workers: int | None,
     seed: int | None,
     fraction: float | None,
+    init: str | None,
     config_file: str | None,
     dry_run: bool,
     quiet: bool,
@@ -133,6 +135,7 @@ def train(
             "workers": workers,
             "seed": seed,
             "fraction": fraction,
+            "init": init,
             "quiet": quiet or None,
         },
     )

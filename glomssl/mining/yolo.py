@@ -167,6 +167,7 @@ class TrainConfig:
     fraction: float = 1.0  # share of the training images used (a quick run on a big set)
     warmup_epochs: float = 1.0
     cache: bool = True  # keep decoded training images in RAM (saves CPU on JPEG decoding)
+    init: str | None = None  # start from these detector weights (safetensors) instead of random
     quiet: bool = False
 
     def validate(self) -> None:
@@ -198,7 +199,13 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
 
     run = next_run_dir(cfg.out, "separator")
     save_config(cfg, run / "config.yaml")
-    yolo = build_model(cfg.model)
+    if cfg.init:
+        yolo = load_detector(cfg.init)
+        # ultralytics copies the current module's weights into its trainer's fresh model only when
+        # the YOLO object says it came from a checkpoint; the tensors were loaded safely above.
+        yolo.ckpt = {"model": yolo.model}
+    else:
+        yolo = build_model(cfg.model)
     try:
         yolo.train(
             data=os.fspath(Path(cfg.data).resolve()),
@@ -216,7 +223,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             project=os.fspath(run.resolve()),
             name="ultralytics",
             exist_ok=True,
-            pretrained=False,
+            pretrained=bool(cfg.init),
             amp=False,
             plots=False,
             verbose=not cfg.quiet,
@@ -246,6 +253,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             "epochs": cfg.epochs,
             "seed": cfg.seed,
             "fraction": cfg.fraction,
+            "init": cfg.init,
             "data": os.fspath(cfg.data),
             "val_metrics": metrics,
         },

@@ -62,13 +62,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_train_one_epoch_offline_then_load(tmp_path: Path, no_network: None) -> None:
-    synth = run_synth(SynthConfig(out=str(tmp_path / "s"), n=6, val_fraction=0.34, quiet=True))
+    synth = run_synth(SynthConfig(out=str(tmp_path / "s"), n=4, val_fraction=0.25, quiet=True))
     summary = train_detector(
         TrainConfig(
             data=synth["data_yaml"],
             out=str(tmp_path / "runs"),
             epochs=1,
-            imgsz=128,
+            imgsz=64,
             batch=2,
             workers=0,
             quiet=True,
@@ -79,13 +79,13 @@ def test_train_one_epoch_offline_then_load(tmp_path: Path, no_network: None) -> 
     weights = Path(summary["weights"])
     assert weights.suffix == ".safetensors" and weights.is_file()
     meta = weights_meta(weights)
-    assert meta["architecture"] == ARCHITECTURE and meta["imgsz"] == 128 and meta["epochs"] == 1
+    assert meta["architecture"] == ARCHITECTURE and meta["imgsz"] == 64 and meta["epochs"] == 1
     yolo = load_detector(weights)
     trained = yolo.model.state_dict()
     fresh = build_model().model.state_dict()
     assert any(not torch.equal(trained[k], fresh[k]) for k in trained if "weight" in k)
     res = yolo.predict(
-        np.zeros((100, 160, 3), np.uint8), imgsz=128, conf=0.01, verbose=False, device="cpu"
+        np.zeros((100, 160, 3), np.uint8), imgsz=64, conf=0.01, verbose=False, device="cpu"
     )
     assert res[0].boxes.xyxy.shape[1] == 4
 
