@@ -254,8 +254,29 @@ def cosine_pairs(
     return ivf_self_join(emb, cfg.cosine, cfg.nlist, cfg.nprobe, cfg.batch, quiet=cfg.quiet)
 
 
+def _npy_header(p: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of array ``name`` inside an npz, read from its header without loading it."""
+    import zipfile
+
+    with zipfile.ZipFile(p) as zf, zf.open(f"{name}.npy") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read(fh)
+    return tuple(shape), np.dtype(dtype)
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
-    """Read ``--embeddings FILE.npz`` (``paths`` strings, ``embeddings`` (N, D)); check memory first."""
+    """Read ``--embeddings FILE.npz`` (``paths`` strings, ``embeddings`` (N, D)); check memory first.
+
+    Returns the paths and a float32 (N, D) array. The memory check reads the array's header, so a file
+    too large for this machine is refused before anything is loaded.
+    """
+    import zipfile
+
     import psutil
 
     p = Path(path)
@@ -263,29 +284,33 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
         raise GlomsslError(f"embeddings file {p} does not exist; make one with `glomssl embed`")
     try:
         with np.load(p, allow_pickle=False) as npz:
-            if "paths" not in npz or "embeddings" not in npz:
+            if "paths" not in npz.files or "embeddings" not in npz.files:
                 raise GlomsslError(
                     f"{p} lacks the arrays 'paths' and 'embeddings'; use a file from `glomssl embed`"
                 )
-            shape = npz["embeddings"].shape if hasattr(npz, "files") else ()
-            need = int(np.prod(shape)) * 4 * 2 if shape else 0
-            if need > psutil.virtual_memory().available:
+            shape, dtype = _npy_header(p, "embeddings")
+            n_items = int(np.prod(shape)) if shape else 0
+            # the array as stored, its float32 copy when converted, and ~30% working space
+            need = int(n_items * (dtype.itemsize + (0 if dtype == np.float32 else 4)) * 1.3)
+            free = psutil.virtual_memory().available
+            if need > free:
                 raise GlomsslError(
-                    f"{p}: {shape} embeddings need ~{need >> 20} MiB but only "
-                    f"{psutil.virtual_memory().available >> 20} MiB are free; free memory or split it"
+                    f"{p}: embeddings {shape} need ~{need >> 20} MiB but {free >> 20} MiB are "
+                    "free; free memory or de-duplicate in parts"
                 )
             paths = [str(x) for x in npz["paths"].tolist()]
             emb = np.ascontiguousarray(npz["embeddings"], dtype=np.float32)
     except ValueError as exc:
         raise GlomsslError(f"{p} is not a plain npz of strings and numbers ({exc})") from exc
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
         raise GlomsslError(f"{p} is not a readable npz file ({exc})") from exc
     if emb.ndim != 2 or emb.shape[0] != len(paths):
         raise GlomsslError(f"{p}: 'embeddings' must be (N, D) with N = len(paths) = {len(paths)}")
     if len(set(paths)) != len(paths):
         raise GlomsslError(f"{p}: 'paths' holds repeated entries; each image must appear once")
-    if not np.all(np.isfinite(emb)):
-        raise GlomsslError(f"{p}: 'embeddings' holds NaN or infinite values; recompute them")
+    for s in range(0, len(emb), 65536):
+        if not np.all(np.isfinite(emb[s : s + 65536])):
+            raise GlomsslError(f"{p}: 'embeddings' holds NaN or infinite values; recompute them")
     return paths, emb
 
 

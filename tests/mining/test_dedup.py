@@ -277,6 +277,27 @@ def test_bad_embedding_files(tmp_path: Path, corpus: Path, payload: dict, messag
     assert "\n" not in str(info.value)
 
 
+def test_embeddings_too_large_for_free_memory_are_refused(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    rows = read_manifest(corpus / "manifest.jsonl")
+    npz = tmp_path / "emb.npz"
+    np.savez_compressed(npz, paths=np.array([r["path"] for r in rows]), embeddings=np.ones((7, 64)))
+
+    class Tiny:
+        available = 1000
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    with pytest.raises(GlomsslError, match="MiB are free"):
+        run_dedup(
+            DedupConfig(
+                input=str(corpus / "manifest.jsonl"), out=str(tmp_path / "o"), embeddings=str(npz)
+            )
+        )
+
+
 def test_folder_input_unreadable_and_cli(tmp_path: Path, corpus: Path) -> None:
     (corpus / "broken.png").write_bytes(b"garbage")
     runner = CliRunner()
