@@ -342,15 +342,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         # --- G_ema (StyleGAN2-ADA: half-life in images, ramped up early in training)
         cur_nimg += cfg.batch_size
         it += 1
-        ema_nimg = hp["ema_kimg"] * 1000
-        if cfg.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
-        with torch.no_grad():
-            for pe, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-                pe.copy_(p.detach().lerp(pe, beta))
-            for be, b in zip(G_ema.buffers(), G.buffers(), strict=True):
-                be.copy_(b)
+        update_ema(G_ema, G, ema_beta(cfg.batch_size, cur_nimg, hp["ema_kimg"], cfg.ema_rampup))
         # --- ADA p
         if ada is not None and it % cfg.ada_interval == 0:
             red = (
@@ -379,12 +371,43 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             tick_start_nimg, tick_start_time = cur_nimg, time.time()
     if bar is not None:
         bar.close()
+    _check_ranks_agree(fabric, G)
     return {
         "run": str(run),
         "snapshot": str(last_path) if last_path else "",
         "kimg": cur_nimg / 1000,
         "augment_p": float(pipe.p),
     }
+
+
+def ema_beta(batch: int, cur_nimg: int, ema_kimg: float, rampup: float | None) -> float:
+    """G_ema decay per step: half-life ``ema_kimg`` thousand images, shortened early in training to
+    ``rampup * cur_nimg`` (StyleGAN2-ADA)."""
+    ema_nimg = ema_kimg * 1000
+    if rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * rampup)
+    return float(0.5 ** (batch / max(ema_nimg, 1e-8)))
+
+
+@torch.no_grad()
+def update_ema(G_ema: torch.nn.Module, G: torch.nn.Module, beta: float) -> None:
+    """G_ema <- beta * G_ema + (1 - beta) * G for parameters; buffers (w_avg, noise) copied."""
+    for pe, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+        pe.copy_(p.detach().lerp(pe, beta))
+    for be, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        be.copy_(b)
+
+
+def _check_ranks_agree(fabric: Any, G: torch.nn.Module) -> None:
+    """Every process must hold the same G after training (gradients were averaged); a cheap
+    checksum comparison catches a broken all-reduce instead of silently saving rank 0's view."""
+    if fabric.world_size <= 1:
+        return
+    with torch.no_grad():
+        total = torch.stack([p.double().sum() for p in G.parameters()]).sum().reshape(1)
+    gathered = fabric.all_gather(total).flatten()
+    if float((gathered - gathered[0]).abs().max()) > 1e-6 * (1 + float(total.abs())):
+        raise RuntimeError(f"distributed GAN ranks diverged: G checksums {gathered.tolist()}")
 
 
 def _tick_row(
