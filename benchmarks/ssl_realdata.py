@@ -81,6 +81,40 @@ def probe_encoder(
     )
 
 
+def bn_recalibrated_random(src: Path, dst: Path, images: Path, size: int) -> None:
+    """Control: the random-init trunk with BatchNorm statistics re-estimated on the unlabelled crops.
+
+    Training changes BN running statistics as a side effect; this control separates that (label-free,
+    learning-free) effect from what the SSL objective actually learns.
+    """
+    import torch
+
+    from glomssl.runs import load_weights, save_weights
+    from glomssl.ssl.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
+    from glomssl.ssl.data import load_rgb_tensor
+    from glomssl.ssl.transforms import eval_transform
+
+    tensors, meta = load_weights(src / "backbone.safetensors")
+    trunk = create_backbone(meta["arch"])
+    trunk.load_trunk_state_dict(tensors)
+    for m in trunk.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+    tf = eval_transform(size)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    files = sorted(images.glob("*.png"))
+    trunk.train()
+    with torch.no_grad():
+        for i in range(0, len(files), 64):
+            x = torch.stack([tf(load_rgb_tensor(f).float() / 255) for f in files[i : i + 64]])
+            trunk((x - mean) / std)
+    save_weights(
+        dst / "backbone.safetensors", trunk.trunk_state_dict(), {**meta, "method": "random+bn"}
+    )
+
+
 def summarise(report: dict[str, Any]) -> dict[str, float]:
     return {k: round(v["balanced_accuracy"], 4) for k, v in report["results"].items()}
 
@@ -130,17 +164,18 @@ def main() -> None:
     if not args.skip_baseline:
         # the random-init baseline depends only on (arch, seed, image size, layers): cache its probe
         key = f"random-{cfg.arch}-s{cfg.seed}-{cfg.image_size}px-l{'_'.join(map(str, layers))}"
-        cached = Path(args.work) / f"{key}.json"
-        if cached.is_file():
-            rnd = json.loads(cached.read_text())
-        else:
+        cache = {tag: Path(args.work) / f"{key}-{tag}.json" for tag in ("random", "random_bn")}
+        if not all(c.is_file() for c in cache.values()):
             base = work / "random"
             run_pretrain(
                 build_config(PretrainConfig, overrides={**over, "out": str(base), "max_steps": 0})
             )
-            rnd = probe_encoder(base, images, labels, cfg.image_size, layers, work, "random")
-            cached.write_text(json.dumps(rnd))
-        result["random"] = summarise(rnd)
+            bn_recalibrated_random(base, work / "random_bn", images, cfg.image_size)
+            for tag in cache:
+                rep = probe_encoder(work / tag, images, labels, cfg.image_size, layers, work, tag)
+                cache[tag].write_text(json.dumps(rep))
+        for tag, c in cache.items():
+            result[tag] = summarise(json.loads(c.read_text()))
         result["gain"] = {
             k: round(result["ssl"][k] - result["random"][k], 4) for k in result["ssl"]
         }

@@ -145,9 +145,12 @@ class SlideViewsDataset(torch.utils.data.Dataset):
 
 
 def collate_views(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Stack (view0, view1) pairs, dropping items that failed to load (None)."""
+    """Stack (view0, view1) pairs, dropping items that failed to load (None).
+
+    Fewer than two good items give None (the step is skipped): BatchNorm needs two samples.
+    """
     good = [b for b in batch if b is not None]
-    if not good:
+    if len(good) < 2:
         return None
     return torch.stack([b[0] for b in good]), torch.stack([b[1] for b in good])
 

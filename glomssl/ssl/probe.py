@@ -34,6 +34,7 @@ class ProbeConfig:
     folds: int = 5
     repeats: int = 3
     knn_k: int = 20
+    probes: list[str] = field(default_factory=lambda: ["linear", "knn"])
     seed: int = 0
     out: str | None = None
 
@@ -42,6 +43,8 @@ class ProbeConfig:
             raise GlomsslError("--label-fraction values must lie in (0, 1], e.g. 0.1 for 10%")
         if self.folds < 2:
             raise GlomsslError(f"--folds must be at least 2, got {self.folds}")
+        if not self.probes or set(self.probes) - {"linear", "knn"}:
+            raise GlomsslError(f"probes must be among linear, knn; got {self.probes}")
         if self.knn_k < 1:
             raise GlomsslError(f"--knn-k must be at least 1, got {self.knn_k}")
 
@@ -198,7 +201,7 @@ def probe_arrays(x: np.ndarray, y: np.ndarray, g: np.ndarray, cfg: ProbeConfig) 
             continue
         for frac in cfg.label_fractions:
             sub = tr[_subsample(y[tr], frac, rng)]
-            for kind in ("linear", "knn"):
+            for kind in cfg.probes:
                 if kind == "linear":
                     model = _fit_linear(x[sub], y[sub], g[sub], cfg.seed)
                 else:
@@ -233,6 +236,19 @@ def format_table(report: dict[str, Any]) -> str:
             + " ".join(f"{c:>14}" for c in cells)
         )
     return "\n".join(lines)
+
+
+def labelled_images(path: str | os.PathLike[str], group: str | None) -> tuple[list[Path], Any, Any]:
+    """Image files, labels and groups from a labels CSV (paths relative to it) or a manifest."""
+    table = load_labels(path)
+    root = Path(path).resolve().parent
+    keys = list(table)
+    files = [root / k for k in keys]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise GlomsslError(f"{path}: {len(missing)} listed images do not exist, e.g. {missing[0]}")
+    _, y, g = match_labels(keys, table, group)
+    return files, y, g
 
 
 def run_probe(cfg: ProbeConfig) -> dict[str, Any]:

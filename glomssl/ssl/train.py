@@ -63,6 +63,9 @@ class PretrainConfig:
     slide_level: int = 0
     slide_mpp: float | None = None
     patches_per_epoch: int = 2000
+    probe_data: str | None = None
+    probe_every: int = 500
+    probe_group: str = "slide"
     quiet: bool = False
 
     def validate(self) -> None:
@@ -203,7 +206,7 @@ def _metrics_callback(path: Path, cfg: PretrainConfig) -> Any:
             step = trainer.global_step
             if step == self.last_step or step % cfg.log_every != 0 or not trainer.is_global_zero:
                 return
-            n = step - max(self.last_step, 0)
+            n = step - self.last_step
             dt = time.perf_counter() - self.t0
             self.t0, self.last_step = time.perf_counter(), step
             m = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -218,6 +221,9 @@ def _metrics_callback(path: Path, cfg: PretrainConfig) -> Any:
                 **{k: v for k, v in m.items() if k not in ("loss", "emb_std")},
             )
 
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.t0, self.last_step = time.perf_counter(), trainer.global_step  # resumed runs too
+
         def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
             loader = trainer.train_dataloader
             ds: Any = getattr(loader, "dataset", None)
@@ -225,6 +231,42 @@ def _metrics_callback(path: Path, cfg: PretrainConfig) -> Any:
                 ds.set_epoch(trainer.current_epoch)
 
     return JsonlMetrics()
+
+
+def _online_probe_callback(cfg: PretrainConfig, metrics_path: Path) -> Any:
+    """Every ``probe_every`` steps (rank zero): embed the labelled probe images, grouped kNN probe."""
+    import copy
+
+    import lightning as L
+    import torch
+
+    from glomssl.runs import MetricsLogger
+    from glomssl.ssl.embed import Encoder, embed_paths
+    from glomssl.ssl.probe import ProbeConfig, labelled_images, probe_arrays
+
+    assert cfg.probe_data is not None
+    files, y, g = labelled_images(cfg.probe_data, cfg.probe_group or None)
+    pcfg = ProbeConfig(label_fractions=[1.0], folds=5, repeats=1, probes=["knn"])
+
+    class OnlineKnnProbe(L.Callback):
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, i: int
+        ) -> None:
+            step = trainer.global_step
+            if not trainer.is_global_zero or step == 0 or step % cfg.probe_every != 0:
+                return
+            trunk = copy.deepcopy(pl_module.method.backbone).float().cpu()
+            enc = Encoder(trunk, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()
+            with torch.no_grad():
+                emb, _ = embed_paths(enc, files, cfg.image_size, batch_size=64, workers=0)
+            res = probe_arrays(emb, y, g, pcfg)["results"]["knn@1"]
+            MetricsLogger(metrics_path).log(
+                step=step,
+                epoch=trainer.current_epoch,
+                probe_knn_balanced_accuracy=res["balanced_accuracy"],
+            )
+
+    return OnlineKnnProbe()
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -293,6 +335,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     resume_from = str(last) if cfg.resume and last.is_file() else None
     if cfg.resume and resume_from is None and is_rank_zero():
         print(f"no checkpoint in {ckpt_dir}; starting from scratch")
+    callbacks = [ckpt, _metrics_callback(out / "metrics.jsonl", cfg)]
+    if cfg.probe_data:
+        callbacks.append(_online_probe_callback(cfg, out / "metrics.jsonl"))
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (
         cfg.accelerator == "auto" and torch.cuda.is_available()
     )
@@ -307,7 +352,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         max_epochs=cfg.epochs if cfg.max_steps is None else -1,
         accumulate_grad_batches=cfg.accumulate,
         sync_batchnorm=cfg.world_size > 1 and on_gpu,  # torch's SyncBatchNorm is CUDA-only
-        callbacks=[ckpt, _metrics_callback(out / "metrics.jsonl", cfg)],
+        callbacks=callbacks,
         logger=False,
         enable_progress_bar=not cfg.quiet,
         enable_model_summary=False,

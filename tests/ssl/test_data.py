@@ -41,6 +41,7 @@ def test_decode_failure_after_scan_is_dropped_by_collate(image_folder: Path) -> 
     v0, v1 = batch
     assert v0.shape == v1.shape == (3, 3, 32, 32)
     assert collate_views([None, None]) is None
+    assert collate_views([items[0], None]) is None  # one image: BatchNorm cannot train on it
 
 
 def test_manifest_source_and_cache(tmp_path: Path, make_imgs) -> None:

@@ -120,3 +120,26 @@ def test_bad_values_are_user_errors(tmp_path: Path, image_folder: Path) -> None:
         tiny_cfg(image_folder, tmp_path / "x", arch="vgg")
     with pytest.raises(GlomsslError, match="fewer than one batch"):
         run_pretrain(tiny_cfg(image_folder, tmp_path / "y", batch_size=64))
+
+
+def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
+    imgs = make_imgs(tmp_path / "images", n=12)
+    lines = ["image,label,slide"] + [
+        f"images/{p.name},{'a' if i % 2 == 0 else 'b'},s{i % 4}" for i, p in enumerate(imgs)
+    ]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    cfg = tiny_cfg(
+        tmp_path / "images",
+        tmp_path / "run",
+        probe_data=str(tmp_path / "labels.csv"),
+        probe_every=2,
+        log_every=100,
+    )
+    run_pretrain(cfg)
+    rows = [
+        r
+        for r in read_metrics(tmp_path / "run" / "metrics.jsonl")
+        if "probe_knn_balanced_accuracy" in r
+    ]
+    assert [r["step"] for r in rows] == [2]
+    assert 0 <= rows[0]["probe_knn_balanced_accuracy"] <= 1
