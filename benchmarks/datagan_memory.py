@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD_BANDED = r"""
 import json, resource, sys, time
@@ -56,17 +57,56 @@ print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t
 """
 
 
-def _child(code: str, args: list[str]) -> dict[str, float]:
+def _hwm_bytes(pid: int) -> int:
+    """The kernel's exact peak-RSS high-water mark (VmHWM) of a live process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _child(code: str, args: list[str], stop_after_s: float | None = None) -> dict[str, Any]:
+    """Run a child; its peak RSS comes from its own getrusage, or, when it is stopped early (after
+    ``stop_after_s`` seconds *and* 120 s without any growth of its high-water mark), from VmHWM."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    for line in proc.stdout.splitlines():
+    hwm, last_growth = 0, time.time()
+    while proc.poll() is None:
+        try:
+            cur = _hwm_bytes(proc.pid)
+        except (OSError, ValueError):
+            cur = hwm
+        if cur > hwm:
+            hwm, last_growth = cur, time.time()
+        if (
+            stop_after_s is not None
+            and time.time() - t0 > stop_after_s
+            and time.time() - last_growth > 120
+        ):
+            proc.kill()
+            proc.wait()
+            return {
+                "peak_rss_bytes": hwm,
+                "seconds": time.time() - t0,
+                "partial": True,
+                "seconds_to_peak": last_growth - t0,
+            }
+        time.sleep(0.25)
+    stdout, stderr = proc.communicate()
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
-            out: dict[str, float] = json.loads(line[7:])
-            out["returncode"] = proc.returncode
+            out: dict[str, Any] = json.loads(line[7:])
+            out["partial"] = False
+            out["seconds_to_peak"] = last_growth - t0  # from polling VmHWM every 0.25 s
             return out
-    raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    raise RuntimeError(f"child failed ({proc.returncode}): {stderr[-2000:]}")
 
 
 def _prepare(root: Path, res: int) -> tuple[Path, Path, int]:
@@ -98,6 +138,14 @@ def main() -> None:
     ap.add_argument("--res", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--naive-max-gb", type=float, default=8.0, help="skip naive runs above this")
     ap.add_argument("--band-mb", type=int, default=256)
+    ap.add_argument(
+        "--full-max-res",
+        type=int,
+        default=512,
+        help="above this resolution stop the banded run once its peak has been flat for 120 s "
+        "(after --partial-after-s); every band reuses one buffer, so the peak is reached early",
+    )
+    ap.add_argument("--partial-after-s", type=float, default=600.0)
     a = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="datagan-mem-") as tmp:
@@ -116,9 +164,15 @@ def main() -> None:
                 ["generate", "--network", str(run), "--labeler", str(lab), "--n", "1"]
                 + ["--out", str(root / f"syn{res}"), "--device", "cpu", "--quiet"]
                 + ["--band-mb", str(a.band_mb)],
+                stop_after_s=a.partial_after_s if res > a.full_max_res else None,
             )
+            row["banded_run"] = "stopped early (peak flat)" if banded["partial"] else "complete"
             row["banded_peak_rss_gb"] = round(banded["peak_rss_bytes"] / 1e9, 2)
-            row["banded_seconds_per_image"] = round(banded["seconds"], 1)
+            key = (
+                "banded_seconds_until_stopped" if banded["partial"] else "banded_seconds_per_image"
+            )
+            row[key] = round(banded["seconds"], 1)
+            row["banded_seconds_to_peak"] = round(banded["seconds_to_peak"], 1)
             row["banded_wall_seconds_incl_startup"] = round(time.time() - t, 1)
             # naive needs the tensor twice (C,H,W and its pixel-major copy) plus activations
             if 2.2 * naive_tensor / 1e9 <= a.naive_max_gb:

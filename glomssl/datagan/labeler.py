@@ -170,16 +170,19 @@ def _ensemble_cls() -> type:
             """Ensemble-mean class probabilities (N, classes) and per-pixel JS divergence (N,).
 
             The members' first layers (the C_total x hidden matmuls, ~all of the cost) run as one
-            stacked GEMM so the feature band is read once instead of K times; eval mode only.
+            stacked GEMM so the feature band is read once instead of K times, and the input
+            standardisation is folded into that GEMM's weights (W' = W / std, b' = b - W' mean), so
+            no standardised copy of the band is ever allocated; eval mode only.
             """
             import torch.nn.functional as F
 
-            z = self.normalise(x)
             members: list[Any] = list(self.members)
             firsts = [m[0] for m in members]
-            w = torch.cat([f.weight for f in firsts])  # (K * h0, C_total)
-            b = torch.cat([f.bias for f in firsts])
-            h = F.linear(z, w, b).split(self.hidden[0], dim=1)  # K x (N, h0)
+            mean: torch.Tensor = self.feat_mean  # type: ignore[assignment]
+            std: torch.Tensor = self.feat_std  # type: ignore[assignment]
+            w = torch.cat([f.weight for f in firsts]) / std  # (K * h0, C_total)
+            b = torch.cat([f.bias for f in firsts]) - w @ mean  # (K * h0,)
+            h = F.linear(x, w, b).split(self.hidden[0], dim=1)  # K x (N, h0)
             probs = torch.stack(
                 [m[1:](hk).softmax(-1) for m, hk in zip(members, h)]
             )  # (K, N, classes)
