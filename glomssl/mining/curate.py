@@ -48,6 +48,7 @@ class CurateConfig:
     blank_std: float = 4.0
     graphic_flat: float = 0.55
     graphic_palette: float = 0.6
+    paper_white: float = 0.6
     dark_fraction: float = 0.5
     grey_chroma: float = 8.0
     quiet: bool = False
@@ -57,7 +58,7 @@ class CurateConfig:
             raise GlomsslError(f"--threshold {self.threshold} must lie in [0, 1]")
         if self.min_side < 1:
             raise GlomsslError(f"--min-side {self.min_side} must be a positive number of pixels")
-        for name in ("graphic_flat", "graphic_palette", "dark_fraction"):
+        for name in ("graphic_flat", "graphic_palette", "paper_white", "dark_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise GlomsslError(f"config {name}: {v} must lie in [0, 1]")
@@ -144,7 +145,15 @@ def image_stats(rgb: np.ndarray) -> dict[str, float]:
     else:
         ink_top8 = ink_flat = ink_grey = 1.0
         fg_chroma = 0.0
-    strokes = lum < 128
+    # thin marks: ink pixels touching paper-white within one pixel (lines and letters are all edge;
+    # a tissue section on glass is a solid region whose pixels mostly have no white neighbour)
+    near_white = white.copy()
+    near_white[1:, :] |= white[:-1, :]
+    near_white[:-1, :] |= white[1:, :]
+    near_white[:, 1:] |= white[:, :-1]
+    near_white[:, :-1] |= white[:, 1:]
+    thin = float(near_white[ink].mean()) if n_ink else 1.0
+    strokes = lum < 160
     h_run = float(_max_run(strokes).max(initial=0)) / lum.shape[1]
     v_run = float(_max_run(strokes.T).max(initial=0)) / lum.shape[0]
     means = a.reshape(-1, 3).mean(axis=0)
@@ -167,6 +176,7 @@ def image_stats(rgb: np.ndarray) -> dict[str, float]:
         "ink_top8": ink_top8,
         "ink_flat": ink_flat,
         "ink_grey": ink_grey,
+        "ink_thin": thin,
         "h_run": h_run,
         "v_run": v_run,
         "r_mean": float(means[0]) / 255.0,
@@ -186,15 +196,21 @@ def classify_stats(
         return "blank", f"luminance std {stats['lum_std']:.1f}, top colour {stats['top1']:.2f}"
     # a drawing: flat areas of a few colours, on paper-white or in colour (a smooth greyscale
     # micrograph without white background is also flat and few-toned, so it is left to `greyscale`)
-    # thin dark strokes on paper (text, line art) have no flat ink at all: caught by the second test
+    # Anti-aliased, JPEG-compressed plots and text have no flat ink at all (every stroke pixel is an
+    # edge), so a second test looks for marks on paper: mostly white, and the marks are thin (touch
+    # the white) or largely grey (axes, letters). Real PAS/H&E crops stay below both (measured on
+    # ../shared/data: white <= 0.60, thin <= 0.27, grey ink <= 0.34; exsclaim plots: white >= 0.65).
+    on_paper = stats["white"] >= cfg.paper_white and (
+        stats["ink_thin"] >= 0.25 or stats["ink_grey"] >= 0.45 or stats["white"] >= 0.85
+    )
     graphic = (
         stats["ink"] < 0.005
+        or on_paper
         or (
             stats["ink_flat"] >= cfg.graphic_flat
             and stats["ink_top8"] >= cfg.graphic_palette
             and (stats["white"] >= 0.25 or stats["colour"] >= 0.05)
         )
-        or (stats["white"] >= 0.6 and stats["ink_grey"] >= 0.9)
     )
     if graphic:
         detail = f"flat {stats['ink_flat']:.2f}, palette top-8 {stats['ink_top8']:.2f}"

@@ -248,3 +248,25 @@ def test_statistics_on_real_images(shared_data: Path) -> None:
         thumb = load_rgb(hist / name, 256)
         got = classify_stats(image_stats(np.asarray(thumb)), full.width, full.height, cfg)[0]
         assert got == want, name
+
+
+@pytest.mark.realdata
+def test_statistics_reject_real_journal_panels(shared_data: Path) -> None:
+    """Panels of real compound figures (materials science: plots, schematics, SEM/TEM micrographs)
+    are not light-microscopy tissue: the statistics drop nearly all of them, for the right reason."""
+    root = shared_data / "compound_figures" / "exsclaim"
+    figures = json.loads((root / "boxes.json").read_text())
+    cfg = CurateConfig()
+    got: dict[str, list[str | None]] = {}
+    for fig in figures:
+        im = load_rgb(root / "images" / fig["file"])
+        for b in fig["boxes"]:
+            crop = im.crop((b["x0"], b["y0"], b["x1"], b["y1"]))
+            thumb = crop.copy()
+            thumb.thumbnail((256, 256), Image.Resampling.BOX)
+            reason = classify_stats(image_stats(np.asarray(thumb)), crop.width, crop.height, cfg)[0]
+            got.setdefault(b["classification"], []).append(reason)
+    drawings = got["graph"] + got["illustration"]
+    assert np.mean([r in ("chart", "diagram", "text") for r in drawings]) >= 0.9
+    assert np.mean([r == "chart" for r in got["graph"]]) >= 0.6
+    assert all(r == "greyscale" for r in got["microscopy"])  # electron micrographs
