@@ -305,7 +305,8 @@ def finalize(out: Path, n: int, n_cand: int, seed0: int) -> dict[str, Any]:
 
 
 def write_preview(out: Path, rows: list[dict[str, Any]]) -> None:
-    """preview.png: each kept image beside its mask blended over it (a fixed colour per class)."""
+    """preview.png: each kept image beside its mask blended over it (a fixed colour per class);
+    tiles are shown at 256 px at most."""
     import numpy as np
     from PIL import Image
 
@@ -318,8 +319,13 @@ def write_preview(out: Path, rows: list[dict[str, Any]]) -> None:
     )
     tiles = []
     for r in rows:
-        img = np.asarray(Image.open(out / r["path"]).convert("RGB"), dtype=np.float32)
-        mask = np.asarray(Image.open(out / r["mask"]))
+        im = Image.open(out / r["path"]).convert("RGB")
+        mk: Image.Image = Image.open(out / r["mask"])
+        if im.width > 256:  # keep the preview small at 512/1024 px
+            im = im.resize((256, 256), Image.Resampling.BILINEAR)
+            mk = mk.resize((256, 256), Image.Resampling.NEAREST)
+        img = np.asarray(im, dtype=np.float32)
+        mask = np.asarray(mk)
         overlay = np.where(mask[..., None] > 0, 0.5 * img + 0.5 * palette[mask], img)
         tiles.append(np.concatenate([img, overlay], axis=1))
     grid = np.concatenate(tiles, axis=0).clip(0, 255).astype(np.uint8)

@@ -219,5 +219,15 @@ def test_cli_errors_are_one_line(setup: dict[str, Path], tmp_path: Path) -> None
     assert r.exit_code == 2 and "other settings" in r.output
     r = cli.invoke(datagan, ["sample", "--network", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert r.exit_code == 2 and "does not exist" in r.output
+    bad_ann = tmp_path / "ann_bad"
+    bad_ann.mkdir()
+    Image.fromarray(np.zeros((RES, RES), np.uint8)).save(bad_ann / "lost_mask.png")
+    r = cli.invoke(
+        datagan,
+        ["train-labeler", "--network", str(setup["run"]), "--annotations", str(bad_ann)]
+        + ["--num-classes", "2", "--out", str(tmp_path / "lab_bad")],
+    )
+    assert r.exit_code == 2 and "has no latent lost.npz" in r.output
+    assert len(r.output.strip().splitlines()) == 1
     r = cli.invoke(datagan, [*base, "--out", str(tmp_path / "v"), "--dry-run"])
     assert r.exit_code == 0 and "drop_uncertain: 0.0" in r.output
