@@ -310,6 +310,119 @@ def progress_iter(items: list[Any], quiet: bool, desc: str) -> Any:
     return tqdm(items, desc=desc, unit="img")
 
 
+class FeatureCache:
+    """Per-image measurements keyed by (kind, sha256) in a SQLite file inside OUT.
+
+    An interrupted ``curate`` or ``dedup`` run resumes where it stopped: images measured before are
+    not opened again. Values are deterministic functions of the file bytes, so cached and fresh
+    results are identical and so are the output files. Commits every 256 entries (WAL journal).
+    """
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        try:
+            self.db = sqlite3.connect(path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS cache (kind TEXT, sha256 TEXT, value BLOB, "
+                "PRIMARY KEY (kind, sha256))"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise GlomsslError(f"cache {path} is damaged ({exc}); delete it and rerun") from exc
+        self.pending = 0
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.commit()
+        self.db.close()
+
+    def get(self, kind: str, key: str | None) -> bytes | None:
+        if not key:
+            return None
+        row = self.db.execute(
+            "SELECT value FROM cache WHERE kind = ? AND sha256 = ?", (kind, key)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put(self, kind: str, key: str | None, value: bytes) -> None:
+        if not key:
+            return
+        self.db.execute("INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (kind, key, value))
+        self.pending += 1
+        if self.pending >= 256:
+            self.db.commit()
+            self.pending = 0
+
+
+def _measure(
+    image: Path, row: dict[str, Any], cache: FeatureCache, want_features: bool
+) -> tuple[int, int, dict[str, float], list[float] | None]:
+    """(width, height, statistics, scorer features or None) of one image, from the cache if there."""
+    import json
+
+    key = row.get("sha256")
+    hit = cache.get("curate-v1", key)
+    if hit is not None:
+        m = json.loads(hit)
+        if m["features"] is not None or not want_features:
+            return int(m["w"]), int(m["h"]), m["stats"], m["features"]
+    full = load_rgb(image)
+    width, height = full.size
+    thumb = full
+    if max(full.size) > STATS_SIDE:
+        from PIL import Image
+
+        s = STATS_SIDE / max(full.size)
+        size = (max(1, round(width * s)), max(1, round(height * s)))
+        thumb = full.resize(size, Image.Resampling.BOX)
+    stats = image_stats(np.asarray(thumb))
+    feats = None
+    if want_features:
+        from glomssl.mining.scorer import image_features
+
+        feats = [float(v) for v in image_features(full)]
+    m = {"w": width, "h": height, "stats": stats, "features": feats}
+    cache.put("curate-v1", key, json.dumps(m).encode())
+    return width, height, stats, feats
+
+
+def _decide(
+    cfg: CurateConfig,
+    row: dict[str, Any],
+    image: Path,
+    width: int,
+    height: int,
+    stats: dict[str, float],
+    feats: list[float] | None,
+    scorer: Any,
+    out_dir: Path,
+    src_dir: Path,
+    kept: list[dict[str, Any]],
+    rejected: list[dict[str, Any]],
+    counts: dict[str, int],
+) -> None:
+    """Apply the statistics rules, then the scorer, and file the row as kept or rejected."""
+    reason, detail = classify_stats(stats, width, height, cfg)
+    score: float | None = None
+    if reason is None and scorer is not None and feats is not None:
+        score = float(scorer.score_features(np.asarray(feats)[None, :])[0])
+        if score < cfg.threshold:
+            reason, detail = "score", f"scorer {score:.3f} below threshold {cfg.threshold}"
+    if reason is None:
+        new = output_row(row, image, out_dir, src_dir)
+        if score is not None:
+            new["curate_score"] = round(score, 6)
+        kept.append(new)
+    else:
+        counts[reason] += 1
+        new = dict(row, image=str(image), reason=reason, detail=detail)
+        new["curate_score"] = None if score is None else round(score, 6)
+        rejected.append(new)
+
+
 def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     """Curate a FOLDER or MANIFEST of panels into ``cfg.out``; return a summary dict.
 
@@ -338,38 +451,28 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
     rejected: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     counts: dict[str, int] = {r: 0 for r in REASONS}
-    for image, row in progress_iter(pairs, cfg.quiet, "curate"):
-        try:
-            full = load_rgb(image)
-        except GlomsslError as exc:
-            failures.append({"path": row.get("path", str(image)), "error": str(exc)})
-            continue
-        width, height = full.size
-        thumb = full
-        if max(full.size) > STATS_SIDE:
-            from PIL import Image
-
-            s = STATS_SIDE / max(full.size)
-            thumb = full.resize(
-                (max(1, round(width * s)), max(1, round(height * s))), Image.Resampling.BOX
+    with FeatureCache(out_dir / ".curate-cache.sqlite") as cache:
+        for image, row in progress_iter(pairs, cfg.quiet, "curate"):
+            try:
+                width, height, stats, feats = _measure(image, row, cache, scorer is not None)
+            except GlomsslError as exc:
+                failures.append({"path": row.get("path", str(image)), "error": str(exc)})
+                continue
+            _decide(
+                cfg,
+                row,
+                image,
+                width,
+                height,
+                stats,
+                feats,
+                scorer,
+                out_dir,
+                src_dir,
+                kept,
+                rejected,
+                counts,
             )
-        stats = image_stats(np.asarray(thumb))
-        reason, detail = classify_stats(stats, width, height, cfg)
-        score: float | None = None
-        if reason is None and scorer is not None:
-            score = float(scorer.score_image(full))
-            if score < cfg.threshold:
-                reason, detail = "score", f"scorer {score:.3f} below threshold {cfg.threshold}"
-        if reason is None:
-            new = output_row(row, image, out_dir, src_dir)
-            if score is not None:
-                new["curate_score"] = round(score, 6)
-            kept.append(new)
-        else:
-            counts[reason] += 1
-            new = dict(row, image=str(image), reason=reason, detail=detail)
-            new["curate_score"] = None if score is None else round(score, 6)
-            rejected.append(new)
     write_manifest(out_dir / "manifest.jsonl", kept)
     write_jsonl(out_dir / "rejected.jsonl", rejected)
     write_jsonl(out_dir / "failures.jsonl", failures)

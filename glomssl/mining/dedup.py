@@ -406,6 +406,20 @@ def group_rows(
     return {"labels": labels, "keeper": keeper, "reached": reached}
 
 
+def image_keys(image: Path, sha: str | None, cache: Any) -> tuple[float, int, np.ndarray]:
+    """(pixel area, pHash, tiny descriptor (768,)) of one image; cached by sha256 so reruns resume."""
+    from glomssl.mining.curate import load_rgb
+
+    hit = cache.get("dedup-v1", sha)
+    if hit is not None and len(hit) == 16 + 768 * 4:
+        area, h = np.frombuffer(hit[:16], dtype="<u8")
+        return float(area), int(h), np.frombuffer(hit[16:], dtype="<f4").copy()
+    img = load_rgb(image)
+    area, h, vec = img.width * img.height, phash(img), tiny_descriptor(img).astype("<f4")
+    cache.put("dedup-v1", sha, np.array([area, h], dtype="<u8").tobytes() + vec.tobytes())
+    return float(area), h, vec
+
+
 def _row_score(row: dict[str, Any]) -> float:
     for key in ("curate_score", "score"):
         v = row.get(key)
@@ -426,7 +440,7 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     from glomssl.config import save_config
     from glomssl.fsutil import ensure_writable_dir
     from glomssl.manifest import write_jsonl, write_manifest
-    from glomssl.mining.curate import complete_rows, load_rgb, output_row, progress_iter
+    from glomssl.mining.curate import FeatureCache, complete_rows, output_row, progress_iter
 
     cfg.validate()
     if not cfg.input or not cfg.out:
@@ -450,18 +464,19 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     hashes = np.zeros(n, np.uint64)
     desc = np.zeros((n, 768), np.float32) if use_emb and ext_emb is None else None
     if "phash" in methods or desc is not None:
-        for k in progress_iter(list(range(n)), cfg.quiet, "dedup hashes"):
-            try:
-                img = load_rgb(pairs[k][0])
-            except GlomsslError as exc:
-                failures.append({"path": rows[k].get("path", str(pairs[k][0])), "error": str(exc)})
-                valid[k] = False
-                continue
-            sizes[k] = float(img.width * img.height)
-            if "phash" in methods:
-                hashes[k] = phash(img)
-            if desc is not None:
-                desc[k] = tiny_descriptor(img)
+        with FeatureCache(out_dir / ".dedup-cache.sqlite") as cache:
+            for k in progress_iter(list(range(n)), cfg.quiet, "dedup hashes"):
+                try:
+                    area, hashes[k], vec = image_keys(pairs[k][0], rows[k].get("sha256"), cache)
+                except GlomsslError as exc:
+                    failures.append(
+                        {"path": rows[k].get("path", str(pairs[k][0])), "error": str(exc)}
+                    )
+                    valid[k] = False
+                    continue
+                sizes[k] = area
+                if desc is not None:
+                    desc[k] = vec
     idx = np.nonzero(valid)[0]
     parts: list[Links] = []
     info: dict[str, Any] = {}

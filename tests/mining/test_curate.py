@@ -185,10 +185,37 @@ def test_run_curate_manifest_keeps_provenance_and_is_idempotent(tmp_path: Path) 
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert [f["path"] for f in failures] == ["corrupt.png"]
 
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = _outputs(out)
     s2 = run_curate(CurateConfig(input=str(folder / "manifest.jsonl"), out=str(out), quiet=True))
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert s2 == s and before == after
+    assert s2 == s and _outputs(out) == before
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """The output files (the hidden measurement cache aside)."""
+    return {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_rerun_resumes_from_the_cache(
+    tmp_path: Path, panels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second run (e.g. after a crash) does not open images measured before, and agrees with the first."""
+    import glomssl.mining.curate as curate_mod
+
+    out = tmp_path / "o"
+    s = run_curate(CurateConfig(input=str(panels), out=str(out), quiet=True))
+    before = _outputs(out)
+    opened: list[str] = []
+
+    def spy(path: object, max_side: int | None = None) -> Image.Image:
+        opened.append(Path(str(path)).name)
+        return load_rgb(path, max_side)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(curate_mod, "load_rgb", spy)
+    assert run_curate(CurateConfig(input=str(panels), out=str(out), quiet=True)) == s
+    assert opened == ["corrupt.png"]  # only the unreadable file is tried again
+    assert _outputs(out) == before
 
 
 def test_folder_input_and_out_holding_the_images(tmp_path: Path) -> None:

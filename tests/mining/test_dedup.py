@@ -197,9 +197,26 @@ def test_run_dedup_groups_keepers_and_reasons(tmp_path: Path, corpus: Path) -> N
     )
     assert s["kept"] == 4 and s["dropped"] == 3 and s["groups"] == 2
 
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name[0] != "."}
     assert run_dedup(cfg) == s
-    assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert before == {
+        p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name[0] != "."
+    }
+
+
+def test_rerun_reads_no_image_again(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glomssl.mining.curate as curate_mod
+
+    cfg = DedupConfig(input=str(corpus / "manifest.jsonl"), out=str(tmp_path / "o"), quiet=True)
+    s = run_dedup(cfg)
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise AssertionError("image opened although its hashes are cached")
+
+    monkeypatch.setattr(curate_mod, "load_rgb", refuse)
+    assert run_dedup(cfg) == s
 
 
 def test_each_method_alone(tmp_path: Path, corpus: Path) -> None:
