@@ -162,6 +162,11 @@ def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
         raise GlomsslError("--data is required: a folder of images, a manifest, or slide files")
     if not cfg.out:
         raise GlomsslError("--out is required: the run folder to write")
+    for src in cfg.data:
+        if not Path(src).exists():
+            raise GlomsslError(
+                f"--data {src} does not exist; pass an image folder, manifest or slide"
+            )
     world = cfg.devices * cfg.num_nodes
     strategy = cfg.strategy
     if strategy == "auto":
@@ -174,7 +179,7 @@ def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
         strategy=strategy,
         precision=precision,  # type: ignore[arg-type]
     )
-    if strategy == "ddp_spawn":
+    if strategy in ("ddp_spawn", "ddp_fork"):
         return fabric.launch(_train_worker, cfg, precision)  # type: ignore[no-any-return,arg-type]
     fabric.launch()
     return _train_worker(fabric, cfg, precision)
@@ -200,6 +205,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
 
     run = Path(cfg.out)
     rank0 = fabric.global_rank == 0
+    dataset = make_dataset(cfg)  # bad data fails before anything is written
     if rank0:
         run.mkdir(parents=True, exist_ok=True)
     fabric.barrier()
@@ -212,6 +218,8 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     mixed = precision != "32-true"
     conv_clamp = 256.0 if mixed else None
     dev = fabric.device
+    if dev.type == "cpu" and fabric.world_size > 1:  # share the cores, no OpenMP oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, cfg.devices)))
 
     torch.manual_seed(cfg.seed)  # identical initial networks on every rank
     net_kw: dict[str, Any] = {"conv_clamp": conv_clamp}
@@ -267,7 +275,6 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         fabric.barrier()
         return path
 
-    dataset = make_dataset(cfg)
     if rank0 and not existing:
         real_grid(dataset, cfg.grid, run / "reals.png")
     if cfg.kimg == 0 or cur_nimg >= cfg.kimg * 1000:

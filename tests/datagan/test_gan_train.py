@@ -1,0 +1,224 @@
+"""``gan train``: a tiny real training run (files, metrics, G_ema, resume), --kimg 0 through the CLI,
+slide data, encoder FID/KID, bad input, and a real 2-process DDP step on CPU with gloo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from glomssl.datagan.commands import gan
+from glomssl.datagan.metrics import MetricState, fid_from_features, kid_from_features
+from glomssl.datagan.snapshot import list_snapshots, load_snapshot
+from glomssl.datagan.train import (
+    GanTrainConfig,
+    SlideDataset,
+    ema_beta,
+    iter_images,
+    make_dataset,
+    run_gan_train,
+    update_ema,
+)
+from glomssl.errors import GlomsslError
+from glomssl.runs import read_metrics
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> Path:
+    """Eight non-square RGB images: pink blobs on white (a stand-in for H&E patches)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(8):
+        a = np.full((40, 48, 3), 235, np.uint8)
+        y, x = rng.integers(5, 30, 2)
+        a[y : y + 10, x : x + 12] = (200, 80, 160)
+        Image.fromarray(a).save(folder / f"p{i}.png")
+    return folder
+
+
+def _cfg(data: Path, out: Path, **kw: object) -> GanTrainConfig:
+    base: dict[str, object] = dict(
+        data=[str(data)],
+        out=str(out),
+        resolution=32,
+        cfg="small",
+        channel_max=8,
+        batch_size=4,
+        kimg=0.008,
+        snap=0.004,
+        tick=0.004,
+        grid=2,
+        workers=0,
+        accelerator="cpu",
+        pl_weight=2.0,
+        ada_interval=1,
+        quiet=True,
+    )
+    base.update(kw)
+    return GanTrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_tiny_run_writes_everything_and_resumes(images: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = run_gan_train(_cfg(images, run))
+    assert first["kimg"] == pytest.approx(0.008)
+    for name in ("config.yaml", "metrics.jsonl", "reals.png", "fakes-000000.png"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["kimg"] for r in rows] == [0.004, 0.008]
+    for key in (
+        "loss_G",
+        "loss_D",
+        "r1_penalty",
+        "pl_penalty",
+        "augment_p",
+        "sec_per_kimg",
+        "rss_gb",
+    ):
+        assert key in rows[0], key
+    assert all(np.isfinite(r["loss_G"]) and np.isfinite(r["loss_D"]) for r in rows)
+    snap = load_snapshot(run)
+    assert snap["meta"]["cur_nimg"] == 8 and snap["meta"]["config"]["resolution"] == 32
+    # G_ema trails G: close to it, but an average, not a copy
+    g0 = dict(snap["G"].named_parameters())
+    ema = dict(snap["G_ema"].named_parameters())
+    w = "synthesis_net.blocks.0.conv1.weight"
+    assert not torch.equal(ema[w], g0[w])
+    assert float((ema[w] - g0[w]).detach().abs().max()) < 0.5
+    assert "opt_G.0.exp_avg" in snap["tensors"] and "opt_D.0.exp_avg" in snap["tensors"]
+    with pytest.raises(GlomsslError, match="--resume"):
+        run_gan_train(_cfg(images, run))
+    second = run_gan_train(_cfg(images, run, kimg=0.016, resume=True))
+    assert second["kimg"] == pytest.approx(0.016)
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["kimg"] for r in rows] == [0.004, 0.008, 0.012, 0.016]
+    assert load_snapshot(run)["meta"]["cur_nimg"] == 16
+
+
+def test_ema_beta_and_update() -> None:
+    assert ema_beta(32, 10**9, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 10000))
+    assert ema_beta(32, 1000, 10.0, 0.05) == pytest.approx(0.5 ** (32 / 50))  # ramp-up early
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = a.weight.detach().clone()
+    update_ema(a, b, 0.75)
+    torch.testing.assert_close(a.weight, 0.75 * before + 0.25 * b.weight.detach())
+
+
+def test_kimg_zero_and_generate_through_the_cli(images: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run0"
+    args = [
+        "train",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+        "--resolution",
+        "32",
+        "--cfg",
+        "small",
+    ]
+    res = runner.invoke(
+        gan, [*args, "--channel-max", "8", "--kimg", "0", "--workers", "0", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["kimg"] == 0
+    assert [p.name for p in list_snapshots(run)] == ["snapshot-000000.safetensors"]
+    assert not (run / "metrics.jsonl").exists()
+    res = runner.invoke(
+        gan,
+        [
+            "generate",
+            "--network",
+            str(run),
+            "--seeds",
+            "0-2",
+            "--out",
+            str(tmp_path / "g"),
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.png")) == [
+        f"seed000{i}.png" for i in range(3)
+    ]
+    res = runner.invoke(
+        gan, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 2 and "Error:" in res.output and "Traceback" not in res.output
+    dry = runner.invoke(gan, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "resolution: 32" in dry.output and not (tmp_path / "r").exists()
+
+
+def test_bad_images_and_options_raise(images: Path, tmp_path: Path) -> None:
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(GlomsslError, match="broken.png"):
+        make_dataset(_cfg(images, tmp_path / "x"))
+    with pytest.raises(GlomsslError, match="divisible"):
+        _cfg(images, tmp_path / "x", devices=3).validate()
+    with pytest.raises(GlomsslError, match="--resolution"):
+        _cfg(images, tmp_path / "x", resolution=100).validate()
+
+
+def test_slides_feed_random_tissue_patches(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    img = np.full((512, 512, 3), 242, np.uint8)
+    img[100:400, 100:400] = (180, 60, 150)
+    slide = tmp_path / "slide.tif"
+    tifffile.imwrite(slide, img, tile=(256, 256), photometric="rgb")
+    cfg = _cfg(slide, tmp_path / "srun", kimg=0.004, snap=0.004)
+    ds = make_dataset(cfg)
+    assert isinstance(ds, SlideDataset)
+    patches = list(iter_images(ds, 3))
+    assert all(p.shape == (3, 32, 32) and p.dtype == torch.uint8 for p in patches)
+    assert abs(float(patches[0][1].float().mean()) - 60) < 20  # green channel of the tissue colour
+    out = run_gan_train(cfg)
+    assert out["kimg"] == pytest.approx(0.004) and list_snapshots(tmp_path / "srun")
+
+
+def test_fid_and_kid_in_an_encoder_feature_space(images: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 8))
+    b = rng.normal(size=(400, 8))
+    assert fid_from_features(a, b) < 0.5 and abs(kid_from_features(a, b, 200, 20)) < 0.05
+    shifted = b + 1.0
+    assert fid_from_features(a, shifted) > 6.0 and kid_from_features(a, shifted, 200, 20) > 0.1
+    # a tiny stand-in for a glomssl pretrain backbone: (B, 3, H, W) in [0, 1] -> (B, 6)
+    encoder = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    ds = make_dataset(_cfg(images, tmp_path / "m"))
+    state = MetricState(encoder, ds, num=16, device="cpu")
+    assert state.real.shape == (16, 6)
+    run_gan_train(_cfg(images, tmp_path / "m", kimg=0))
+    scores = state.evaluate(load_snapshot(tmp_path / "m")["G_ema"])
+    assert (
+        np.isfinite(scores["fid_enc"]) and scores["fid_enc"] > 0 and np.isfinite(scores["kid_enc"])
+    )
+
+
+def test_two_process_ddp_gan_step_on_cpu(images: Path, tmp_path: Path) -> None:
+    """Real DDP: two gloo processes, gradients averaged, ranks checked to hold the same G."""
+    run = tmp_path / "ddp"
+    cfg = _cfg(images, run, devices=2, strategy="ddp_fork", kimg=0.008, snap=0.008, pl_weight=0.0)
+    out = run_gan_train(cfg)
+    assert out["kimg"] == pytest.approx(0.008)
+    snap = load_snapshot(run)
+    assert snap["meta"]["cur_nimg"] == 8
+    rows = read_metrics(run / "metrics.jsonl")
+    assert rows and rows[-1]["kimg"] == pytest.approx(0.008) and "r1_penalty" in rows[0]
