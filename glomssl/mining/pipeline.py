@@ -157,7 +157,7 @@ def register_stage(name: str, fn: StageFn, after: str | None = None) -> None:
 
 
 #: Modules that register further stages when imported (e.g. "glomssl.mining.separate_stage").
-STAGE_MODULES: list[str] = []
+STAGE_MODULES: list[str] = ["glomssl.mining.stages"]
 
 
 def load_stage_modules() -> None:

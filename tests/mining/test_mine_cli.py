@@ -26,7 +26,10 @@ def replay_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _invoke(*args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, list(args))
+    argv = list(args)
+    if argv[:1] == ["mine"] and "--stop-after" not in argv:
+        argv += ["--stop-after", "download"]  # search + download only; the chain is tested apart
+    res = CliRunner().invoke(cli, argv)
     return res.exit_code, res.output
 
 
@@ -140,6 +143,7 @@ def test_kill_9_during_download_then_resume(replay_dir: Path, tmp_path: Path) ->
                 workers=4,
                 page_size=10,
                 quiet=True,
+                stop_after="download",
             )
         )
         out = tmp_path / "killed"
@@ -161,6 +165,8 @@ def test_kill_9_during_download_then_resume(replay_dir: Path, tmp_path: Path) ->
             "--page-size",
             "10",
             "--quiet",
+            "--stop-after",
+            "download",
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)

@@ -33,9 +33,16 @@ def _cfg(server: ReplayServer, out: Path, **kw: object) -> MineConfig:
         page_size=5,
         backoff_s=0.01,
         quiet=True,
+        stop_after="download",  # these tests are about search + download; the chain has its own
     )
     base.update(kw)
     return MineConfig(**base)  # type: ignore[arg-type]
+
+
+def _core_stages() -> list:
+    """search + download only, so a test can append its own stage after them."""
+    pipeline.stage_names()  # make sure the later stages have registered before filtering them out
+    return [s for s in pipeline._STAGES if s[0] in ("search", "download")]
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -162,7 +169,7 @@ def test_stop_after_skip_and_appended_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_synthetic_replay(tmp_path / "rp", 5, size=8)
-    monkeypatch.setattr(pipeline, "_STAGES", list(pipeline._STAGES))
+    monkeypatch.setattr(pipeline, "_STAGES", _core_stages())
     seen: list[int] = []
 
     def count_stage(ctx: pipeline.MineContext) -> StageResult:
@@ -179,11 +186,11 @@ def test_stop_after_skip_and_appended_stage(
         out = tmp_path / "out"
         s = run_mine(_cfg(server, out, stop_after="search"))
         assert (s.found, s.done, s.manifest) == (5, 0, None) and seen == []
-        s = run_mine(_cfg(server, out, skip=("pick",)))
+        s = run_mine(_cfg(server, out, skip=("pick",), stop_after=None))
         assert s.done == 5 and seen == [] and len(read_manifest(out / "manifest.jsonl")) == 5
         with pytest.raises(GlomsslError, match="unknown stage.*nope"):
-            run_mine(_cfg(server, out, stage_options={"nope": {}}))
-        s = run_mine(_cfg(server, out, stage_options={"pick": {"index": 2}}))
+            run_mine(_cfg(server, out, stage_options={"nope": {}}, stop_after=None))
+        s = run_mine(_cfg(server, out, stage_options={"pick": {"index": 2}}, stop_after=None))
     assert seen == [5] and [r.name for r in s.stages] == ["search", "download", "pick"]
     top = read_manifest(out / "manifest.jsonl")
     assert len(top) == 1 and top[0]["path"].startswith("figures/")
@@ -194,7 +201,7 @@ def test_bad_stage_manifest_is_a_validation_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_synthetic_replay(tmp_path / "rp", 2, size=8)
-    monkeypatch.setattr(pipeline, "_STAGES", list(pipeline._STAGES))
+    monkeypatch.setattr(pipeline, "_STAGES", _core_stages())
 
     def broken(ctx: pipeline.MineContext) -> StageResult:
         target = ctx.out / "broken.jsonl"
@@ -204,7 +211,7 @@ def test_bad_stage_manifest_is_a_validation_error(
     register_stage("broken", broken)
     with ReplayServer(folder) as server:
         with pytest.raises(GlomsslError, match=r"broken.jsonl:1: field 'sha256'"):
-            run_mine(_cfg(server, tmp_path / "out"))
+            run_mine(_cfg(server, tmp_path / "out", stop_after=None))
 
 
 @pytest.mark.parametrize(
