@@ -242,20 +242,26 @@ def paint_plot(rng: Rng, w: int, h: int, fonts: Fonts) -> Image.Image:
     xs = np.linspace(x0 + 3, x1 - 3, 60)
     for _s in range(int(rng.integers(1, 5))):
         col = tuple(int(c) for c in rng.integers(0, 220, 3))
-        if kind == 2:  # histogram bars
-            nb = int(rng.integers(6, 20))
+        if kind == 2:  # histogram, or a bar chart of a few coloured bars with gaps
+            nb = int(rng.integers(3, 20))
             edges = np.linspace(x0 + 5, x1 - 5, nb + 1)
             hts = np.exp(-(((np.arange(nb) - nb * rng.random()) / (nb / 4)) ** 2))
+            if nb <= 8:
+                hts = rng.uniform(0.2, 1.0, nb)
+            gap = (edges[1] - edges[0]) * (0.3 if nb <= 8 else 0.0)
             for i in range(nb):
                 top = y1 - hts[i] * (y1 - y0) * 0.9
-                dr.rectangle([edges[i], top, edges[i + 1], y1], fill=(190, 190, 190), outline=ink)
+                fill = _rgb(rng.integers(30, 230, 3)) if nb <= 8 else (190, 190, 190)
+                dr.rectangle(
+                    [edges[i] + gap / 2, top, edges[i + 1] - gap / 2, y1], fill=fill, outline=ink
+                )
             break
         ys = np.cumsum(rng.normal(0, 1, xs.size))
         ys = (ys - ys.min()) / max(np.ptp(ys), 1e-6)
         ys = y1 - 4 - ys * (y1 - y0 - 8) * rng.uniform(0.4, 1.0)
         pts = list(zip(xs.tolist(), ys.tolist()))
         if kind == 0:
-            dr.line(pts, fill=col, width=int(rng.integers(1, 3)))
+            dr.line(pts, fill=col, width=int(rng.integers(1, 4)))
         else:
             for px, py in pts[:: int(rng.integers(1, 4))]:
                 dr.ellipse([px - 2, py - 2, px + 2, py + 2], outline=col)
