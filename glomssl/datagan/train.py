@@ -121,18 +121,23 @@ def resolved_hparams(cfg: GanTrainConfig) -> dict[str, float]:
     return {"gamma": float(gamma), "lr": float(lr), "ema_kimg": float(ema), "pl_weight": float(pl)}
 
 
-def _flat_all_reduce(fabric: Any, params: list[Any]) -> None:
-    """Average gradients over processes with one flat all-reduce; missing grads count as zero."""
+def _flat_all_reduce(fabric: Any, params: list[Any], sanitize: bool = True) -> None:
+    """Average gradients over processes with one flat all-reduce; missing grads count as zero.
+
+    ``sanitize`` replaces NaN/inf by finite values (as StyleGAN2-ADA does); it is off under
+    ``16-mixed``, whose gradient scaler must see infinities to skip the step and lower its scale."""
 
     if fabric.world_size <= 1:
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        if sanitize:
+            for p in params:
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.flatten() for g in grads])
     flat = fabric.all_reduce(flat, reduce_op="mean")
-    torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
+    if sanitize:
+        torch.nan_to_num_(flat, nan=0.0, posinf=1e5, neginf=-1e5)
     off = 0
     for p, g in zip(params, grads, strict=True):
         n = g.numel()
@@ -216,6 +221,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         )
     hp = resolved_hparams(cfg)
     mixed = precision != "32-true"
+    sanitize = precision != "16-mixed"
     conv_clamp = 256.0 if mixed else None
     dev = fabric.device
     if dev.type == "cpu" and fabric.world_size > 1:  # share the cores, no OpenMP oversubscription
@@ -241,6 +247,12 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     cur_nimg = 0
     if existing:
         snap = load_snapshot(existing[-1], device=str(dev))
+        if snap["meta"]["G_kwargs"] != G.init_kwargs or snap["meta"]["D_kwargs"] != D.init_kwargs:
+            raise GlomsslError(
+                f"{existing[-1]} was trained with other network settings "
+                f"({snap['meta']['G_kwargs']}); resume with the run's own --cfg/--resolution/"
+                "--channel-max/--precision, or start a new --out"
+            )
         for dst, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             dst.load_state_dict(snap[key].state_dict())
         load_optimizer_state(opt_G, "opt_G", snap["tensors"])
@@ -311,7 +323,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         with fabric.autocast():
             loss_g = generator_loss(G, D, pipe, z, cfg.style_mixing)
         fabric.backward(loss_g)
-        _flat_all_reduce(fabric, list(G.parameters()))
+        _flat_all_reduce(fabric, list(G.parameters()), sanitize)
         opt_G.step()
         opt_G.zero_grad(set_to_none=True)
         record("loss_G", loss_g.detach())
@@ -321,7 +333,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             with fabric.autocast():
                 loss_pl, pen = pl_reg(G, z, cfg.g_reg_interval, cfg.style_mixing)
             fabric.backward(loss_pl)
-            _flat_all_reduce(fabric, list(G.parameters()))
+            _flat_all_reduce(fabric, list(G.parameters()), sanitize)
             opt_G.step()
             opt_G.zero_grad(set_to_none=True)
             record("pl_penalty", pen)
@@ -335,7 +347,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
                 G, D, pipe, z, real, hp["gamma"], do_r1, cfg.d_reg_interval, cfg.style_mixing
             )
         fabric.backward(loss_d)
-        _flat_all_reduce(fabric, list(D.parameters()))
+        _flat_all_reduce(fabric, list(D.parameters()), sanitize)
         opt_D.step()
         opt_D.zero_grad(set_to_none=True)
         record("loss_D", st["loss_fake"] + st["loss_real"])

@@ -103,6 +103,8 @@ def test_tiny_run_writes_everything_and_resumes(images: Path, tmp_path: Path) ->
     assert "opt_G.0.exp_avg" in snap["tensors"] and "opt_D.0.exp_avg" in snap["tensors"]
     with pytest.raises(GlomsslError, match="--resume"):
         run_gan_train(_cfg(images, run))
+    with pytest.raises(GlomsslError, match="other network settings"):
+        run_gan_train(_cfg(images, run, channel_max=4, kimg=0.016, resume=True))
     second = run_gan_train(_cfg(images, run, kimg=0.016, resume=True))
     assert second["kimg"] == pytest.approx(0.016)
     rows = read_metrics(run / "metrics.jsonl")
@@ -222,3 +224,24 @@ def test_two_process_ddp_gan_step_on_cpu(images: Path, tmp_path: Path) -> None:
     assert snap["meta"]["cur_nimg"] == 8
     rows = read_metrics(run / "metrics.jsonl")
     assert rows and rows[-1]["kimg"] == pytest.approx(0.008) and "r1_penalty" in rows[0]
+
+
+def test_metric_encoder_reads_a_pretrain_backbone_by_contract(images: Path, tmp_path: Path) -> None:
+    """--metric-encoder takes a `glomssl pretrain` run: a torchvision resnet18 trunk (no fc) saved as
+    backbone.safetensors + backbone.json (the shared contract), loaded via load_backbone."""
+    torchvision = pytest.importorskip("torchvision")
+    from glomssl.datagan.metrics import MetricEncoder
+    from glomssl.runs import save_weights
+
+    torch.manual_seed(0)
+    trunk = torchvision.models.resnet18(weights=None)
+    state = {k: v for k, v in trunk.state_dict().items() if not k.startswith("fc.")}
+    meta = {"arch": "resnet18", "method": "simsiam", "image_size": 64, "feature_dim": 512}
+    meta.update({"mean": [0.7, 0.5, 0.7], "std": [0.2, 0.2, 0.2], "step": 0})
+    save_weights(tmp_path / "pre" / "backbone.safetensors", state, meta)
+    enc = MetricEncoder(str(tmp_path / "pre"))
+    assert enc.image_size == 64
+    feats = enc.dataset_features(make_dataset(_cfg(images, tmp_path / "x")), 5)
+    assert feats.shape == (5, 512) and np.isfinite(feats).all()
+    with pytest.raises(GlomsslError):
+        MetricEncoder(str(tmp_path / "missing-run"))
