@@ -43,7 +43,9 @@ def curate(
     """Keep light-microscopy tissue panels; drop charts, text, diagrams, blank, fluorescence,
     greyscale (EM) and tiny panels with a reason; optionally score the rest with a trained scorer.
 
-    Example: glomssl curate --input panels/manifest.jsonl --out curated/ --scorer scorer.json
+    \b
+    Example:
+      glomssl curate --input panels/manifest.jsonl --out curated/ --scorer scorer.json
 
     Writes OUT/manifest.jsonl (kept), OUT/rejected.jsonl (reason, detail, score), OUT/failures.jsonl.
     """
@@ -99,7 +101,9 @@ def train(
 ) -> None:
     """Train the curation scorer from a folder of positives and a folder of negatives.
 
-    Example: glomssl curate train --positives glomeruli/ --negatives other/ --out scorer.json
+    \b
+    Example:
+      glomssl curate train --positives glomeruli/ --negatives other/ --out scorer.json
     """
     from glomssl.config import build_config, to_yaml
     from glomssl.mining.scorer import ScorerTrainConfig, run_train_scorer
@@ -164,7 +168,9 @@ def dedup(
 ) -> None:
     """Drop exact (sha256), perceptual-hash and embedding near-duplicates, keeping one per group.
 
-    Example: glomssl dedup --input curated/manifest.jsonl --out corpus/ --embeddings emb.npz
+    \b
+    Example:
+      glomssl dedup --input curated/manifest.jsonl --out corpus/ --embeddings emb.npz
 
     Writes OUT/manifest.jsonl (kept) and OUT/dropped.jsonl (each dropped row, dup_of, reason).
     """

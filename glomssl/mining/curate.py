@@ -266,6 +266,15 @@ def output_row(row: dict[str, Any], image: Path, out_dir: Path, src_dir: Path) -
     return new
 
 
+def check_not_overwriting(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """Refuse an --out whose manifest.jsonl would replace the input manifest (reruns would differ)."""
+    src = Path(source)
+    if src.is_file() and (Path(out) / "manifest.jsonl").resolve() == src.resolve():
+        raise GlomsslError(
+            f"--out {out} would overwrite the input manifest {src}; choose another output folder"
+        )
+
+
 def complete_rows(source: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict[str, Any]]], Path]:
     """FOLDER or MANIFEST -> (absolute image path, full manifest row) pairs and the source folder.
 
@@ -443,6 +452,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
         from glomssl.mining.scorer import load_scorer
 
         scorer = load_scorer(cfg.scorer)
+    check_not_overwriting(cfg.input, cfg.out)
     pairs, src_dir = complete_rows(cfg.input)
     out_dir = ensure_writable_dir(cfg.out).resolve()
     save_config(cfg, out_dir / "curate.yaml")

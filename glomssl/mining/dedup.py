@@ -441,7 +441,13 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     from glomssl.config import save_config
     from glomssl.fsutil import ensure_writable_dir
     from glomssl.manifest import write_jsonl, write_manifest
-    from glomssl.mining.curate import FeatureCache, complete_rows, output_row, progress_iter
+    from glomssl.mining.curate import (
+        FeatureCache,
+        check_not_overwriting,
+        complete_rows,
+        output_row,
+        progress_iter,
+    )
 
     cfg.validate()
     if not cfg.input or not cfg.out:
@@ -453,6 +459,7 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     if use_emb and cfg.embeddings:
         names, ext_emb = load_embeddings(cfg.embeddings)
         ext_paths = {p: k for k, p in enumerate(names)}
+    check_not_overwriting(cfg.input, cfg.out)
     pairs, src_dir = complete_rows(cfg.input)
     n = len(pairs)
     out_dir = ensure_writable_dir(cfg.out).resolve()

@@ -236,6 +236,11 @@ def test_bad_inputs_raise_one_line_errors(tmp_path: Path, panels: Path) -> None:
         run_curate(CurateConfig(input=str(tmp_path), out=str(tmp_path / "o"), threshold=1.5))
     with pytest.raises(GlomsslError, match="does not exist"):
         run_curate(CurateConfig(input=str(panels), out=str(tmp_path / "o"), scorer="missing.json"))
+    manifest = tmp_path / "m" / "manifest.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text("")
+    with pytest.raises(GlomsslError, match="overwrite the input manifest"):
+        run_curate(CurateConfig(input=str(manifest), out=str(manifest.parent)))
 
 
 def test_cli_curate(tmp_path: Path, panels: Path) -> None:

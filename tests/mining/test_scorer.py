@@ -198,20 +198,20 @@ def test_scorer_on_real_glomeruli(tmp_path: Path, shared_data: Path) -> None:
 
     pos = tmp_path / "pos"
     pos.mkdir()
-    for f in sorted((shared_data / "glomeruli" / "images").glob("*.png"))[::4]:
+    for f in sorted((shared_data / "glomeruli" / "images").glob("*.png"))[::6]:
         (pos / f.name).symlink_to(f)  # linked, never copied into the project
     neg = tmp_path / "neg"
     rng = np.random.default_rng(0)
     sampler = SlidePatchSampler([shared_data / "wsi" / "cmu_small_region.svs"], patch_size=224)
-    for k in range(80):
+    for k in range(60):
         _save(sampler.sample(rng), neg / f"wsi{k:03d}.png")
     for f in sorted((shared_data / "histology").glob("*.*")):
         im = load_rgb(f)
-        for k in range(8):
+        for k in range(6):
             x = int(rng.integers(0, im.width - 160))
             y = int(rng.integers(0, im.height - 160))
             _save(im.crop((x, y, x + 160, y + 160)), neg / f"{f.stem}{k}.png")
-    for k in range(30):
+    for k in range(20):
         im = Image.new("RGB", (224, 224), "white")
         d = ImageDraw.Draw(im)
         d.line([(20, 200), (215, 200)], fill="black", width=2)
@@ -223,12 +223,12 @@ def test_scorer_on_real_glomeruli(tmp_path: Path, shared_data: Path) -> None:
     s = run_train_scorer(
         ScorerTrainConfig(positives=str(pos), negatives=str(neg), out=str(out), seed=0, quiet=True)
     )
-    assert s["positives"] == 169 and s["negatives"] == 150
-    assert s["heldout"]["n"] >= 60
+    assert s["positives"] == 113 and s["negatives"] == 110
+    assert s["heldout"]["n"] >= 40
     assert s["heldout"]["accuracy"] >= 0.95, s
     assert s["heldout"]["auc"] >= 0.98, s
-    # the glomeruli it never saw (the other three quarters) score high
+    # glomeruli it never saw (none of the [1::24] slice is in the [::6] training slice) score high
     scorer = load_scorer(out)
-    unseen = sorted((shared_data / "glomeruli" / "images").glob("*.png"))[1::16]
+    unseen = sorted((shared_data / "glomeruli" / "images").glob("*.png"))[1::24]
     scores = [scorer.score_image(load_rgb(f)) for f in unseen]
     assert np.mean(np.array(scores) >= 0.7) >= 0.9
