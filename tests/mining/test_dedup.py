@@ -76,6 +76,10 @@ def test_hamming_pairs_matches_brute_force() -> None:
         for off in np.nonzero(dist <= 6)[0]:
             want.add((a, a + 1 + int(off), int(dist[off])))
     assert got == want and len(want) >= 20
+    # the threshold is inclusive: 6 differing bits match at 6, not at 5
+    edge = np.array([0, 0b111111, 0b1111111], np.uint64)
+    assert [a.tolist() for a in hamming_pairs(edge, 6)] == [[0, 1], [1, 2], [6, 1]]
+    assert [a.tolist() for a in hamming_pairs(edge, 5)] == [[1], [2], [1]]
 
 
 def planted(n: int, d: int, pairs: int, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
