@@ -15,7 +15,6 @@ Only rank zero writes files.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -193,7 +192,7 @@ def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
 def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str, Any]:
     import numpy as np
 
-    from glomssl.config import save_config, to_dict
+    from glomssl.config import to_dict, to_yaml
     from glomssl.datagan.augment import AdaptiveP, AugmentPipe
     from glomssl.datagan.generate import save_grid
     from glomssl.datagan.loss import PathLengthPenalty, discriminator_loss, generator_loss
@@ -206,6 +205,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         save_snapshot,
         snapshot_name,
     )
+    from glomssl.fsutil import atomic_write_text
     from glomssl.runs import MetricsLogger
 
     run = Path(cfg.out)
@@ -264,8 +264,11 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     cfg_dict = to_dict(cfg)
     cfg_dict["resolved"] = hp
     cfg_dict["precision_resolved"] = precision
-    if rank0:
-        save_config(dataclasses.replace(cfg), run / "config.yaml")
+    if rank0:  # reusable with --config; what the automatic values resolved to, as comments
+        resolved = "".join(
+            f"# resolved {k}: {v}\n" for k, v in {**hp, "precision": precision}.items()
+        )
+        atomic_write_text(run / "config.yaml", to_yaml(cfg) + resolved)
     logger = MetricsLogger(run / "metrics.jsonl")
     grid_z = torch.randn(cfg.grid * cfg.grid, G.z_dim, generator=torch.Generator().manual_seed(123))
 
@@ -291,7 +294,8 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         real_grid(dataset, cfg.grid, run / "reals.png")
     if cfg.kimg == 0 or cur_nimg >= cfg.kimg * 1000:
         last = snapshot()
-        return {"run": str(run), "snapshot": str(last), "kimg": cur_nimg / 1000, "augment_p": 0.0}
+        p_now = float(pipe.p)
+        return {"run": str(run), "snapshot": str(last), "kimg": cur_nimg / 1000, "augment_p": p_now}
 
     batch_gpu = cfg.batch_size // fabric.world_size
     loader = build_loader(dataset, batch_gpu, cfg, fabric.global_rank, fabric.world_size)

@@ -79,6 +79,13 @@ def test_tiny_run_writes_everything_and_resumes(images: Path, tmp_path: Path) ->
     assert first["kimg"] == pytest.approx(0.008)
     for name in ("config.yaml", "metrics.jsonl", "reals.png", "fakes-000000.png"):
         assert (run / name).is_file(), name
+    text = (run / "config.yaml").read_text()
+    assert "resolution: 32" in text and "# resolved gamma:" in text
+    from glomssl.config import build_config
+
+    assert (
+        build_config(GanTrainConfig, run / "config.yaml").channel_max == 8
+    )  # reusable as --config
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["kimg"] for r in rows] == [0.004, 0.008]
     for key in (
