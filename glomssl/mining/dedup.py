@@ -469,11 +469,17 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     valid = np.ones(n, bool)
     failures: list[dict[str, Any]] = []
     sizes = np.array([float(r.get("width", 0)) * float(r.get("height", 0)) for r in rows])
+    for k, r in enumerate(rows):
+        if "width" not in r:  # a folder file whose header PIL could not read
+            failures.append({"path": r["path"], "error": f"{pairs[k][0]} is not a readable image"})
+            valid[k] = False
     hashes = np.zeros(n, np.uint64)
     desc = np.zeros((n, 768), np.float32) if use_emb and ext_emb is None else None
     if "phash" in methods or desc is not None:
         with FeatureCache(out_dir / ".dedup-cache.sqlite") as cache:
             for k in progress_iter(list(range(n)), cfg.quiet, "dedup hashes"):
+                if not valid[k]:
+                    continue
                 try:
                     area, hashes[k], vec = image_keys(pairs[k][0], rows[k].get("sha256"), cache)
                 except GlomsslError as exc:

@@ -343,6 +343,11 @@ def test_folder_input_unreadable_and_cli(tmp_path: Path, corpus: Path) -> None:
     assert all((out / r["path"]).is_file() for r in kept)  # hard-linked into OUT/images
     failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
     assert [f["path"] for f in failures] == ["broken.png"]
+    s = run_dedup(
+        DedupConfig(input=str(corpus), out=str(tmp_path / "sha"), methods=["sha256"], quiet=True)
+    )
+    assert s["failed"] == 1 and s["dropped"] == 1  # unreadable even though no image is decoded
+    read_manifest(tmp_path / "sha" / "manifest.jsonl")  # every kept row is a valid manifest row
     res = runner.invoke(
         cli, ["dedup", "--input", str(corpus), "--out", str(out), "--methods", "sha1"]
     )
