@@ -29,7 +29,9 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     r, f = real.astype(np.float64), fake.astype(np.float64)
     mu_r, mu_f = r.mean(0), f.mean(0)
     s_r, s_f = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
-    covmean, _ = scipy.linalg.sqrtm(s_r @ s_f, disp=False)
+    covmean = scipy.linalg.sqrtm(s_r @ s_f)
+    if isinstance(covmean, tuple):  # older SciPy returns (sqrtm, error estimate) in some modes
+        covmean = covmean[0]
     covmean = np.real(covmean)
     value = float(np.square(mu_r - mu_f).sum() + np.trace(s_r + s_f - 2 * covmean))
     return max(value, 0.0)
