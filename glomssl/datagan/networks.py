@@ -14,8 +14,10 @@ Written from Karras et al., "Analyzing and Improving the Image Quality of StyleG
   (one toRGB per resolution whose outputs are upsampled and summed, StyleGAN2 figure 7);
 - residual discriminator (StyleGAN2 figure 7) with a minibatch standard-deviation layer at 4x4.
 
-Resampling uses the separable [1, 3, 3, 1] low-pass filter (as the papers do): upsampling is a strided
-transposed depthwise convolution with that filter, downsampling a depthwise blur with stride 2.
+Resampling uses the separable [1, 3, 3, 1] low-pass filter (as the papers do): upsampling inserts zeros
+and filters (gain 4), downsampling filters and keeps every second pixel. The filter runs as weighted sums
+of shifted slices, not as a depthwise convolution, because R1 differentiates D twice and PyTorch's
+grouped-convolution double backward is very slow on CPU.
 
 Public contract used by ``glomssl datagan`` (see ARCHITECTURE.md): :class:`Generator` with ``z_dim``,
 ``w_dim``, ``num_ws``, ``img_resolution``, ``img_channels``, ``mapping(z, truncation_psi,
@@ -218,7 +220,8 @@ def modulated_conv2d(
     b, cin, h, w_ = x.shape
     cout, _, k, _ = weight.shape
     if up:
-        # Upsample then convolve; equal to a transposed conv + blur for our purposes.
+        # Upsample (zero insertion + low-pass) then a 3x3 conv at the output resolution; StyleGAN2
+        # fuses these into a transposed conv + blur, which spans the same family of filters.
         x = upsample2d(x)  # (B, Cin, 2H, 2W)
     dcoefs = None
     if demodulate:
