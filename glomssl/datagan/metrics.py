@@ -11,6 +11,7 @@ between snapshots and runs that use the same encoder, not with published Incepti
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,9 +30,12 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     r, f = real.astype(np.float64), fake.astype(np.float64)
     mu_r, mu_f = r.mean(0), f.mean(0)
     s_r, s_f = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s_r @ s_f)
-    if isinstance(covmean, tuple):  # older SciPy returns (sqrtm, error estimate) in some modes
-        covmean = covmean[0]
+    with warnings.catch_warnings():  # fewer images than feature dims -> singular covariances
+        warnings.simplefilter("ignore")
+        covmean = scipy.linalg.sqrtm(s_r @ s_f)
+        if not np.isfinite(covmean).all():  # regularise as pytorch-fid does
+            eps = np.eye(len(s_r)) * 1e-6
+            covmean = scipy.linalg.sqrtm((s_r + eps) @ (s_f + eps))
     covmean = np.real(covmean)
     value = float(np.square(mu_r - mu_f).sum() + np.trace(s_r + s_f - 2 * covmean))
     return max(value, 0.0)

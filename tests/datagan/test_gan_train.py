@@ -252,3 +252,9 @@ def test_metric_encoder_reads_a_pretrain_backbone_by_contract(images: Path, tmp_
     assert feats.shape == (5, 512) and np.isfinite(feats).all()
     with pytest.raises(GlomsslError):
         MetricEncoder(str(tmp_path / "missing-run"))
+    # and through the training loop: FID/KID logged with the snapshot
+    run = tmp_path / "mrun"
+    cfg = _cfg(images, run, kimg=0.004, metric_encoder=str(tmp_path / "pre"), metric_num=8)
+    run_gan_train(cfg)
+    last = read_metrics(run / "metrics.jsonl")[-1]
+    assert np.isfinite(last["fid_enc"]) and np.isfinite(last["kid_enc"])
