@@ -356,3 +356,20 @@ def test_folder_input_unreadable_and_cli(tmp_path: Path, corpus: Path) -> None:
         and res.output.count("\n") == 1
         and "sha256,phash,embedding" in res.output
     )
+
+
+def test_real_subprocess(tmp_path: Path, corpus: Path) -> None:
+    """The installed command end to end: success, then a bad option as one line and exit code 2."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sub"
+    cmd = [sys.executable, "-m", "glomssl", "dedup", "--input", str(corpus / "manifest.jsonl")]
+    res = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "dedup: 7 rows" in res.stdout and (out / "dropped.jsonl").is_file()
+    res = subprocess.run(
+        cmd + ["--out", str(out), "--cosine", "3"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "--cosine" in res.stderr
