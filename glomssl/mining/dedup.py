@@ -195,15 +195,19 @@ def ivf_self_join(
 
     n, d = emb.shape
     nlist = nlist or int(min(max(8, 2 * np.sqrt(n)), 8192))
+    nlist = max(1, min(nlist, n // 39))  # faiss k-means wants >= 39 points per centroid
     nprobe = min(nprobe, nlist)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))
-    pdim = min(64, d)
-    pca = faiss.PCAMatrix(d, pdim)
-    pca.train(emb[sample])
-    low = np.empty((n, pdim), np.float32)  # (N, 64)
-    for s in range(0, n, 65536):
-        low[s : s + 65536] = pca.apply(emb[s : s + 65536])
+    if d > 64 and len(sample) >= 256:
+        pdim = 64
+        pca = faiss.PCAMatrix(d, pdim)
+        pca.train(emb[sample])
+        low = np.empty((n, pdim), np.float32)  # (N, 64)
+        for s in range(0, n, 65536):
+            low[s : s + 65536] = pca.apply(emb[s : s + 65536])
+    else:  # already small, or too few rows to fit a projection
+        pdim, low = d, emb.copy()
     faiss.normalize_L2(low)
     km = faiss.Kmeans(pdim, nlist, niter=12, spherical=True, seed=seed + 1, verbose=False)
     km.train(low[sample])

@@ -120,6 +120,15 @@ def test_ivf_join_finds_planted_pairs_with_exact_similarities() -> None:
     assert np.all(s >= 0.95) and np.all(i < j)
 
 
+@pytest.mark.parametrize("n, d", [(2, 16), (5, 16), (30, 128), (300, 128)])
+def test_ivf_join_on_tiny_inputs(n: int, d: int) -> None:
+    """--exact-max 0 on a handful of rows still works (fewer lists, no projection)."""
+    x = normalize_rows(np.random.default_rng(0).standard_normal((n, d)).astype(np.float32))
+    x[1] = x[0]
+    i, j, s, info = ivf_self_join(x, 0.95)
+    assert (i.tolist(), j.tolist()) == ([0], [1]) and info["nlist"] >= 1
+
+
 def test_group_rows_keeps_largest_or_best_and_explains_drops() -> None:
     # rows 0-1 sha256, 1-2 phash, 3-4 embedding, 5 alone
     links = Links(
