@@ -244,6 +244,11 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
     file = Path(os.path.abspath(file))
     if file.is_relative_to(out_dir):
         return relpath(file)
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts or not parts:  # never write outside OUT/images
+        from glomssl.fsutil import sha256_bytes
+
+        rel = f"{sha256_bytes(rel.encode())[:12]}_{file.name}"
     target = out_dir / "images" / rel
     if target.is_file() and (target.samefile(file) or filecmp.cmp(target, file, shallow=False)):
         return relpath(target)
@@ -282,7 +287,7 @@ def complete_rows(source: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict
     bare row and are reported by the caller when it opens them.
     """
     from glomssl.fsutil import sha256_file
-    from glomssl.manifest import load_image_list, read_manifest
+    from glomssl.manifest import list_images, load_image_list, read_manifest
 
     src = Path(source)
     if src.is_file():  # a manifest: validated rows; paths joined without a resolve() per row
@@ -292,13 +297,23 @@ def complete_rows(source: str | os.PathLike[str]) -> tuple[list[tuple[Path, dict
             raise GlomsslError(f"manifest {src} has no rows")
         base = str(src_dir)
         return [(Path(os.path.normpath(os.path.join(base, r["path"]))), r) for r in rows], src_dir
-    pairs = load_image_list(src)
+    if not src.is_dir():
+        load_image_list(src)  # raises the standard one-line error for a wrong path
+    files = list_images(src)
+    if not files:
+        raise GlomsslError(
+            f"folder {src} holds no images; point --input at a folder of PNG/JPEG/TIFF"
+        )
     src_dir = src.resolve()
     from PIL import Image
 
     out: list[tuple[Path, dict[str, Any]]] = []
-    for image, row in pairs:
-        row = dict(row)
+    for f in files:
+        # paths as listed, symlinks not followed: a folder of links keeps its own file names
+        image = Path(os.path.abspath(f))
+        row: dict[str, Any] = {
+            "path": Path(os.path.relpath(image, os.path.abspath(src))).as_posix()
+        }
         row["sha256"] = sha256_file(image)
         try:
             with Image.open(image) as im:

@@ -302,3 +302,15 @@ def test_statistics_reject_real_journal_panels(shared_data: Path) -> None:
     assert np.mean([r in ("chart", "diagram", "text") for r in drawings]) >= 0.9
     assert np.mean([r == "chart" for r in got["graph"]]) >= 0.6
     assert all(r == "greyscale" for r in got["microscopy"])  # electron micrographs
+
+
+def test_place_file_never_writes_outside_out(tmp_path: Path, panels: Path) -> None:
+    from glomssl.mining.curate import place_file
+
+    out = (tmp_path / "out").resolve()
+    out.mkdir()
+    for rel in ("../../evil.png", "/abs/evil.png", "sub/ok.png"):
+        got = place_file(panels / "chart.png", rel, out)
+        assert ".." not in Path(got).parts and (out / got).resolve().is_relative_to(out)
+        assert (out / got).read_bytes() == (panels / "chart.png").read_bytes()
+    assert place_file(panels / "chart.png", "sub/ok.png", out) == "images/sub/ok.png"  # rerun: same

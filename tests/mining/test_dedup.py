@@ -382,3 +382,33 @@ def test_real_subprocess(tmp_path: Path, corpus: Path) -> None:
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0 and "--cosine" in res.stderr
+
+
+@pytest.mark.realdata
+def test_real_glomeruli_no_false_groups_and_planted_copies_found(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Distinct real glomerulus crops look alike but are not duplicates; re-exported copies are."""
+    files = sorted((shared_data / "glomeruli" / "images").glob("*.png"))[::3]
+    folder = tmp_path / "g"
+    folder.mkdir()
+    for f in files:
+        (folder / f.name).symlink_to(f)  # linked, never copied into the project
+    planted = {}
+    for k, f in enumerate(files[:6]):
+        im = Image.open(f).convert("RGB")
+        variant = [
+            im.resize((160, 160), Image.Resampling.LANCZOS),
+            ImageEnhance.Brightness(im).enhance(1.08),
+            im.filter(ImageFilter.GaussianBlur(0.8)),
+        ][k % 3]
+        name = f"copy_{k}.jpg"
+        variant.save(folder / name, quality=75)
+        planted[name] = f.name
+    out = tmp_path / "o"
+    s = run_dedup(DedupConfig(input=str(folder), out=str(out), quiet=True))
+    drops = _dropped(out)
+    assert s["dropped"] == len(planted) and s["groups"] == len(planted), drops
+    for name, original in planted.items():
+        assert drops[name]["dup_of"] == original  # the larger/original is kept
+        assert drops[name]["reason"] in ("phash", "embedding")
