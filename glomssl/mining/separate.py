@@ -169,8 +169,8 @@ def clean_boxes(ink: np.ndarray, boxes: Sequence[Scored], min_side: int) -> list
         clipped = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
         if _area(clipped) == 0:
             continue
-        t = trim_box(ink, clipped) or clipped
-        if t[2] - t[0] < min_side or t[3] - t[1] < min_side:
+        t = trim_box(ink, clipped)
+        if t is None or t[2] - t[0] < min_side or t[3] - t[1] < min_side:
             continue
         if any(_inter(t, k) > 0.8 * _area(t) for k, _ in kept):
             continue
@@ -264,7 +264,10 @@ class Separator:
         out = []
         for ink, boxes in zip(inks, raw):
             kept = clean_boxes(ink, boxes, self.min_side)
-            out.append(kept or [whole_figure(ink)])
+            if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
+                whole, _ = whole_figure(ink)
+                kept = [(whole, kept[0][1] if kept else 1.0)]
+            out.append(kept)
         return out
 
 
@@ -301,7 +304,9 @@ def _load(path: Path) -> Image.Image:
                 a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255
                 return Image.fromarray(a.astype(np.uint8)).convert("RGB")
             return im.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, ImportError, Image.DecompressionBombError) as exc:
+        # ImportError: once ultralytics is imported, PIL's open tries an optional HEIF plug-in for
+        # files it cannot identify; a missing plug-in means "not an image we can read".
         raise GlomsslError(f"{path} is not a readable image ({exc})".splitlines()[0]) from exc
 
 
@@ -342,7 +347,9 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         )
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), disable=cfg.quiet, unit="fig", desc="separate")
+        bar = tqdm(
+            total=len(todo), disable=True if cfg.quiet else None, unit="fig", desc="separate"
+        )
         n_prev = len(list((out / "previews").glob("*.png"))) if cfg.preview else 0
         for start in range(0, len(todo), cfg.batch):
             chunk, imgs = [], []

@@ -134,7 +134,7 @@ def load_pool(folders: Sequence[str], max_images: int, seed: int) -> list[Image.
                     rgb = Image.fromarray(arr.astype(np.uint8)).convert("RGB")
                 else:
                     rgb = im.convert("RGB")
-        except (OSError, ValueError):
+        except (OSError, ValueError, ImportError):  # ImportError: see separate._load
             continue
         rgb.thumbnail((512, 512))
         if min(rgb.size) >= 32:

@@ -23,7 +23,7 @@ from glomssl.mining.separate import (
     prf1,
     run_separate,
 )
-from glomssl.mining.synth_figures import Fonts, make_figure
+from glomssl.mining.synth_figures import Fonts, make_figure, paint_micrograph
 from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
 Box = tuple[int, int, int, int]
@@ -65,8 +65,7 @@ def test_classic_finds_grid_panels_exactly(seed: int) -> None:
 
 def test_non_compound_figure_is_one_trimmed_panel() -> None:
     fig = Image.new("RGB", (300, 200), (255, 255, 255))
-    arr = np.random.default_rng(0).integers(0, 255, (150, 220, 3), dtype=np.uint8)
-    fig.paste(Image.fromarray(arr), (40, 30))
+    fig.paste(paint_micrograph(np.random.default_rng(0), 220, 150), (40, 30))
     for method in ("classic", "yolo"):
         panels = Separator(method).split([fig])[0]
         assert len(panels) == 1, (method, panels)
@@ -166,7 +165,16 @@ def test_cli_separate_and_errors(tmp_path: Path) -> None:
     folder = _inputs(tmp_path)
     res = CliRunner().invoke(
         cli,
-        ["separate", "--input", str(folder), "--out", str(tmp_path / "o"), "--method", "classic"],
+        [
+            "separate",
+            "--input",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--method",
+            "classic",
+            "--quiet",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["panels"] == 18
