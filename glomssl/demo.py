@@ -91,21 +91,39 @@ def report(state: DemoState) -> None:
     from glomssl.manifest import read_manifest
 
     summary = state.results["mine"]
-    rows = read_manifest(summary.out / "manifest.jsonl")
+    out = summary.out
+    stages = [
+        ("figures", "figures downloaded and checked"),
+        ("panels", "panels cut from them"),
+        ("curated", "panels kept as light-microscopy tissue"),
+        ("dedup", "panels left after de-duplication"),
+    ]
+    for folder, what in stages:
+        m = out / folder / "manifest.jsonl"
+        if m.is_file():
+            print(f"  {len(read_manifest(m)):4d} {what:42s} {m.relative_to(out.parent)}")
+    rejected = out / "curated" / "rejected.jsonl"
+    if rejected.is_file():
+        reasons: dict[str, int] = {}
+        for line in rejected.read_text().splitlines():
+            r = json.loads(line)["reason"]
+            reasons[r] = reasons.get(r, 0) + 1
+        print("  curation dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+    rows = read_manifest(out / "manifest.jsonl")
     uids = {r["uid"] for r in rows}
-    print(f"  {len(rows)} figures from {len(uids)} articles in {summary.out / 'figures'}")
+    print(f"  corpus: {len(rows)} images from {len(uids)} articles; a few rows:")
     for r in rows[:3]:
         print(f"    {r['path']}  {r['width']}x{r['height']}  {r['uid']}/{r['image_id']}")
         print(f"      caption: {r['caption'][:100]}")
-    failures = (summary.out / "figures" / "failures.jsonl").read_text().splitlines()
+    failures = (out / "figures" / "failures.jsonl").read_text().splitlines()
     for line in failures:
         f = json.loads(line)
         print(f"    failed: {f['uid']}/{f['image_id']}: {f['reason']}")
-    print(f"  manifest: {summary.out / 'manifest.jsonl'}; state: {summary.out / 'state.sqlite'}")
+    print(f"  manifest: {out / 'manifest.jsonl'}; state: {out / 'state.sqlite'}")
 
 
 add_step("Start the offline Open-i replay server", start_replay)
-add_step("Mine figures (search + download)", mine)
+add_step("Mine: search, download, separate, curate, dedup", mine)
 add_step("What was built", report)
 
 

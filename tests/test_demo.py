@@ -41,10 +41,14 @@ def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert summary.done >= 24 and summary.failed_permanent == 1 and summary.duplicates == 1
     manifest = tmp_path / "demo_out" / "corpus" / "manifest.jsonl"
     rows = read_manifest(manifest)
-    assert len(rows) == summary.done
+    figures = read_manifest(manifest.parent / "figures" / "manifest.jsonl")
+    panels = read_manifest(manifest.parent / "panels" / "manifest.jsonl")
+    assert len(figures) == summary.done and len(panels) > len(figures)  # compound figures split
+    assert 0 < len(rows) <= len(panels)
     assert all(resolve(manifest, r).is_file() for r in rows)
     first = manifest.read_bytes()
     again = run_demo(tmp_path / "demo_out", quiet=True).results["mine"]
     assert again.downloaded_now == 0 and manifest.read_bytes() == first
     out = capsys.readouterr().out
     assert "[3/3] What was built" in out and "failed: DEMO" in out
+    assert "panels cut from them" in out and "corpus:" in out
