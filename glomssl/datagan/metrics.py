@@ -11,7 +11,6 @@ between snapshots and runs that use the same encoder, not with published Incepti
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,21 +22,18 @@ from glomssl.errors import GlomsslError
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     """Fréchet distance between Gaussian fits of two (N, D) feature sets."""
-    import scipy.linalg
-
     if len(real) < 2 or len(fake) < 2:
         raise GlomsslError("FID needs at least 2 real and 2 generated images; raise --metric-num")
     r, f = real.astype(np.float64), fake.astype(np.float64)
     mu_r, mu_f = r.mean(0), f.mean(0)
     s_r, s_f = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
-    with warnings.catch_warnings():  # fewer images than feature dims -> singular covariances
-        warnings.simplefilter("ignore")
-        covmean = scipy.linalg.sqrtm(s_r @ s_f)
-        if not np.isfinite(covmean).all():  # regularise as pytorch-fid does
-            eps = np.eye(len(s_r)) * 1e-6
-            covmean = scipy.linalg.sqrtm((s_r + eps) @ (s_f + eps))
-    covmean = np.real(covmean)
-    value = float(np.square(mu_r - mu_f).sum() + np.trace(s_r + s_f - 2 * covmean))
+    # Tr((S_r S_f)^(1/2)) = sum of sqrt(eigenvalues of S_r^(1/2) S_f S_r^(1/2)), a symmetric PSD
+    # matrix: two symmetric eigendecompositions, stable even when the covariances are singular.
+    w, v = np.linalg.eigh(s_r)
+    half = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    ev = np.linalg.eigvalsh(half @ s_f @ half)
+    tr_covmean = float(np.sqrt(np.clip(ev, 0, None)).sum())
+    value = float(np.square(mu_r - mu_f).sum() + np.trace(s_r) + np.trace(s_f) - 2 * tr_covmean)
     return max(value, 0.0)
 
 

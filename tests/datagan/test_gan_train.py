@@ -206,6 +206,15 @@ def test_fid_and_kid_in_an_encoder_feature_space(images: Path, tmp_path: Path) -
     b = rng.normal(size=(400, 8))
     assert fid_from_features(a, b) < 0.5 and abs(kid_from_features(a, b, 200, 20)) < 0.05
     shifted = b + 1.0
+    # against the textbook formula with a matrix square root
+    import scipy.linalg
+
+    c = b @ rng.normal(size=(8, 8)) * 0.5 + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(c, rowvar=False)
+    ref = np.square(a.mean(0) - c.mean(0)).sum() + np.trace(
+        s1 + s2 - 2 * np.real(scipy.linalg.sqrtm(s1 @ s2))
+    )
+    assert fid_from_features(a, c) == pytest.approx(ref, rel=1e-6)
     assert fid_from_features(a, shifted) > 6.0 and kid_from_features(a, shifted, 200, 20) > 0.1
     # a tiny stand-in for a glomssl pretrain backbone: (B, 3, H, W) in [0, 1] -> (B, 6)
     encoder = torch.nn.Sequential(
