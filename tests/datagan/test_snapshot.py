@@ -170,3 +170,29 @@ def test_truncation_zero_gives_identical_images(tmp_path: Path) -> None:
     assert (tmp_path / "t" / "seed0000.png").read_bytes() == (
         tmp_path / "t" / "seed0001.png"
     ).read_bytes()
+
+
+def test_cli_subprocess_bad_network_is_one_line_error(tmp_path: Path) -> None:
+    """Through a real process: the console entry point prints one `Error:` line, exit 2."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glomssl",
+            "gan",
+            "generate",
+            "--network",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("Error: --network") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
