@@ -427,8 +427,10 @@ def _check_ranks_agree(fabric: Any, G: torch.nn.Module) -> None:
     if fabric.world_size <= 1:
         return
     with torch.no_grad():
-        total = torch.stack([p.double().sum() for p in G.parameters()]).sum().reshape(1)
-    gathered = fabric.all_gather(total).flatten()
+        total = torch.stack([p.double().sum() for p in G.parameters()]).sum()
+        slots = torch.zeros(fabric.world_size, dtype=torch.float64, device=total.device)
+        slots[fabric.global_rank] = total
+    gathered = fabric.all_reduce(slots, reduce_op="sum")  # every rank's checksum
     if float((gathered - gathered[0]).abs().max()) > 1e-6 * (1 + float(total.abs())):
         raise RuntimeError(f"distributed GAN ranks diverged: G checksums {gathered.tolist()}")
 

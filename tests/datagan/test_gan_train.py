@@ -279,3 +279,44 @@ def test_bf16_mixed_precision_loop_runs(images: Path, tmp_path: Path) -> None:
     snap = load_snapshot(run)
     assert snap["meta"]["G_kwargs"]["conv_clamp"] == 256.0
     assert "# resolved precision: bf16-mixed" in (run / "config.yaml").read_text()
+
+
+def test_ddp_rank_check_catches_unsynchronised_gradients(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the gradient all-reduce the two ranks drift apart, and training must say so."""
+    import glomssl.datagan.train as train_mod
+
+    monkeypatch.setattr(train_mod, "_flat_all_reduce", lambda *a, **k: None)
+    cfg = _cfg(images, tmp_path / "bad", devices=2, strategy="ddp_fork", kimg=0.008, pl_weight=0.0)
+    with pytest.raises(Exception, match="diverged"):
+        run_gan_train(cfg)
+
+
+@pytest.mark.slow
+def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_path: Path) -> None:
+    """`glomssl gan train --devices 2` relaunches itself as two gloo ranks (Lightning's ddp)."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "cliddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "glomssl",
+        "gan",
+        "train",
+        "--data",
+        str(images),
+        "--out",
+        str(run),
+    ]
+    cmd += ["--resolution", "32", "--cfg", "small", "--channel-max", "8", "--batch-size", "4"]
+    cmd += ["--kimg", "0.008", "--snap", "0.008", "--tick", "0.004", "--workers", "0"]
+    cmd += ["--accelerator", "cpu", "--devices", "2", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["kimg"] == pytest.approx(0.008)
+    assert load_snapshot(run)["meta"]["cur_nimg"] == 8
