@@ -55,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": ("glomssl.ssl.commands", "probe", "Linear and kNN probes of embeddings."),
     "gan": ("glomssl.datagan.commands", "gan", "Train StyleGAN2-ADA and generate images."),
     "datagan": (
-        "glomssl.datagan.commands",
+        "glomssl.datagan.commands_label",
         "datagan",
         "Label factory: annotate a few samples, generate labelled pairs.",
     ),

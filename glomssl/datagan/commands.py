@@ -126,13 +126,3 @@ def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
         click.echo(to_yaml(cfg), nl=False)
         return
     click.echo(json.dumps(run_generate(cfg)))
-
-
-def __getattr__(name: str) -> Any:
-    """``glomssl.cli`` maps ``datagan`` to this module; the label factory's group lives in
-    ``commands_label`` and is loaded only when asked for."""
-    if name == "datagan":
-        from glomssl.datagan.commands_label import datagan
-
-        return datagan
-    raise AttributeError(name)
