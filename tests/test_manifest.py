@@ -104,7 +104,7 @@ def test_image_row_and_resolution(tmp_path: Path) -> None:
     pairs = load_image_list(m)
     assert pairs[0][0] == f.resolve()
     pairs = load_image_list(tmp_path / "imgs")
-    assert pairs == [(f.resolve(), {"path": "a.png"})]
+    assert pairs == [(f.absolute(), {"path": "a.png"})]
 
 
 def test_image_row_rejects_corrupt_file(tmp_path: Path) -> None:
@@ -126,3 +126,40 @@ def test_schema_file_is_shared_with_data_manifests() -> None:
     a = root / "data_manifests" / "manifest_row.schema.json"
     b = root / "glomssl" / "schemas" / "manifest_row.schema.json"
     assert json.loads(a.read_text()) == json.loads(b.read_text())
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        _row(label=True),
+        _row(width=True),
+        _row(sha256="A" * 64),
+        _row(bbox=[0, 0, 1, "2"]),
+        _row(source=3),
+        _row(path=""),
+    ],
+)
+def test_fast_path_never_accepts_what_the_schema_rejects(row: dict) -> None:
+    import jsonschema
+
+    schema = json.loads(
+        (
+            Path(__file__).resolve().parents[1] / "data_manifests" / "manifest_row.schema.json"
+        ).read_text()
+    )
+    schema_ok = not list(jsonschema.Draft202012Validator(schema).iter_errors(row))
+    if schema_ok:
+        validate_row(row)
+    else:
+        with pytest.raises(GlomsslError):
+            validate_row(row)
+
+
+def test_folder_listing_keeps_symlink_names(tmp_path: Path) -> None:
+    real = tmp_path / "store"
+    real.mkdir()
+    Image.new("RGB", (2, 2)).save(real / "x.png")
+    folder = tmp_path / "links"
+    folder.mkdir()
+    (folder / "y.png").symlink_to(real / "x.png")
+    assert load_image_list(folder) == [((folder / "y.png").absolute(), {"path": "y.png"})]
