@@ -6,7 +6,8 @@ labeler folder (random weights cost exactly the same memory and time as trained 
 its own fresh subprocess so peaks do not mix:
 
 * ``banded``: the real ``datagan generate`` command (one image; label map at full resolution), peak
-  RSS read from the child's own ``getrusage(RUSAGE_SELF).ru_maxrss``;
+  RSS = the child's own VmHWM from /proc/self/status (not getrusage: on Linux ru_maxrss keeps the
+  parent's high-water mark across fork/exec, which polluted a first version of this script);
 * ``naive``: the same image labelled the datasetGAN way (every layer upsampled to (C_total, H, W) and
   classified at once) where it fits in this machine's memory; its size is always reported too.
 
@@ -27,18 +28,28 @@ from pathlib import Path
 from typing import Any
 
 CHILD_BANDED = r"""
-import json, resource, sys, time
+import json, sys, time
+def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
+    # parent's high-water mark inherited through fork/exec on Linux
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 from glomssl.datagan.commands_label import datagan
 t = time.time()
 try:
     datagan.main(sys.argv[1:], standalone_mode=False)
 finally:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = hwm()
     print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
 """
 
 CHILD_NAIVE = r"""
-import json, resource, sys, time
+import json, sys, time
+def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
+    # parent's high-water mark inherited through fork/exec on Linux
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 import torch
 from glomssl.datagan.features import full_features, load_network, synthesize
 from glomssl.datagan.factory import seed_latent
@@ -52,8 +63,27 @@ with torch.no_grad():
     full = full_features(feats, (res, res))  # (C_total, H, W): the datasetGAN tensor
     x = full.permute(1, 2, 0).reshape(res * res, -1)  # (H*W, C_total) pixel rows
     mean, js = lab.predict(x)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = hwm()
 print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
+"""
+
+
+CHILD_SYNTH = r"""
+import json, sys, time
+def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
+    # parent's high-water mark inherited through fork/exec on Linux
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+from glomssl.datagan.features import load_network, synthesize
+from glomssl.datagan.factory import seed_latent
+t = time.time()
+G = load_network(sys.argv[1])
+load_peak = hwm()
+_img, feats = synthesize(G, seed_latent(G, 0, 0.7))
+peak = hwm()
+out = {"peak_rss_bytes": peak, "load_peak_rss_bytes": load_peak, "seconds": time.time() - t}
+print("RESULT " + json.dumps(out))
 """
 
 
@@ -66,7 +96,7 @@ def _hwm_bytes(pid: int) -> int:
 
 
 def _child(code: str, args: list[str], stop_after_s: float | None = None) -> dict[str, Any]:
-    """Run a child; its peak RSS comes from its own getrusage, or, when it is stopped early (after
+    """Run a child; its peak RSS comes from its own VmHWM, or, when it is stopped early (after
     ``stop_after_s`` seconds *and* 120 s without any growth of its high-water mark), from VmHWM."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     t0 = time.time()
@@ -146,6 +176,11 @@ def main() -> None:
         "(after --partial-after-s); every band reuses one buffer, so the peak is reached early",
     )
     ap.add_argument("--partial-after-s", type=float, default=600.0)
+    ap.add_argument(
+        "--synth-only",
+        action="store_true",
+        help="only measure loading + synthesis (the generator's own peak, no labelling)",
+    )
     a = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="datagan-mem-") as tmp:
@@ -158,6 +193,14 @@ def main() -> None:
                 "c_total": c_total,
                 "naive_feature_tensor_gb": round(naive_tensor / 1e9, 2),
             }
+            synth = _child(CHILD_SYNTH, [str(run)])
+            row["load_only_peak_rss_gb"] = round(synth["load_peak_rss_bytes"] / 1e9, 2)
+            row["load_and_synthesis_peak_rss_gb"] = round(synth["peak_rss_bytes"] / 1e9, 2)
+            row["synthesis_seconds"] = round(synth["seconds"], 1)
+            if a.synth_only:
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                continue
             t = time.time()
             banded = _child(
                 CHILD_BANDED,
