@@ -126,9 +126,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--set", action="append", default=[], help="PretrainConfig override key=value")
     ap.add_argument("--layers", default="4", help="stages pooled for the probe, e.g. 3,4")
+    ap.add_argument("--embed-size", type=int, default=None, help="embed at N px [training size]")
     ap.add_argument("--work", default="/tmp/glomssl_ssl_realdata")
     ap.add_argument("--log", default=None)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="probe an existing run (e.g. other --layers), no training",
+    )
     args = ap.parse_args()
 
     from glomssl.config import build_config
@@ -143,36 +149,42 @@ def main() -> None:
     over.update(method=args.method, data=[str(images)], out=str(work / "ssl"), max_steps=args.steps)
     cfg = build_config(PretrainConfig, overrides=over)
     layers = [int(x) for x in args.layers.split(",")]
+    esize = args.embed_size or cfg.image_size
     t0 = time.perf_counter()
-    run_pretrain(cfg)
+    if not (args.reuse and (work / "ssl" / "backbone.safetensors").is_file()):
+        run_pretrain(cfg)
     t_train = time.perf_counter() - t0
     from glomssl.runs import read_metrics
 
     metrics = read_metrics(work / "ssl" / "metrics.jsonl")
-    ssl = probe_encoder(work / "ssl", images, labels, cfg.image_size, layers, work, "ssl")
+    ssl = probe_encoder(work / "ssl", images, labels, esize, layers, work, "ssl")
+    if args.reuse:
+        t_train = float("nan")  # not retrained here; see the original attempt's line
     result: dict[str, Any] = {
         "name": args.name,
         "method": args.method,
         "steps": args.steps,
         "overrides": _parse_sets(args.set),
         "layers": layers,
+        "embed_size": esize,
         "train_s": round(t_train, 1),
+        "steps_done": json.loads((work / "ssl" / "backbone.json").read_text())["step"],
         "final_loss": metrics[-1]["loss"] if metrics else None,
         "final_emb_std": metrics[-1]["emb_std"] if metrics else None,
         "ssl": summarise(ssl),
     }
     if not args.skip_baseline:
         # the random-init baseline depends only on (arch, seed, image size, layers): cache its probe
-        key = f"random-{cfg.arch}-s{cfg.seed}-{cfg.image_size}px-l{'_'.join(map(str, layers))}"
+        key = f"random-{cfg.arch}-s{cfg.seed}-{esize}px-l{'_'.join(map(str, layers))}"
         cache = {tag: Path(args.work) / f"{key}-{tag}.json" for tag in ("random", "random_bn")}
         if not all(c.is_file() for c in cache.values()):
             base = work / "random"
             run_pretrain(
                 build_config(PretrainConfig, overrides={**over, "out": str(base), "max_steps": 0})
             )
-            bn_recalibrated_random(base, work / "random_bn", images, cfg.image_size)
+            bn_recalibrated_random(base, work / "random_bn", images, esize)
             for tag in cache:
-                rep = probe_encoder(work / tag, images, labels, cfg.image_size, layers, work, tag)
+                rep = probe_encoder(work / tag, images, labels, esize, layers, work, tag)
                 cache[tag].write_text(json.dumps(rep))
         for tag, c in cache.items():
             result[tag] = summarise(json.loads(c.read_text()))
