@@ -39,6 +39,7 @@ from glomssl.manifest import list_images
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in pixels
 Rng = np.random.Generator
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+KIND_WEIGHTS = (0.3, 0.3, 0.22, 0.08, 0.06, 0.04)
 _FONT_FILES = (
     "DejaVuSans.ttf",
     "DejaVuSans-Bold.ttf",
@@ -69,6 +70,8 @@ class SynthConfig:
     max_pool: int = 2000  # at most this many user images are kept in memory
     letters: bool = True  # draw panel letters
     captions: bool = True  # draw caption lines under/over some figures
+    # mean share of panel kinds: photo, micrograph, plot, diagram, colour map, strip of sub-images
+    kinds: list[float] = dataclasses.field(default_factory=lambda: list(KIND_WEIGHTS))
     quiet: bool = False
 
     def validate(self) -> None:
@@ -76,6 +79,8 @@ class SynthConfig:
             raise GlomsslError(f"--n must be at least 1, got {self.n}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise GlomsslError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if len(self.kinds) != 6 or min(self.kinds) < 0 or sum(self.kinds) <= 0:
+            raise GlomsslError(f"kinds must be 6 non-negative weights, got {self.kinds}")
         if not 128 <= self.long_side <= 4096:
             raise GlomsslError(f"--long-side must be in 128..4096, got {self.long_side}")
         for folder in self.images:
@@ -414,6 +419,7 @@ def make_figure(
     letters: bool = True,
     captions: bool = True,
     resize: bool = True,
+    kinds: Sequence[float] = KIND_WEIGHTS,
 ) -> tuple[Image.Image, list[Box]]:
     """Draw one compound figure; return it and its panel boxes (x0, y0, x1, y1), exclusive ends.
 
@@ -434,7 +440,8 @@ def make_figure(
     letter_font = fonts.get(rng, int(rng.uniform(11, 20)), bold=rng.random() < 0.8)
     upper = rng.random() < 0.35
     # per-figure mix of panel kinds: photo, micrograph, plot, diagram, colour map, strip
-    mix = rng.dirichlet(np.array([0.3, 0.3, 0.22, 0.08, 0.06, 0.04]) * 4 + 0.02)
+    mean = np.asarray(kinds, dtype=np.float64) / float(np.sum(kinds))
+    mix = rng.dirichlet(mean * 4 + 0.02)
     boxes: list[Box] = []
     for i, (cx0, cy0, cx1, cy1) in enumerate(layout(rng, w, h, margin, gutter)):
         text = LETTERS[i % 26].upper() if upper else LETTERS[i % 26]
@@ -518,7 +525,9 @@ def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -
     for i in range(cfg.n):
         split = "val" if i >= cfg.n - n_val else "train"
         rng = np.random.default_rng([cfg.seed, i])
-        fig, boxes = make_figure(rng, fonts, pool, cfg.long_side, cfg.letters, cfg.captions)
+        fig, boxes = make_figure(
+            rng, fonts, pool, cfg.long_side, cfg.letters, cfg.captions, kinds=cfg.kinds
+        )
         buf = io.BytesIO()
         fig.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))
         name = f"{i:06d}"
