@@ -342,8 +342,12 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
             key = os.path.join(cfg.input, row["path"]) if from_folder else row["path"]
             keyed.append((key, file, row))
         todo = [t for t in keyed if t[0] not in done]
-        sep = Separator(
-            cfg.method, cfg.weights, cfg.conf, cfg.iou, cfg.imgsz, cfg.min_side, cfg.device
+        sep = (  # nothing to do: do not load the detector at all
+            Separator(
+                cfg.method, cfg.weights, cfg.conf, cfg.iou, cfg.imgsz, cfg.min_side, cfg.device
+            )
+            if todo
+            else None
         )
         from tqdm import tqdm
 
@@ -364,7 +368,8 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
                             (key, str(exc)),
                         )
                     bar.update(1)
-            for (key, file, row), img, panels in zip(chunk, imgs, sep.split(imgs) if imgs else []):
+            split = sep.split(imgs) if imgs and sep is not None else []
+            for (key, file, row), img, panels in zip(chunk, imgs, split):
                 stem = Path(file).stem[:60]
                 tag = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
                 prov = {k: v for k, v in row.items() if k not in _OWN_FIELDS}
