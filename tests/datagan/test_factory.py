@@ -231,3 +231,18 @@ def test_cli_errors_are_one_line(setup: dict[str, Path], tmp_path: Path) -> None
     assert len(r.output.strip().splitlines()) == 1
     r = cli.invoke(datagan, [*base, "--out", str(tmp_path / "v"), "--dry-run"])
     assert r.exit_code == 0 and "drop_uncertain: 0.0" in r.output
+
+
+def test_console_command_one_line_error(tmp_path: Path) -> None:
+    """Through the real `glomssl` entry point in a subprocess: a bad --network is one line, exit 2."""
+    r = subprocess.run(
+        [sys.executable, "-m", "glomssl", "datagan", "sample", "--network", str(tmp_path / "no")]
+        + ["--out", str(tmp_path / "ann")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip().startswith("Error: --network") and len(r.stderr.strip().splitlines()) == 1
+    )
