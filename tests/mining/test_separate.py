@@ -216,19 +216,8 @@ def _real_score(shared_data: Path) -> dict:
 
 
 @pytest.mark.realdata
-def test_shipped_weights_on_real_exsclaim_figures_floor(shared_data: Path) -> None:
-    """Regression floor for the shipped detector on 14 real figures (measured F1 0.769)."""
-    score = _real_score(shared_data)
-    assert score["f1"] >= 0.75 and score["recall"] >= 0.85, score
-
-
-@pytest.mark.realdata
-@pytest.mark.xfail(
-    reason="acceptance target F1 >= 0.8 not reached yet: shipped weights measure F1 0.769 "
-    "(P 0.67, R 0.90) on the exsclaim figures; see glomssl/weights/MODEL_CARD.md",
-    strict=False,
-)
-def test_shipped_weights_on_real_exsclaim_figures_target(shared_data: Path) -> None:
-    """The acceptance target of the shipped detector: F1 >= 0.8 at IoU 0.5 on real figures."""
+def test_shipped_weights_on_real_exsclaim_figures(shared_data: Path) -> None:
+    """The acceptance target of the shipped detector: F1 >= 0.8 at IoU 0.5 on 14 real figures
+    (measured 0.831; see glomssl/weights/MODEL_CARD.md)."""
     score = _real_score(shared_data)
     assert score["f1"] >= 0.8, score
