@@ -65,8 +65,27 @@ def setup_offline(config_dir: str | os.PathLike[str] | None = None) -> Path:
             settings.update({"sync": False})
         except Exception:  # pragma: no cover - older settings API
             pass
+        _restore_pil_open()
         _CONFIGURED = True
     return cfg_dir
+
+
+def _restore_pil_open() -> None:
+    """Undo ultralytics' patch of ``PIL.Image.open``.
+
+    On import, ultralytics replaces ``Image.open`` with a wrapper that, on the first file Pillow cannot
+    identify, tries to install and load a HEIF plug-in: offline that raises ImportError instead of
+    Pillow's UnidentifiedImageError, which breaks every corrupt-image check in the process.
+    """
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:  # pragma: no cover - layout of another ultralytics version
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is not original:
+        Image.open = original
 
 
 def build_model(model_yaml: str | os.PathLike[str] = MODEL_YAML) -> Any:

@@ -135,3 +135,18 @@ def test_cli_train_dry_run_and_bad_data(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "Error: --data" in res.output
     res = CliRunner().invoke(cli, ["separator", "train", "--data", str(data), "--imgsz", "100"])
     assert res.exit_code == 2 and "multiple of 32" in res.output
+
+
+def test_corrupt_images_still_raise_pillow_errors_after_ultralytics_loads(tmp_path: Path) -> None:
+    """ultralytics patches Image.open to fetch a HEIF plug-in; offline that must not leak out."""
+    from PIL import Image, UnidentifiedImageError
+
+    from glomssl.mining.yolo import setup_offline
+
+    setup_offline()
+    import ultralytics  # noqa: F401
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(bad)
