@@ -183,7 +183,7 @@ def ivf_self_join(
     for cosine >= 0.9 that is rare (benchmarks/dedup.py measures recall). Why not faiss's own
     IndexIVFFlat.range_search: it scans the lists once per query without BLAS; on this shared 2-core
     machine 50,000 of 1,000,000 queries (512-d, nlist 1024, nprobe 4) took 72 s, i.e. ~24 min for
-    all, against 3 to 5.5 min for this join on the whole set (benchmarks/results/dedup.md).
+    all, against 3 to 5.5 min for this join on the whole set (`BENCHMARKS.md`).
     Memory beyond ``emb``: the projection (N x 64 float32), the list assignment (N x nprobe int64) and
     one (batch x list size) block of similarities.
 

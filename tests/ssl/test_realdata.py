@@ -3,7 +3,7 @@
 Slow (CPU minutes): a short SimSiam run with the default recipe through the CLI, then the grouped
 probe. It checks what a short run can guarantee: no collapse, a working probe well above chance, and
 no slide on both sides of any split. Whether SSL beats random init is measured by
-benchmarks/ssl_realdata.py and recorded in benchmarks/results/ssl.md.
+benchmarks/ssl_realdata.py and recorded in `BENCHMARKS.md`.
 """
 
 from __future__ import annotations
