@@ -70,8 +70,22 @@ class UserError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]
 
 
-class GlomsslGroup(click.Group):
-    """Click group that loads commands on demand and turns GlomsslError into one line."""
+class CommandGroup(click.Group):
+    """A click group that turns GlomsslError into a one-line ``Error: ...`` and its exit code.
+
+    Sub-command groups (``gan``, ``datagan`` ...) use it too, so they behave the same when invoked on
+    their own (e.g. through click's CliRunner) as under ``glomssl``.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GlomsslError as exc:
+            raise UserError(str(exc), exc.exit_code) from None
+
+
+class GlomsslGroup(CommandGroup):
+    """The top-level group: loads commands on demand (so start-up stays fast)."""
 
     def _available(self) -> list[str]:
         names = []
@@ -108,12 +122,6 @@ class GlomsslGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(sorted(rows))
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GlomsslError as exc:
-            raise UserError(str(exc), exc.exit_code) from None
 
 
 @click.group(cls=GlomsslGroup, context_settings={"help_option_names": ["-h", "--help"]})

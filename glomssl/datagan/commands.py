@@ -12,24 +12,12 @@ from typing import Any
 
 import click
 
-from glomssl.errors import GlomsslError
+from glomssl.cli import CommandGroup
 
 CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
 
 
-class _GanGroup(click.Group):
-    """Turns GlomsslError into a one-line ``Error: ...`` (exit 2) even outside the ``glomssl`` group."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GlomsslError as exc:
-            err = click.ClickException(str(exc))
-            err.exit_code = exc.exit_code  # type: ignore[misc]
-            raise err from None
-
-
-@click.group("gan", cls=_GanGroup)
+@click.group("gan", cls=CommandGroup)
 def gan() -> None:
     """StyleGAN2-ADA for histology patches: train, then generate.
 

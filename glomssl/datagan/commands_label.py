@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from glomssl.cli import CommandGroup
 from glomssl.config import build_config, to_yaml
-from glomssl.errors import GlomsslError
 
 _COMMON = [
     click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML options."),
@@ -38,19 +38,7 @@ def _echo(result: dict[str, Any]) -> None:
     click.echo(json.dumps(result, default=str))
 
 
-class _Group(click.Group):
-    """Turns GlomsslError into a one-line ``Error: ...`` (exit 2) even when used outside ``glomssl``."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GlomsslError as exc:
-            err = click.ClickException(str(exc))
-            err.exit_code = exc.exit_code  # type: ignore[misc]
-            raise err from None
-
-
-@click.group("datagan", cls=_Group)
+@click.group("datagan", cls=CommandGroup)
 def datagan() -> None:
     """Label factory (datasetGAN): annotate a few generated images, generate thousands of pairs.
 

@@ -4,23 +4,12 @@ adaptive p controller (rises when D over-fits, falls when it does not), also dri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from glomssl.datagan.augment import AdaptiveP, AugmentPipe
 from glomssl.datagan.networks import create_discriminator
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription on a busy CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_p_zero_is_identity() -> None:

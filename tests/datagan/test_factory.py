@@ -27,15 +27,6 @@ RES = 32
 C = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 def _snapshot(folder: Path, res: int = RES) -> Path:
     torch.manual_seed(0)
     G = create_generator("small", res)

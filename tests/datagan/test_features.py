@@ -11,15 +11,6 @@ from glomssl.datagan.networks import create_generator
 from glomssl.errors import GlomsslError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def G() -> torch.nn.Module:
     torch.manual_seed(0)

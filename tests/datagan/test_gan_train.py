@@ -4,7 +4,6 @@ slide data, encoder FID/KID, bad input, and a real 2-process DDP step on CPU wit
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,6 @@ from glomssl.datagan.train import (
 )
 from glomssl.errors import GlomsslError
 from glomssl.runs import read_metrics
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture()

@@ -20,15 +20,6 @@ from glomssl.errors import GlomsslError
 RES = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core box: one intra-op thread avoids OpenMP spin contention."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `gan train`-style run folder holding one snapshot of the tiny "small" generator."""

@@ -4,7 +4,6 @@ filters against reference convolutions, truncation, configs and bad input."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,15 +19,6 @@ from glomssl.datagan.networks import (
     upsample2d,
 )
 from glomssl.errors import GlomsslError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids OpenMP oversubscription on a busy CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])

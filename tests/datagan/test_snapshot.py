@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ from glomssl.datagan.snapshot import (
 )
 from glomssl.errors import GlomsslError
 from glomssl.manifest import read_manifest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _nets(seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
