@@ -122,9 +122,66 @@ def report(state: DemoState) -> None:
     print(f"  manifest: {out / 'manifest.jsonl'}; state: {out / 'state.sqlite'}")
 
 
+def pretrain(state: DemoState) -> None:
+    """A few SimSiam steps on the corpus and an embedding of it: the next stage, end to end.
+
+    Ten steps at 64 px prove the wiring (corpus manifest -> run folder -> exported encoder ->
+    embeddings), not a useful encoder; see the README for real settings.
+    """
+    import numpy as np
+
+    from glomssl.config import build_config
+    from glomssl.ssl.embed import EmbedConfig, run_embed
+    from glomssl.ssl.train import PretrainConfig, run_pretrain
+
+    corpus = state.results["mine"].out / "manifest.jsonl"
+    run = state.out / "pretrain"
+    print(
+        f"  glomssl pretrain --method simsiam --data {corpus} --out {run} "
+        "--image-size 64 --batch-size 8 --max-steps 10 --workers 0"
+    )
+    cfg = build_config(
+        PretrainConfig,
+        None,
+        {
+            "method": "simsiam",
+            "data": [str(corpus)],
+            "out": str(run),
+            "image_size": 64,
+            "batch_size": 8,
+            "max_steps": 10,
+            "workers": 0,
+            "accelerator": "cpu",
+            "resume": (run / "checkpoints" / "last.ckpt").is_file(),  # a rerun changes nothing
+            "quiet": True,
+        },
+    )
+    summary = run_pretrain(cfg)
+    state.results["pretrain"] = summary
+    print(f"  encoder: {run / 'backbone.safetensors'} (+ backbone.json, metrics.jsonl)")
+    emb = state.out / "corpus_embeddings.npz"
+    print(f"  glomssl embed --checkpoint {run} --input {corpus} --out {emb}")
+    run_embed(
+        EmbedConfig(
+            checkpoint=str(run),
+            input=str(corpus),
+            out=str(emb),
+            workers=0,
+            device="cpu",
+            quiet=True,
+        )
+    )
+    with np.load(emb) as z:
+        shape = z["embeddings"].shape
+    print(f"  {shape[0]} corpus images -> {shape[1]}-d vectors in {emb}")
+
+
 add_step("Start the offline Open-i replay server", start_replay)
 add_step("Mine: search, download, separate, curate, dedup", mine)
 add_step("What was built", report)
+add_step(
+    "Pretrain an encoder on the corpus (10 SimSiam steps: a wiring check) and embed it", pretrain
+)
 
 
 def run_demo(out: str | Path, quiet: bool = False) -> DemoState:

@@ -50,5 +50,12 @@ def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     again = run_demo(tmp_path / "demo_out", quiet=True).results["mine"]
     assert again.downloaded_now == 0 and manifest.read_bytes() == first
     out = capsys.readouterr().out
-    assert "[3/3] What was built" in out and "failed: DEMO" in out
+    assert "[3/4] What was built" in out and "failed: DEMO" in out
     assert "panels cut from them" in out and "corpus:" in out
+    # the pretrain step exported an encoder and embedded every corpus image
+    assert (tmp_path / "demo_out" / "pretrain" / "backbone.safetensors").is_file()
+    import numpy as np
+
+    with np.load(tmp_path / "demo_out" / "corpus_embeddings.npz") as z:
+        assert z["embeddings"].shape[0] == len(rows)
+        assert list(z["paths"]) == [r["path"] for r in rows]

@@ -269,6 +269,17 @@ def _online_probe_callback(cfg: PretrainConfig, metrics_path: Path) -> Any:
     return OnlineKnnProbe()
 
 
+def _quiet_lightning() -> None:
+    """``--quiet``: hide Lightning's start-up banners, tips and its own deprecation notices."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"lightning(\..*)?")
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only).*")
+
+
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain ``cfg.method`` on ``cfg.data`` and export the encoder; returns a short summary."""
     import lightning as L
@@ -341,6 +352,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (
         cfg.accelerator == "auto" and torch.cuda.is_available()
     )
+    if cfg.quiet:
+        _quiet_lightning()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
