@@ -27,13 +27,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHILD_BANDED = r"""
+# Every child script starts with this: imports and its own peak-RSS reader.
+_CHILD_HEAD = r"""
 import json, sys, time
 def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
     # parent's high-water mark inherited through fork/exec on Linux
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
+"""
+
+CHILD_BANDED = (
+    _CHILD_HEAD
+    + r"""
 from glomssl.datagan.commands_label import datagan
 t = time.time()
 try:
@@ -42,14 +48,11 @@ finally:
     peak = hwm()
     print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
 """
+)
 
-CHILD_NAIVE = r"""
-import json, sys, time
-def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
-    # parent's high-water mark inherited through fork/exec on Linux
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+CHILD_NAIVE = (
+    _CHILD_HEAD
+    + r"""
 import torch
 from glomssl.datagan.features import full_features, load_network, synthesize
 from glomssl.datagan.factory import seed_latent
@@ -66,15 +69,12 @@ with torch.no_grad():
 peak = hwm()
 print("RESULT " + json.dumps({"peak_rss_bytes": peak, "seconds": time.time() - t}))
 """
+)
 
 
-CHILD_SYNTH = r"""
-import json, sys, time
-def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would include the
-    # parent's high-water mark inherited through fork/exec on Linux
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
+CHILD_SYNTH = (
+    _CHILD_HEAD
+    + r"""
 from glomssl.datagan.features import load_network, synthesize
 from glomssl.datagan.factory import seed_latent
 t = time.time()
@@ -85,6 +85,7 @@ peak = hwm()
 out = {"peak_rss_bytes": peak, "load_peak_rss_bytes": load_peak, "seconds": time.time() - t}
 print("RESULT " + json.dumps(out))
 """
+)
 
 
 def _hwm_bytes(pid: int) -> int:
