@@ -121,6 +121,10 @@ def _dice(net: Any, x: np.ndarray, y: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kimg", type=float, default=20.0)
+    ap.add_argument(
+        "--gan-minutes", type=float, default=None, help="wall-clock cap on GAN training"
+    )
+    ap.add_argument("--work", default=None, help="keep the work folder here (default: a temp dir)")
     ap.add_argument("--network", default=None, help="reuse a 64 px `gan train` run (skips step 2)")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--annotated", type=int, default=16)
@@ -136,7 +140,8 @@ def main() -> None:
     from glomssl.datagan.project import ProjectConfig, run_datagan_project
     from glomssl.datagan.train import GanTrainConfig, run_gan_train
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
     root = _data_dir()
     rows = list(csv.DictReader(open(root / "labels.csv", encoding="utf-8")))
     slides = sorted({r["slide"] for r in rows})
@@ -153,8 +158,10 @@ def main() -> None:
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="datagan-real-") as tmp:
         t0 = time.time()
-        work = Path(tmp)
-        (work / "gan_data").mkdir()
+        work = Path(a.work or tmp)
+        if a.work and work.exists():
+            sys.exit(f"--work {work} exists; choose a new folder")
+        (work / "gan_data").mkdir(parents=True)
         for r in train_rows:
             img, _ = _load(root, r)
             Image.fromarray(img).save(work / "gan_data" / f"{Path(r['image']).stem}.png")
@@ -167,13 +174,15 @@ def main() -> None:
             Image.fromarray(m).save(work / "real_masks" / f"{Path(r['image']).stem}_mask.png")
         t = time.time()
         net = a.network or str(work / "gan")
+        gan_kimg: float | None = None
         if not a.network:
             gan = GanTrainConfig(
                 data=[str(work / "gan_data")], out=net, resolution=RES, cfg="small",
-                batch_size=16, kimg=a.kimg, snap=a.kimg, tick=max(0.1, a.kimg / 10), mirror=True,
+                batch_size=16, kimg=a.kimg, snap=max(1.0, a.kimg / 20), tick=max(0.1, a.kimg / 50),
+                max_minutes=a.gan_minutes, mirror=True,
                 workers=0, accelerator="cpu", quiet=True, seed=a.seed,
             )  # fmt: skip
-            run_gan_train(gan)
+            gan_kimg = run_gan_train(gan)["kimg"]
         times["gan_train_s"] = time.time() - t
         t = time.time()
         proj = run_datagan_project(
@@ -229,7 +238,8 @@ def main() -> None:
                 "benchmark": "datagan_realdata",
                 "machine": "2-core CPU, shared/noisy",
                 "resolution": RES,
-                "gan_kimg": None if a.network else a.kimg,
+                "gan_kimg": gan_kimg,
+                "gan_minutes_cap": a.gan_minutes,
                 "network": a.network or "trained here",
                 "train_crops": len(train_rows),
                 "test_crops": len(test_rows),

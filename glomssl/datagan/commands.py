@@ -40,6 +40,9 @@ def gan() -> None:
 @click.option("--channel-max", type=int, default=None, help="Cap on feature maps per layer.")
 @click.option("--batch-size", type=int, default=None, help="Total batch over all devices [32].")
 @click.option("--kimg", type=float, default=None, help="Train for this many k real images [5000].")
+@click.option(
+    "--max-minutes", type=float, default=None, help="Stop (with a snapshot) after this wall time."
+)
 @click.option("--gamma", type=float, default=None, help="R1 weight [0.0002*res^2/batch].")
 @click.option("--mirror", is_flag=True, default=None, help="Random x-flips of training images.")
 @click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None, help="[ada]")

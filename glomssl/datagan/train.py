@@ -40,6 +40,7 @@ class GanTrainConfig:
     channel_max: int | None = None  # override the config's widest layer (smaller = faster, weaker)
     batch_size: int = 32  # total over all processes
     kimg: float = 5000.0  # training length in thousands of real images shown to D
+    max_minutes: float | None = None  # wall-clock budget: stop (with a snapshot) after this long
     gamma: float | None = None  # R1 weight; None -> 0.0002 * res^2 / batch (auto) or the paper's
     mirror: bool = False  # random x-flips of the training data
     aug: Literal["ada", "noaug", "fixed"] = "ada"
@@ -88,6 +89,8 @@ class GanTrainConfig:
             raise GlomsslError(f"--target {self.target} must lie in [0, 1]")
         if not 0 <= self.aug_p <= 1:
             raise GlomsslError(f"--aug-p {self.aug_p} must lie in [0, 1]")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise GlomsslError(f"--max-minutes {self.max_minutes} must be positive")
         if self.snap <= 0 or self.tick <= 0:
             raise GlomsslError("--snap and --tick must be positive (kimg)")
         if self.precision not in PRECISIONS:
@@ -318,7 +321,15 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     def record(key: str, value: Any) -> None:
         acc.setdefault(key, []).append(float(value))
 
-    while cur_nimg < total:
+    def out_of_time(t0: float) -> bool:
+        """True once ``max_minutes`` have passed; rank 0's clock decides for every rank."""
+        if cfg.max_minutes is None:
+            return False
+        late = time.time() - t0 >= cfg.max_minutes * 60
+        return bool(fabric.broadcast(late, src=0)) if fabric.world_size > 1 else late
+
+    done = False
+    while not done:
         real = next(batches).to(dev).float() / 127.5 - 1  # (b, 3, R, R) in [-1, 1]
         # --- G main
         G.requires_grad_(True)
@@ -376,7 +387,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             ada.update(cfg.batch_size * cfg.ada_interval, red)
         if bar is not None:
             bar.update(cfg.batch_size)
-        done = cur_nimg >= total
+        done = cur_nimg >= total or out_of_time(start_time)
         if cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap:
             now = time.time()
             row = _tick_row(acc, cur_nimg, float(pipe.p), now, tick_start_time, tick_start_nimg)

@@ -42,6 +42,12 @@ def _overrides(**kw: Any) -> dict[str, Any]:
 @click.option("--cache/--no-cache", default=None, help="Keep decoded images in memory.")
 @click.option("--stain-jitter", type=float, default=None, help="HED stain jitter strength [0.05].")
 @click.option("--regions", type=int, default=None, help="regcon: number of regions K [8].")
+@click.option(
+    "--regcon-negatives",
+    type=click.Choice(["batch", "image"]),
+    default=None,
+    help="regcon: InfoNCE negatives from the whole batch or the same image only [batch].",
+)
 @click.option("--probe-data", default=None, help="Labelled CSV/manifest: online kNN probe.")
 @click.option("--probe-every", type=int, default=None, help="Steps between online probes [500].")
 @click.option("--seed", type=int, default=None)

@@ -118,7 +118,9 @@ def _byol(backbone: ResNetTrunk, proj_dim: int = 256, **_: Any) -> nn.Module:
 def _regcon(backbone: ResNetTrunk, proj_dim: int = 128, **kw: Any) -> nn.Module:
     from glomssl.ssl.region_contrast import RegionContrast
 
-    keep = {k: v for k, v in kw.items() if k in ("regions", "temperature", "grey_weight")}
+    keep = {
+        k: v for k, v in kw.items() if k in ("regions", "temperature", "grey_weight", "negatives")
+    }
     return RegionContrast(backbone, proj_dim=proj_dim, **keep)
 
 

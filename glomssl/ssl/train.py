@@ -59,6 +59,7 @@ class PretrainConfig:
     proj_dim: int = 2048
     pred_hidden: int = 512
     regions: int = 8
+    regcon_negatives: Literal["batch", "image"] = "batch"  # regcon InfoNCE negatives
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     slide_level: int = 0
     slide_mpp: float | None = None
@@ -83,6 +84,10 @@ class PretrainConfig:
             raise GlomsslError("--epochs must be at least 1")
         if self.lr <= 0:
             raise GlomsslError(f"--lr must be positive, got {self.lr}")
+        if self.regcon_negatives not in ("batch", "image"):
+            raise GlomsslError(
+                f"--regcon-negatives {self.regcon_negatives!r} must be 'batch' or 'image'"
+            )
         if self.precision not in ("32", "bf16-mixed", "16-mixed", "64"):
             raise GlomsslError("--precision must be one of 32, bf16-mixed, 16-mixed")
         if min(self.devices, self.num_nodes, self.accumulate) < 1 or self.workers < 0:
@@ -146,6 +151,7 @@ def _make_module(cfg: PretrainConfig, steps_total: int) -> Any:
                 proj_dim=cfg.proj_dim,
                 pred_hidden=cfg.pred_hidden,
                 regions=cfg.regions,
+                negatives=cfg.regcon_negatives,
             )
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))

@@ -311,3 +311,14 @@ def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["kimg"] == pytest.approx(0.008)
     assert load_snapshot(run)["meta"]["cur_nimg"] == 8
+
+
+def test_max_minutes_stops_early_with_a_snapshot(images: Path, tmp_path: Path) -> None:
+    # a budget far below one step's time: the loop must stop after its first step and still snapshot
+    run = tmp_path / "run"
+    out = run_gan_train(_cfg(images, run, kimg=100.0, snap=50.0, tick=50.0, max_minutes=1e-6))
+    assert out["kimg"] == pytest.approx(0.004)
+    assert load_snapshot(run)["meta"]["cur_nimg"] == 4
+    assert [r["kimg"] for r in read_metrics(run / "metrics.jsonl")] == [0.004]
+    with pytest.raises(GlomsslError, match="--max-minutes"):
+        _cfg(images, tmp_path / "x", max_minutes=0).validate()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from glomssl.ssl.backbones import create_backbone
@@ -48,3 +49,24 @@ def test_semantic_loss_lower_when_regions_match() -> None:
         {"sem": sem, "usage": use}, {"sem": sem[:, [1, 2, 3, 0]], "usage": use}
     )
     assert float(same) < float(shuffled)
+
+
+def test_batch_negatives_make_the_semantic_task_harder() -> None:
+    # two images whose regions coincide: with same-image negatives only, a region of image 0 is never
+    # confused with the identical region of image 1; with batch negatives it is, so the loss is higher
+    torch.manual_seed(0)
+    sem1 = torch.randn(1, 4, 64) * 5
+    sem = torch.cat([sem1, sem1])  # (2, 4, 64)
+    use = torch.full((2, 4), 0.25)
+    r = {"sem": sem, "usage": use}
+    image = RegionContrast(create_backbone("resnet18"), regions=4, negatives="image")
+    batch = RegionContrast(create_backbone("resnet18"), regions=4, negatives="batch")
+    batch.load_state_dict(image.state_dict())
+    lo, hi = float(image.semantic_loss(r, r)), float(batch.semantic_loss(r, r))
+    assert hi > lo + 0.5  # each positive now has an exact twin among the negatives: ~log 2 more
+    # and distinct images behave like the per-image loss plus other images' regions as negatives
+    sem2 = torch.randn(2, 4, 64) * 5
+    r2 = {"sem": sem2, "usage": use}
+    assert float(batch.semantic_loss(r2, r2)) >= float(image.semantic_loss(r2, r2)) - 1e-6
+    with pytest.raises(ValueError, match="negatives"):
+        RegionContrast(create_backbone("resnet18"), regions=4, negatives="nope")
