@@ -4,9 +4,10 @@ FID (Heusel et al. 2017): ||mu_r - mu_g||^2 + Tr(S_r + S_g - 2 (S_r S_g)^(1/2)) 
 of real and generated features. KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic
 polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
 
-The standard Inception FID needs Inception weights; glomssl downloads nothing, so these metrics use
-an encoder trained by ``glomssl pretrain`` (``--metric-encoder RUN``). Their values are comparable
-between snapshots and runs that use the same encoder, not with published Inception FIDs.
+glomssl downloads nothing, so the feature space is either an encoder trained by ``glomssl pretrain``
+(``--metric-encoder RUN``; values comparable between snapshots and runs that use the same encoder, not
+with published FIDs) or Inception-v3 from a weights file the user provides (``--metric-inception
+FILE``, :mod:`glomssl.datagan.inception`; the standard FID, see there for how close to papers).
 """
 
 from __future__ import annotations
@@ -140,17 +141,109 @@ class MetricEncoder:
 
 
 class MetricState:
-    """Real-image features computed once per run, then FID/KID of G_ema at each snapshot."""
+    """Real-image features computed once per run, then FID/KID of G_ema at each snapshot.
 
-    def __init__(self, source: str | torch.nn.Module, dataset: Any, num: int, device: str) -> None:
-        self.enc = MetricEncoder(source, device=device)
+    Up to two feature spaces: a glomssl encoder (``source``; keys ``fid_enc``/``kid_enc``) and the
+    standard Inception-v3 from a local weights file (``inception``; keys ``fid_inception``/
+    ``kid_inception``, see :mod:`glomssl.datagan.inception`). Either or both may be given.
+    """
+
+    def __init__(
+        self,
+        source: str | torch.nn.Module | None,
+        dataset: Any,
+        num: int,
+        device: str,
+        inception: str | torch.nn.Module | None = None,
+    ) -> None:
+        self.spaces: list[tuple[str, MetricEncoder]] = []
+        if source is not None:
+            self.spaces.append(("enc", MetricEncoder(source, device=device)))
+        if inception is not None:
+            from glomssl.datagan.inception import InceptionEncoder
+
+            self.spaces.append(("inception", InceptionEncoder(inception, device=device)))
+        if not self.spaces:
+            raise GlomsslError("FID/KID need --metric-encoder RUN and/or --metric-inception FILE")
         self.num = num
-        self.real = self.enc.dataset_features(dataset, num)
+        self.reals = {name: enc.dataset_features(dataset, num) for name, enc in self.spaces}
+
+    @property
+    def enc(self) -> MetricEncoder:
+        """The first feature space's encoder."""
+        return self.spaces[0][1]
+
+    @property
+    def real(self) -> np.ndarray:
+        """The first feature space's real-image features."""
+        return self.reals[self.spaces[0][0]]
 
     def evaluate(self, G: Any) -> dict[str, float]:
-        fake = self.enc.generator_features(G, self.num, seed=0)
-        n = min(len(self.real), len(fake))
-        return {
-            "fid_enc": fid_from_features(self.real, fake),
-            "kid_enc": kid_from_features(self.real, fake, subset_size=min(1000, n)),
-        }
+        out: dict[str, float] = {}
+        for name, enc in self.spaces:
+            real = self.reals[name]
+            fake = enc.generator_features(G, self.num, seed=0)
+            n = min(len(real), len(fake))
+            out[f"fid_{name}"] = fid_from_features(real, fake)
+            out[f"kid_{name}"] = kid_from_features(real, fake, subset_size=min(1000, n))
+        return out
+
+
+def run_gan_metrics(
+    network: str,
+    data: list[str],
+    metric_encoder: str | None = None,
+    metric_inception: str | None = None,
+    num: int = 1000,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """FID/KID of a snapshot's G_ema against ``num`` real images (``glomssl gan metrics``).
+
+    Real images are prepared as ``gan train`` prepares them (centre crop, resized to G's resolution;
+    slide settings from the snapshot's config) and fakes come from fixed latents (seed 0), so values are
+    comparable with the run's ``metrics.jsonl`` at the same ``num``. Returns the snapshot, its kimg, ``num``
+    and ``fid_<space>``/``kid_<space>`` for each feature space given.
+    """
+    from pathlib import Path
+
+    from glomssl.datagan.snapshot import load_generator
+    from glomssl.datagan.train import GanTrainConfig, make_dataset
+
+    if not metric_encoder and not metric_inception:
+        raise GlomsslError(
+            "gan metrics needs a feature space: pass --metric-encoder RUN and/or "
+            "--metric-inception FILE"
+        )
+    if num < 2:
+        raise GlomsslError(f"--num {num} must be at least 2 for FID/KID")
+    if not data:
+        raise GlomsslError("--data is required: the real images (folder or manifest)")
+    for src in data:
+        if not Path(src).exists():
+            raise GlomsslError(f"--data {src} does not exist; pass an image folder or manifest")
+    if metric_inception and not Path(metric_inception).is_file():
+        raise GlomsslError(
+            f"--metric-inception {metric_inception} does not exist; save torchvision's "
+            "inception_v3 state dict there (see README) or drop the option"
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    G, meta = load_generator(network, device=device)
+    rec = meta.get("config") or {}
+    cfg = GanTrainConfig(
+        data=list(data),
+        resolution=int(G.img_resolution),
+        slide_level=int(rec.get("slide_level") or 0),
+        slide_mpp=rec.get("slide_mpp"),
+    )
+    dataset = make_dataset(cfg)
+    state = MetricState(
+        metric_encoder or None, dataset, num, device, inception=metric_inception or None
+    )
+    result: dict[str, Any] = {
+        "network": meta["snapshot"],
+        "kimg": float(meta.get("kimg", 0.0)),
+        "num": num,
+    }
+    result.update(state.evaluate(G))
+    return result
