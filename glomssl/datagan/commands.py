@@ -1,4 +1,4 @@
-"""``glomssl gan``: train an in-house StyleGAN2-ADA and generate images from it.
+"""``glomssl gan``: train an in-house StyleGAN2-ADA, generate images with it, score it (FID/KID).
 
 Thin commands: check options -> build one dataclass config (defaults <- ``--config`` YAML <- options) ->
 call one library function -> print a one-line JSON summary. Torch and Lightning load only when a
@@ -19,11 +19,12 @@ CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
 
 @click.group("gan", cls=CommandGroup)
 def gan() -> None:
-    """StyleGAN2-ADA for histology patches: train, then generate.
+    """StyleGAN2-ADA for histology patches: train, generate, score.
 
     \b
     glomssl gan train --data patches/ --out runs/gan256 --resolution 256
     glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
+    glomssl gan metrics --network runs/gan256 --data patches/ --metric-inception inception_v3.pth
     """
 
 
@@ -63,6 +64,11 @@ def gan() -> None:
 @click.option("--slide-level", type=int, default=None, help="Pyramid level for slide patches [0].")
 @click.option("--slide-mpp", type=float, default=None, help="Microns/pixel for slide patches.")
 @click.option("--metric-encoder", default=None, help="`glomssl pretrain` run for FID/KID.")
+@click.option(
+    "--metric-inception",
+    default=None,
+    help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
+)
 @click.option("--metric-num", type=int, default=None, help="Images per FID/KID [1000].")
 @click.option("--config", "config_file", default=None, help="YAML file of options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
@@ -117,3 +123,46 @@ def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
         click.echo(to_yaml(cfg), nl=False)
         return
     click.echo(json.dumps(run_generate(cfg)))
+
+
+@gan.command("metrics")
+@click.option("--network", required=True, help="`gan train` run folder or snapshot file.")
+@click.option(
+    "--data", multiple=True, required=True, help="Real images: folder or manifest; repeatable."
+)
+@click.option("--metric-encoder", default=None, help="`glomssl pretrain` run for FID/KID.")
+@click.option(
+    "--metric-inception",
+    default=None,
+    help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
+)
+@click.option("--num", type=int, default=1000, show_default=True, help="Real and fake images.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", default=None, help="Also write the result to this JSON file.")
+def metrics_cmd(
+    network: str,
+    data: tuple[str, ...],
+    metric_encoder: str | None,
+    metric_inception: str | None,
+    num: int,
+    device: str,
+    out: str | None,
+) -> None:
+    """FID/KID of a snapshot's G_ema against real images, in each feature space given.
+
+    Prints one JSON line: fid_enc/kid_enc (--metric-encoder) and fid_inception/kid_inception
+    (--metric-inception), as `gan train` logs them.
+
+    \b
+    Example:
+    glomssl gan metrics --network runs/gan256 --data patches/ --metric-inception inc.pth
+    """
+    from glomssl.datagan.metrics import run_gan_metrics
+
+    result = run_gan_metrics(network, list(data), metric_encoder, metric_inception, num, device)
+    text = json.dumps(result)
+    if out:
+        from glomssl.fsutil import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
+    click.echo(text)

@@ -71,6 +71,7 @@ class GanTrainConfig:
     slide_level: int = 0
     slide_mpp: float | None = None
     metric_encoder: str | None = None  # glomssl pretrain run/backbone for FID/KID per snapshot
+    metric_inception: str | None = None  # local Inception-v3 weights for standard FID/KID
     metric_num: int = 1000  # images (real and fake) per FID/KID evaluation
     quiet: bool = False
 
@@ -108,6 +109,13 @@ class GanTrainConfig:
             raise GlomsslError(f"--channel-max {self.channel_max} must be at least 4")
         if self.gamma is not None and self.gamma < 0:
             raise GlomsslError(f"--gamma {self.gamma} must be >= 0")
+        if self.metric_inception is not None and not Path(self.metric_inception).is_file():
+            raise GlomsslError(
+                f"--metric-inception {self.metric_inception} does not exist; save torchvision's "
+                "inception_v3 state dict there (see README) or drop the option"
+            )
+        if (self.metric_encoder or self.metric_inception) and self.metric_num < 2:
+            raise GlomsslError(f"--metric-num {self.metric_num} must be at least 2 for FID/KID")
 
 
 def resolved_hparams(cfg: GanTrainConfig) -> dict[str, float]:
@@ -307,8 +315,14 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     np.random.seed(cfg.seed + fabric.global_rank)
     pl_reg = PathLengthPenalty(hp["pl_weight"]) if hp["pl_weight"] > 0 else None
     metric_state = None
-    if cfg.metric_encoder and rank0:
-        metric_state = MetricState(cfg.metric_encoder, dataset, cfg.metric_num, str(dev))
+    if (cfg.metric_encoder or cfg.metric_inception) and rank0:
+        metric_state = MetricState(
+            cfg.metric_encoder or None,
+            dataset,
+            cfg.metric_num,
+            str(dev),
+            inception=cfg.metric_inception or None,
+        )
 
     it = 0
     total = int(cfg.kimg * 1000)
