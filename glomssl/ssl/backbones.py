@@ -59,17 +59,42 @@ def create_trunk(arch: str) -> nn.Module:
     return net
 
 
+class FixedStatsBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its stored statistics, in training too; they never
+    update. Its affine weight and bias still train, and its state dict keys are BatchNorm2d's, so
+    the exported trunk loads as a plain torchvision ResNet."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+
+
+def _freeze_bn_statistics(module: nn.Module) -> None:
+    """Swap every BatchNorm2d of ``module`` (in place) for a FixedStatsBatchNorm2d with its state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            fixed = FixedStatsBatchNorm2d(child.num_features, eps=child.eps)
+            fixed.load_state_dict(child.state_dict())
+            setattr(module, name, fixed)
+        else:
+            _freeze_bn_statistics(child)
+
+
 class ResNetTrunk(nn.Module):
     """Wraps a torchvision ResNet (no ``fc``): ``forward`` gives pooled features, ``stages`` the maps.
 
     The wrapped module is stored as ``net`` but :meth:`trunk_state_dict` returns torchvision key names.
     """
 
-    def __init__(self, arch: str) -> None:
+    def __init__(self, arch: str, frozen_bn: bool = False) -> None:
         super().__init__()
         self.arch = check_arch(arch)
         self.net = create_trunk(arch)
         self.feature_dim = feature_dim(arch)
+        self.frozen_bn = frozen_bn
+        if frozen_bn:
+            _freeze_bn_statistics(self.net)
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps after the stem and each stage: [stem (C0,H/2), l1 (H/4), l2, l3, l4 (H/32)]."""
@@ -98,6 +123,6 @@ class ResNetTrunk(nn.Module):
             )
 
 
-def create_backbone(arch: str) -> ResNetTrunk:
+def create_backbone(arch: str, frozen_bn: bool = False) -> ResNetTrunk:
     """Registry entry point: build a randomly initialised trunk by name."""
-    return ResNetTrunk(arch)
+    return ResNetTrunk(arch, frozen_bn=frozen_bn)

@@ -43,6 +43,12 @@ def _overrides(**kw: Any) -> dict[str, Any]:
 @click.option("--stain-jitter", type=float, default=None, help="HED stain jitter strength [0.05].")
 @click.option("--regions", type=int, default=None, help="regcon: number of regions K [8].")
 @click.option(
+    "--backbone-bn",
+    type=click.Choice(["train", "frozen"]),
+    default=None,
+    help="frozen: BatchNorm statistics of the encoder stay at their initial values [train].",
+)
+@click.option(
     "--regcon-negatives",
     type=click.Choice(["batch", "image"]),
     default=None,

@@ -133,8 +133,8 @@ METHODS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def create_method(name: str, arch: str, **kw: Any) -> nn.Module:
+def create_method(name: str, arch: str, frozen_bn: bool = False, **kw: Any) -> nn.Module:
     """Build method ``name`` around a fresh randomly initialised ``arch`` trunk."""
     if name not in METHODS:
         raise GlomsslError(f"unknown --method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name](create_backbone(arch), **kw)
+    return METHODS[name](create_backbone(arch, frozen_bn=frozen_bn), **kw)

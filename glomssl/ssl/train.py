@@ -59,6 +59,7 @@ class PretrainConfig:
     proj_dim: int = 2048
     pred_hidden: int = 512
     regions: int = 8
+    backbone_bn: Literal["train", "frozen"] = "train"  # frozen: BN statistics stay at their init
     regcon_negatives: Literal["batch", "image"] = "batch"  # regcon InfoNCE negatives
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     slide_level: int = 0
@@ -84,6 +85,8 @@ class PretrainConfig:
             raise GlomsslError("--epochs must be at least 1")
         if self.lr <= 0:
             raise GlomsslError(f"--lr must be positive, got {self.lr}")
+        if self.backbone_bn not in ("train", "frozen"):
+            raise GlomsslError(f"--backbone-bn {self.backbone_bn!r} must be 'train' or 'frozen'")
         if self.regcon_negatives not in ("batch", "image"):
             raise GlomsslError(
                 f"--regcon-negatives {self.regcon_negatives!r} must be 'batch' or 'image'"
@@ -152,6 +155,7 @@ def _make_module(cfg: PretrainConfig, steps_total: int) -> Any:
                 pred_hidden=cfg.pred_hidden,
                 regions=cfg.regions,
                 negatives=cfg.regcon_negatives,
+                frozen_bn=cfg.backbone_bn == "frozen",
             )
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -370,7 +374,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         max_epochs=cfg.epochs if cfg.max_steps is None else -1,
         accumulate_grad_batches=cfg.accumulate,
-        sync_batchnorm=cfg.world_size > 1 and on_gpu,  # torch's SyncBatchNorm is CUDA-only
+        # torch's SyncBatchNorm is CUDA-only; it would also undo --backbone-bn frozen
+        sync_batchnorm=cfg.world_size > 1 and on_gpu and cfg.backbone_bn == "train",
         callbacks=callbacks,
         logger=False,
         enable_progress_bar=not cfg.quiet,

@@ -143,3 +143,24 @@ def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
     ]
     assert [r["step"] for r in rows] == [2]
     assert 0 <= rows[0]["probe_knn_balanced_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("mode", ["train", "frozen"])
+def test_backbone_bn_mode_decides_whether_bn_statistics_move(
+    tmp_path: Path, image_folder: Path, mode: str
+) -> None:
+    run_pretrain(tiny_cfg(image_folder, tmp_path / mode, backbone_bn=mode))
+    t, meta = load_weights(tmp_path / mode / "backbone.safetensors")
+    init, _ = load_weights(
+        run_pretrain(tiny_cfg(image_folder, tmp_path / f"{mode}0", max_steps=0))["backbone"]
+    )
+    means = [k for k in t if k.endswith("running_mean")]
+    stats_moved = any(not torch.equal(t[k], init[k]) for k in means)
+    weights_moved = not torch.equal(t["conv1.weight"], init["conv1.weight"])
+    assert weights_moved  # both modes train the convolutions
+    assert stats_moved == (mode == "train")  # frozen: BN statistics stay at mean 0, variance 1
+    if mode == "frozen":
+        assert all(float(t[k].abs().max()) == 0.0 for k in means)
+        assert not torch.equal(t["bn1.weight"], init["bn1.weight"])  # affine weights still learn
+    with pytest.raises(GlomsslError, match="backbone_bn"):
+        tiny_cfg(image_folder, tmp_path / "x", backbone_bn="half")
