@@ -251,7 +251,7 @@ def main() -> None:
                 "synthetic_foreground_fraction": float(sy.mean()),
                 "real_foreground_fraction": float(ty.mean()),
                 "dice_test_seg_on_synthetic": round(dice_syn, 4),
-                "dice_test_seg_on_16_real": round(dice_real, 4),
+                "dice_test_seg_on_real": round(dice_real, 4),
                 "seg_steps": a.seg_steps,
                 "seconds": {k: round(v, 1) for k, v in times.items()},
             }
