@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from glomssl.datagan.metrics import MetricState, fid_from_features, kid_from_features
 from glomssl.datagan.train import GanTrainConfig, make_dataset, run_gan_train
@@ -47,20 +46,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["corrupt_st"] = folder / "corrupt.safetensors"
     out["corrupt_st"].write_bytes(b"\x00\x01 nope")
     return out
-
-
-@pytest.fixture()
-def images(tmp_path: Path) -> Path:
-    """Eight non-square RGB images: pink blobs on white (a stand-in for H&E patches)."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(8):
-        a = np.full((40, 48, 3), 235, np.uint8)
-        y, x = rng.integers(5, 30, 2)
-        a[y : y + 10, x : x + 12] = (200, 80, 160)
-        Image.fromarray(a).save(folder / f"p{i}.png")
-    return folder
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> GanTrainConfig:
