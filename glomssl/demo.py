@@ -137,14 +137,14 @@ def pretrain(state: DemoState) -> None:
     corpus = state.results["mine"].out / "manifest.jsonl"
     run = state.out / "pretrain"
     print(
-        f"  glomssl pretrain --method simsiam --data {corpus} --out {run} "
+        f"  glomssl pretrain --method vicreg --data {corpus} --out {run} "
         "--image-size 64 --batch-size 8 --max-steps 10 --workers 0"
     )
     cfg = build_config(
         PretrainConfig,
         None,
         {
-            "method": "simsiam",
+            "method": "vicreg",
             "data": [str(corpus)],
             "out": str(run),
             "image_size": 64,

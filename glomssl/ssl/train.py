@@ -29,21 +29,26 @@ Method = Literal["simsiam", "regcon", "byol", "barlowtwins", "vicreg"]
 
 @dataclass
 class PretrainConfig:
-    """Options of ``glomssl pretrain``; defaults follow SimSiam (SGD 0.9, wd 1e-4, lr 0.05 x B/256)."""
+    """Options of ``glomssl pretrain``.
 
-    method: Method = "simsiam"
+    The defaults are the recipe that beat the random-init encoder on real glomerulus crops
+    (BENCHMARKS.md, session 3): VICReg at 64 px, batch 256, SGD (momentum 0.9, wd 1e-4) at
+    lr 0.05 x B/256 with a 40-step linear warm-up and cosine decay.
+    """
+
+    method: Method = "vicreg"
     data: list[str] = field(default_factory=list)
     out: str = ""
     arch: str = "resnet18"
-    image_size: int = 224
-    batch_size: int = 64
+    image_size: int = 64
+    batch_size: int = 256
     epochs: int | None = None
     max_steps: int | None = None
     max_minutes: float | None = None
     lr: float = 0.05
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    warmup_steps: int = 0
+    warmup_steps: int = 40
     accumulate: int = 1
     accelerator: str = "auto"
     devices: int = 1
@@ -83,6 +88,8 @@ class PretrainConfig:
             raise GlomsslError("--max-steps must be 0 (export the random init) or more")
         if self.epochs is not None and self.epochs < 1:
             raise GlomsslError("--epochs must be at least 1")
+        if self.warmup_steps < 0:
+            raise GlomsslError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
         if self.lr <= 0:
             raise GlomsslError(f"--lr must be positive, got {self.lr}")
         if self.backbone_bn not in ("train", "frozen"):
@@ -168,6 +175,14 @@ def _make_module(cfg: PretrainConfig, steps_total: int) -> Any:
             method: Any = self.method
             out = method.training_loss(x0, x1)
             bs = x0.shape[0]
+            # every rank sees the same divergence (DDP averages gradients), so all stop together;
+            # checked at logging steps only, to keep GPU steps free of host syncs
+            if self.global_step % cfg.log_every == 0 and not torch.isfinite(out["loss"]):
+                raise GlomsslError(
+                    f"pretraining diverged: the {cfg.method} loss became {float(out['loss'])} "
+                    f"at step {self.global_step} (effective lr {cfg.scaled_lr:g}); nothing was "
+                    "exported. Lower --lr or raise --warmup-steps"
+                )
             self.log("loss", out["loss"], prog_bar=True, batch_size=bs, sync_dist=False)
             self.log("emb_std", embedding_std(out["emb"]), batch_size=bs)
             for k, v in out.items():

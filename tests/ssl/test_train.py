@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from glomssl.ssl.train import PretrainConfig, run_pretrain
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> PretrainConfig:
+    """The harness with SimSiam and no warm-up (the defaults' VICReg recipe is tested below)."""
     base = dict(
+        method="simsiam",
+        warmup_steps=0,
         data=[str(data)],
         out=str(out),
         image_size=32,
@@ -50,7 +54,7 @@ def test_run_folder_layout(trained) -> None:
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "last.ckpt").is_file()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["method"] == "simsiam" and cfg["image_size"] == 32
+    assert cfg["method"] == "simsiam" and cfg["image_size"] == 32 and cfg["warmup_steps"] == 0
     assert res["steps"] == 2 and res["skipped"] == 1
     skipped = [json.loads(x) for x in (run / "skipped.jsonl").read_text().splitlines()]
     assert [Path(s["path"]).name for s in skipped] == ["broken.png"]
@@ -120,6 +124,35 @@ def test_bad_values_are_user_errors(tmp_path: Path, image_folder: Path) -> None:
         tiny_cfg(image_folder, tmp_path / "x", arch="vgg")
     with pytest.raises(GlomsslError, match="fewer than one batch"):
         run_pretrain(tiny_cfg(image_folder, tmp_path / "y", batch_size=64))
+    with pytest.raises(GlomsslError, match="--warmup-steps"):
+        tiny_cfg(image_folder, tmp_path / "z", warmup_steps=-1)
+
+
+def test_defaults_are_the_measured_recipe() -> None:
+    cfg = PretrainConfig(out="x")
+    assert (cfg.method, cfg.image_size, cfg.batch_size) == ("vicreg", 64, 256)
+    assert (cfg.lr, cfg.warmup_steps, cfg.augment.stain_jitter) == (0.05, 40, 0.05)
+    assert cfg.scaled_lr == pytest.approx(0.05)
+
+
+def test_warmup_then_cosine_decay(tmp_path: Path, image_folder: Path) -> None:
+    run_pretrain(
+        tiny_cfg(image_folder, tmp_path / "w", method="vicreg", warmup_steps=3, max_steps=6)
+    )
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "w" / "metrics.jsonl")]
+    peak = 0.05 * 4 / 256
+    # after k steps: linear warm-up (k+1)/3 for k < 3, then the run's cosine 0.5 (1 + cos(pi k / 6))
+    want = [2 / 3, 1.0, 0.5, 0.25, 0.5 * (1 + math.cos(5 * math.pi / 6)), 0.0]
+    assert lrs == pytest.approx([peak * w for w in want], abs=1e-12)
+
+
+def test_divergence_stops_with_a_clear_error_and_exports_nothing(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    cfg = tiny_cfg(image_folder, tmp_path / "d", method="vicreg", lr=1e12, max_steps=6)
+    with pytest.raises(GlomsslError, match=r"diverged: the vicreg loss became (nan|inf).*--lr"):
+        run_pretrain(cfg)
+    assert not (tmp_path / "d" / "backbone.safetensors").exists()
 
 
 def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
