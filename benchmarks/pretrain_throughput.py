@@ -7,7 +7,8 @@
 * ddp: the same ``run_pretrain`` launched as ``python -m glomssl pretrain --devices 2 --strategy ddp``
   on CPU (gloo), images/s counted over the effective (global) batch.
 
-Prints one JSON line. Usage: ``python benchmarks/pretrain_throughput.py --image-size 64 --batch-size 32``
+Prints one JSON line. Usage: ``python benchmarks/pretrain_throughput.py --image-size 64 --batch-size 32``;
+on a GPU: ``--accelerator gpu --precision bf16-mixed --arch resnet50 --image-size 224 --batch-size 128``.
 """
 
 from __future__ import annotations
@@ -42,25 +43,48 @@ def image_source(tmp: Path, n: int) -> Path:
     return out
 
 
-def ceiling(method: str, size: int, batch: int, steps: int) -> float:
-    """images/s of the bare training step on random in-memory tensors."""
+def ceiling(
+    method: str,
+    size: int,
+    batch: int,
+    steps: int,
+    arch: str = "resnet18",
+    accelerator: str = "cpu",
+    precision: str = "32",
+) -> float:
+    """images/s of the bare training step on random in-memory tensors (on the GPU if asked)."""
+    import contextlib
+
     import torch
 
     from glomssl.ssl.methods import create_method
 
     torch.manual_seed(0)
-    m = create_method(method, "resnet18")
+    dev = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    m = create_method(method, arch).to(dev)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-    x0, x1 = torch.rand(batch, 3, size, size), torch.rand(batch, 3, size, size)
+    x0 = torch.rand(batch, 3, size, size, device=dev)
+    x1 = torch.rand(batch, 3, size, size, device=dev)
+    bf16 = precision.startswith("bf16")
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     times = []
-    for _ in range(steps + 1):
+    warm = 3 if dev.type == "cuda" else 1  # cuDNN autotuning and allocator warm-up
+    for _ in range(steps + warm):
+        sync()
         t = time.perf_counter()
-        loss = m.training_loss(x0, x1)["loss"]
+        ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            loss = m.training_loss(x0, x1)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sync()
         times.append(time.perf_counter() - t)
-    return batch / (sum(times[1:]) / steps)
+    return batch / (sum(times[warm:]) / steps)
 
 
 def steady_rate(metrics: Path) -> float:
@@ -78,6 +102,9 @@ def pipeline(
     steps: int,
     workers: int,
     devices: int = 1,
+    arch: str = "resnet18",
+    accelerator: str = "cpu",
+    precision: str = "32",
 ) -> float:
     cmd = [
         sys.executable,
@@ -99,7 +126,11 @@ def pipeline(
         "--workers",
         str(workers),
         "--accelerator",
-        "cpu",
+        accelerator,
+        "--arch",
+        arch,
+        "--precision",
+        precision,
         "--cache",
         "--quiet",
         "--devices",
@@ -113,7 +144,9 @@ def pipeline(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if devices > 1:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // devices))
-    subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:  # show why (the run's own one-line error or traceback), not just the code
+        sys.exit(f"pretrain failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return steady_rate(out / "metrics.jsonl")
 
 
@@ -124,12 +157,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--no-ddp", action="store_true")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--precision", default="32", help="32 or bf16-mixed (GPU)")
+    ap.add_argument("--no-ddp", action="store_true", help="skip the 2-process run (always on GPU)")
     args = ap.parse_args()
     import torch
 
     res: dict[str, Any] = {
         "method": args.method,
+        "arch": args.arch,
+        "accelerator": args.accelerator,
+        "precision": args.precision,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "steps": args.steps,
@@ -137,13 +176,15 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if args.accelerator == "gpu" else None,
     }
+    hw = {"arch": args.arch, "accelerator": args.accelerator, "precision": args.precision}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         data = image_source(t, 256)
         res["data"] = str(data)
         res["ceiling_img_s"] = round(
-            ceiling(args.method, args.image_size, args.batch_size, args.steps), 2
+            ceiling(args.method, args.image_size, args.batch_size, args.steps, **hw), 2
         )
         res["pipeline_img_s"] = round(
             pipeline(
@@ -154,11 +195,12 @@ def main() -> None:
                 args.batch_size,
                 args.steps,
                 args.workers,
+                **hw,
             ),
             2,
         )
         res["pipeline_over_ceiling"] = round(res["pipeline_img_s"] / res["ceiling_img_s"], 3)
-        if not args.no_ddp:
+        if not args.no_ddp and args.accelerator == "cpu":
             res["ddp2_img_s"] = round(
                 pipeline(
                     data,

@@ -51,6 +51,8 @@ def probe_encoder(
     run: Path, images: Path, labels: Path, size: int, layers: list[int], work: Path, tag: str
 ) -> dict[str, Any]:
     """Embed every crop with the run's encoder and probe GS vs nonGS; returns the probe report."""
+    import torch
+
     from glomssl.ssl.embed import EmbedConfig, run_embed
     from glomssl.ssl.probe import ProbeConfig, run_probe
 
@@ -63,7 +65,7 @@ def probe_encoder(
             image_size=size,
             batch_size=64,
             workers=0,
-            device="cpu",
+            device="cuda" if torch.cuda.is_available() else "cpu",
             layers=layers,
             quiet=True,
         )
@@ -89,6 +91,7 @@ def bn_recalibrated_random(src: Path, dst: Path, images: Path, size: int) -> Non
     """
     import torch
 
+    from glomssl.manifest import list_images
     from glomssl.runs import load_weights, save_weights
     from glomssl.ssl.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
     from glomssl.ssl.data import load_rgb_tensor
@@ -104,7 +107,7 @@ def bn_recalibrated_random(src: Path, dst: Path, images: Path, size: int) -> Non
     tf = eval_transform(size)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    files = sorted(images.glob("*.png"))
+    files = list_images(images)
     trunk.train()
     with torch.no_grad():
         for i in range(0, len(files), 64):
