@@ -123,7 +123,7 @@ def report(state: DemoState) -> None:
 
 
 def pretrain(state: DemoState) -> None:
-    """A few SimSiam steps on the corpus and an embedding of it: the next stage, end to end.
+    """A few VICReg steps (the default method) on the corpus and an embedding of it, end to end.
 
     Ten steps at 64 px prove the wiring (corpus manifest -> run folder -> exported encoder ->
     embeddings), not a useful encoder; see the README for real settings.
@@ -180,7 +180,7 @@ add_step("Start the offline Open-i replay server", start_replay)
 add_step("Mine: search, download, separate, curate, dedup", mine)
 add_step("What was built", report)
 add_step(
-    "Pretrain an encoder on the corpus (10 SimSiam steps: a wiring check) and embed it", pretrain
+    "Pretrain an encoder on the corpus (10 VICReg steps: a wiring check) and embed it", pretrain
 )
 
 

@@ -169,7 +169,7 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
     ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("pretrained simsiam") == 1  # rank zero alone reports
+    assert p.stdout.count("pretrained vicreg") == 1  # the default method; rank zero alone reports
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]  # one line per step: rank zero alone writes
     assert all(r["effective_batch"] == 8 for r in rows)  # 4 per device x 2 processes

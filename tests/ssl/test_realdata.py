@@ -1,6 +1,6 @@
 """Real data end to end: pretrain on the unlabelled glomerulus crops, embed, probe GS vs nonGS.
 
-Slow (CPU minutes): a short SimSiam run with the default recipe through the CLI, then the grouped
+Slow (CPU minutes): a short run of the default recipe (VICReg) through the CLI, then the grouped
 probe. It checks what a short run can guarantee: no collapse, a working probe well above chance, and
 no slide on both sides of any split. Whether SSL beats random init is measured by
 benchmarks/ssl_realdata.py and recorded in `BENCHMARKS.md`.
