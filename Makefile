@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m glomssl.demo --out demo_out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check glomssl tests benchmarks
-	$(VENV)/bin/ruff format --check glomssl tests benchmarks
+	$(VENV)/bin/ruff check glomssl tests benchmarks tools
+	$(VENV)/bin/ruff format --check glomssl tests benchmarks tools
 	$(VENV)/bin/mypy
 
 # The test command CI runs: lint, types, then every test not marked slow (realdata tests included

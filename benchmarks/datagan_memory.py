@@ -40,7 +40,7 @@ def hwm():  # this process's own peak RSS (VmHWM); getrusage's ru_maxrss would i
 CHILD_BANDED = (
     _CHILD_HEAD
     + r"""
-from glomssl.datagan.commands_label import datagan
+from glomssl.cli.datagan import datagan
 t = time.time()
 try:
     datagan.main(sys.argv[1:], standalone_mode=False)

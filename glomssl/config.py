@@ -1,13 +1,23 @@
-"""Dataclass configs with YAML load/merge.
+"""Dataclass configs with YAML load, deep merge, dotted overrides and one validation layer.
 
 Each command has one dataclass config whose defaults are the paper's recipe. The effective config is
-``defaults <- user YAML file (--config) <- command-line options``; it is validated, written to the run
-folder before work starts (``config.yaml``), and ``--dry-run`` prints it.
+``defaults <- user YAML file (--config) <- --set key.sub=value items <- command-line options``, merged
+deeply (a nested section given in two places keeps the keys of both). It is validated before any work
+starts, written to the run folder (``config.yaml``), and ``--dry-run`` prints it.
+
+Validation happens in two layers, both in :func:`from_dict`:
+
+1. :func:`check_values` (generic, every config): every float must be finite (NaN and inf are refused
+   everywhere), and fields declared with :func:`opt` are checked against their bounds; the error names
+   the option as ``--name`` (or ``section.key`` for nested keys) and says what range it takes.
+2. the config's own ``validate()`` for rules that tie several options together. ``validate()`` only
+   checks; it never changes the config.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -17,6 +27,69 @@ from typing import Any, TypeVar
 from glomssl.errors import GlomsslError
 
 C = TypeVar("C")
+
+_BOUNDS = ("ge", "gt", "le", "lt")
+
+
+def opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    finite: bool = True,
+) -> Any:
+    """A dataclass field with bounds that :func:`check_values` enforces (ge >=, gt >, le <=, lt <).
+
+    ``opt(0.05, gt=0)`` is a positive number defaulting to 0.05; ``opt(None, ge=1)`` an optional integer
+    of at least 1. Bounds apply to every element of a list-valued field.
+    """
+    meta: dict[str, Any] = {k: v for k, v in zip(_BOUNDS, (ge, gt, le, lt)) if v is not None}
+    if not finite:
+        meta["finite"] = False
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def option_name(name: str, prefix: str = "") -> str:
+    """How an error names a config key: ``--max-steps`` at the top level, ``augment.blur`` nested."""
+    return f"{prefix}{name}" if prefix else "--" + name.replace("_", "-")
+
+
+def _range_text(meta: dict[str, Any]) -> str:
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return " and ".join(f"{words[k]} {meta[k]:g}" for k in _BOUNDS if k in meta)
+
+
+def _check_number(label: str, v: Any, meta: dict[str, Any]) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return
+    if isinstance(v, float) and not math.isfinite(v) and meta.get("finite", True):
+        raise GlomsslError(f"{label} {v} is not a finite number; give a finite value")
+    bad = (
+        ("ge" in meta and not v >= meta["ge"])
+        or ("gt" in meta and not v > meta["gt"])
+        or ("le" in meta and not v <= meta["le"])
+        or ("lt" in meta and not v < meta["lt"])
+    )
+    if bad:
+        raise GlomsslError(f"{label} must be {_range_text(meta)}, got {v:g}")
+
+
+def check_values(obj: Any, prefix: str = "") -> None:
+    """Refuse non-finite floats anywhere in a (nested) dataclass config and enforce :func:`opt` bounds."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        label = option_name(f.name, prefix)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            check_values(v, prefix=f"{prefix}{f.name}.")
+            continue
+        meta = dict(f.metadata)
+        for item in v if isinstance(v, list | tuple) else [v]:
+            _check_number(label, item, meta)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -79,12 +152,18 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, dict | list):
             raise GlomsslError(f"config {name}: expected a string, got {value!r}")
         return str(value)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return from_dict(tp, value)  # type: ignore[arg-type,type-var]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise GlomsslError(
+                f"config {name}: expected a section of key: value lines, got {value!r}"
+            )
+        return from_dict(tp, value, f"config section {name}", f"{name}.")  # type: ignore[arg-type,type-var]
     return value
 
 
-def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
+def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix: str = "") -> C:
     """Build a dataclass from a dict, rejecting unknown keys and coercing types."""
     if not isinstance(data, dict):
         raise GlomsslError(f"{where}: expected a mapping of options, got {type(data).__name__}")
@@ -97,6 +176,7 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
         )
     kwargs = {k: _coerce(k, v, types_[k]) for k, v in data.items()}
     obj = cls(**kwargs)
+    check_values(obj, prefix)
     check = getattr(obj, "validate", None)
     if callable(check):
         check()
@@ -120,18 +200,56 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``; nested mappings merge key by key; None values are ignored."""
+    out = dict(base)
+    for k, v in update.items():
+        if v is None:
+            continue
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_sets(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``("augment.blur=0.2", "lr=0.1")`` -> ``{"augment": {"blur": 0.2}, "lr": 0.1}`` (YAML values)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep or not all(parts):
+            raise GlomsslError(f"--set {item!r} must look like key=value or section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise GlomsslError(f"--set {item!r}: {p} is given both as a value and a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
 def build_config(
     cls: type[C],
     config_file: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    sets: dict[str, Any] | None = None,
 ) -> C:
-    """Merge dataclass defaults <- YAML file <- overrides (None values in overrides are ignored)."""
-    merged: dict[str, Any] = {}
-    if config_file:
-        merged.update(load_yaml(config_file))
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            merged[k] = v
+    """Merge defaults <- YAML file <- ``sets`` (dotted --set items) <- overrides, deeply.
+
+    None values in ``overrides`` (options the user did not give) are ignored.
+    """
+    merged: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    merged = deep_merge(merged, sets or {})
+    merged = deep_merge(merged, overrides or {})
     return from_dict(cls, merged, where=str(config_file) if config_file else "options")
 
 

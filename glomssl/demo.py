@@ -3,7 +3,7 @@
 The demo is a list of steps (:data:`STEPS`) run in order on a shared :class:`DemoState`; later issues
 append their steps (separate, curate, dedup, pretrain ...) with :func:`add_step`. Today it:
 
-1. starts the offline Open-i replay server (127.0.0.1, a thread) on ``glomssl/data/demo`` — real CC0/BSD
+1. starts the offline Open-i replay server (127.0.0.1, a thread) on ``glomssl/assets/demo`` — real CC0/BSD
    microscopy images and compound figures, served in Open-i's exact response shape, with capped pages
    and a few injected HTTP 500s so the miner's retries are exercised;
 2. runs the ``glomssl mine`` pipeline against it into ``OUT/corpus``;
@@ -23,7 +23,7 @@ from typing import Any
 
 from glomssl.errors import GlomsslError
 
-DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
+DEMO_DATA = Path(__file__).resolve().parent / "assets" / "demo"
 DEMO_QUERY = "microscopy OR histology"
 
 

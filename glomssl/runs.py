@@ -81,21 +81,29 @@ def save_weights(
     tensors: Mapping[str, Any],
     meta: Mapping[str, Any],
 ) -> Path:
-    """Save a state dict as safetensors plus a JSON sidecar, both atomically."""
+    """Save a state dict as safetensors plus a JSON sidecar, both atomically.
+
+    The sidecar is renamed into place first and the weights last, so a crash in between leaves either
+    nothing new or a sidecar without weights (ignored by loaders), never weights whose sidecar is
+    missing.
+    """
     from safetensors.torch import save_file
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(flat, str(tmp), metadata={"format": "pt", "glomssl": __version__})
-    os.replace(tmp, target)
     info = {
         "glomssl_version": __version__,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     info.update(meta)
-    atomic_write_text(sidecar_path(target), json.dumps(info, indent=2, sort_keys=True) + "\n")
+    try:
+        save_file(flat, str(tmp), metadata={"format": "pt", "glomssl": __version__})
+        atomic_write_text(sidecar_path(target), json.dumps(info, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -64,3 +64,31 @@ def test_unwritable_dir_is_one_line_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(GlomsslError, match="not a writable folder"):
         ensure_writable_dir(blocker / "sub")
+
+
+def test_save_weights_writes_the_sidecar_before_the_weights(tmp_path, monkeypatch) -> None:
+    """A crash between the two renames must never leave weights without their sidecar."""
+    import os
+
+    import torch
+
+    from glomssl import runs
+
+    real_replace = os.replace
+    calls: list[str] = []
+
+    def crashing_replace(src, dst):  # type: ignore[no-untyped-def]
+        calls.append(str(dst))
+        if str(dst).endswith(".safetensors"):
+            raise KeyboardInterrupt  # the process dies right before the weights land
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    target = tmp_path / "w.safetensors"
+    try:
+        runs.save_weights(target, {"a": torch.zeros(2)}, {"kind": "test"})
+    except KeyboardInterrupt:
+        pass
+    assert not target.exists()
+    assert calls[0].endswith(".json") and calls[-1].endswith(".safetensors")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 if TYPE_CHECKING:
@@ -69,11 +70,14 @@ class SampleConfig:
     network: str
     out: str
     n: int = 24
-    seed: int = 0
-    trunc: float = 0.7
+    seed: int = opt(0, ge=0)
+    trunc: float = opt(0.7, ge=0, le=1)
     device: str = "cpu"
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         if self.n < 1:
             raise GlomsslError("--n must be at least 1")
         if not 0.0 <= self.trunc <= 2.0:
@@ -86,11 +90,14 @@ def run_datagan_sample(cfg: SampleConfig, G: nn.Module | None = None) -> dict[st
     from glomssl.fsutil import ensure_writable_dir
 
     out = ensure_writable_dir(cfg.out)
-    G = load_network(G if G is not None else cfg.network, cfg.device)
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
+    G = load_network(G if G is not None else cfg.network, device)
     names = []
     for seed in range(cfg.seed, cfg.seed + cfg.n):
         name = f"sample_{seed:06d}"
-        ws = seed_latent(G, seed, cfg.trunc, cfg.device)  # (1, num_ws, w_dim)
+        ws = seed_latent(G, seed, cfg.trunc, device)  # (1, num_ws, w_dim)
         img, _ = synthesize(G, ws)
         save_latent(out / f"{name}.npz", ws[0], None, seed=seed, trunc=cfg.trunc)
         _save_png(out / f"{name}.png", to_uint8(img[0]))
@@ -111,14 +118,17 @@ class GenerateConfig:
     out: str
     n: int = 1000
     drop_uncertain: float = 0.0
-    seed: int = 0
-    trunc: float = 0.7
+    seed: int = opt(0, ge=0)
+    trunc: float = opt(0.7, ge=0, le=1)
     shard: str = ""  # "i/N"; empty = from RANK/WORLD_SIZE, else 0/1
     band_mb: int = 256
     device: str = "auto"
     quiet: bool = False
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         if self.n < 1:
             raise GlomsslError("--n must be at least 1")
         if not 0.0 <= self.drop_uncertain < 1.0:
@@ -143,16 +153,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise GlomsslError(f"--shard {text!r}: need 0 <= i < N")
     return i, n
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
-    return "cpu"
 
 
 def label_image(
@@ -202,7 +202,9 @@ def run_datagan_generate(
     from glomssl.fsutil import atomic_write_text, ensure_writable_dir
 
     shard, nshards = parse_shard(cfg.shard)
-    device = _device(cfg.device)
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
     out = ensure_writable_dir(cfg.out)
     n_cand = math.ceil(cfg.n / (1.0 - cfg.drop_uncertain))
     plan = {"n": cfg.n, "candidates": n_cand, "seed": cfg.seed, "trunc": cfg.trunc}

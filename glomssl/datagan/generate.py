@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -28,14 +29,17 @@ class GenerateConfig:
 
     network: str = ""  # run folder (latest snapshot) or snapshot file
     seeds: str = "0-99"
-    trunc: float = 1.0
+    trunc: float = opt(1.0, ge=0, le=1)
     out: str = ""
     noise_mode: str = "const"
-    batch_size: int = 16
+    batch_size: int = opt(16, ge=1)
     device: str = "auto"
     quiet: bool = False
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         parse_seeds(self.seeds)
         if self.noise_mode not in ("const", "random", "none"):
             raise GlomsslError(
@@ -111,9 +115,9 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     if not cfg.out:
         raise GlomsslError("--out is required: the folder to write images into")
     seeds = parse_seeds(cfg.seeds)
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
     G, meta = load_generator(cfg.network, device=device)
     out = ensure_writable_dir(cfg.out)
     todo = [s for s in seeds if not (out / f"seed{s:04d}.png").is_file()]

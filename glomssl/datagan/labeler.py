@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 if TYPE_CHECKING:
@@ -263,13 +264,16 @@ class LabelerConfig:
     pool_mb: int = 1024
     max_pixels_per_image: int = 20000
     epochs: int = 2
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
+    batch_size: int = opt(256, ge=1)
+    lr: float = opt(1e-3, gt=0)
+    seed: int = opt(0, ge=0)
     device: str = "cpu"
     quiet: bool = False
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         if self.num_classes < 2 or self.num_classes > 255:
             raise GlomsslError(
                 "--num-classes must be between 2 and 255 (255 marks unlabelled pixels)"
@@ -301,7 +305,10 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
     from glomssl.fsutil import ensure_writable_dir
 
     out = ensure_writable_dir(cfg.out)
-    G = load_network(G if G is not None else cfg.network, cfg.device)
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
+    G = load_network(G if G is not None else cfg.network, device)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     items = scan_annotations(cfg.annotations, cfg.num_classes, res, G)
     save_config(cfg, out / "config.yaml")
@@ -309,14 +316,14 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
     gen = torch.Generator().manual_seed(cfg.seed)
 
     # layout from one synthesis; pool size from the byte budget
-    img0, feats0 = synthesize_latent(G, items[0].latent, cfg.device)
+    img0, feats0 = synthesize_latent(G, items[0].latent, device)
     channels = feature_channels(feats0)
     c_total = sum(channels)
     del img0, feats0
     budget_px = max(1, cfg.pool_mb * 2**20 // (4 * c_total))
     per_image = max(1, min(cfg.max_pixels_per_image, res * res, budget_px // len(items)))
 
-    model = make_labeler(c_total, cfg.num_classes, cfg.k, cfg.hidden).to(cfg.device)
+    model = make_labeler(c_total, cfg.num_classes, cfg.k, cfg.hidden).to(device)
     opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr) for m in model.members]
     lossf = torch.nn.CrossEntropyLoss()
     seen = 0
@@ -326,7 +333,7 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
     for rnd in range(cfg.rounds):
         xs_list, ys_list = [], []
         for it in items:
-            _img, feats = synthesize_latent(G, it.latent, cfg.device)
+            _img, feats = synthesize_latent(G, it.latent, device)
             mask = torch.from_numpy(read_mask(it.mask, res, cfg.num_classes)).long()  # (H, W)
             valid = (mask != IGNORE).flatten().nonzero().squeeze(1)
             pick = valid[torch.randperm(valid.numel(), generator=gen)[:per_image]]
@@ -339,25 +346,25 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
         y = torch.cat(ys_list)
         del xs_list
         if not stats_set:  # per-channel standardisation from the first pool
-            model.feat_mean.copy_(x.mean(0).to(cfg.device))
-            model.feat_std.copy_(x.std(0).clamp(min=1e-6).to(cfg.device))
+            model.feat_mean.copy_(x.mean(0).to(device))
+            model.feat_std.copy_(x.std(0).clamp(min=1e-6).to(device))
             stats_set = True
         model.train()
         correct = total = 0
-        for mi, (member, opt) in enumerate(zip(model.members, opts)):
+        for mi, (member, optim) in enumerate(zip(model.members, opts)):
             for _ in range(cfg.epochs):
                 order = torch.randperm(x.shape[0], generator=gen)
                 for s in range(0, x.shape[0], cfg.batch_size):
                     idx = order[s : s + cfg.batch_size]
                     if idx.numel() < 2:  # BatchNorm needs two samples
                         continue
-                    xb = model.normalise(x[idx].to(cfg.device))
-                    yb = y[idx].to(cfg.device)
+                    xb = model.normalise(x[idx].to(device))
+                    yb = y[idx].to(device)
                     logits = member(xb)
                     loss = lossf(logits, yb)
-                    opt.zero_grad(set_to_none=True)
+                    optim.zero_grad(set_to_none=True)
                     loss.backward()
-                    opt.step()
+                    optim.step()
                     if rnd == cfg.rounds - 1 and mi == 0:
                         correct += int((logits.argmax(1) == yb).sum())
                         total += int(yb.numel())

@@ -12,12 +12,15 @@ FILE``, :mod:`glomssl.datagan.inception`; the standard FID, see there for how cl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 
@@ -189,6 +192,41 @@ class MetricState:
         return out
 
 
+@dataclass
+class GanMetricsConfig:
+    """Options of ``glomssl gan metrics``."""
+
+    network: str = ""
+    data: list[str] = field(default_factory=list)
+    metric_encoder: str | None = None
+    metric_inception: str | None = None
+    num: int = opt(1000, ge=2)
+    device: str = "auto"
+    out: str | None = None
+
+    def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
+        if not self.metric_encoder and not self.metric_inception:
+            raise GlomsslError(
+                "gan metrics needs a feature space: pass --metric-encoder RUN and/or "
+                "--metric-inception FILE"
+            )
+
+
+def run_gan_metrics_config(cfg: GanMetricsConfig) -> dict[str, Any]:
+    """``glomssl gan metrics``: :func:`run_gan_metrics`, the result also written to ``cfg.out``."""
+    result = run_gan_metrics(
+        cfg.network, cfg.data, cfg.metric_encoder, cfg.metric_inception, cfg.num, cfg.device
+    )
+    if cfg.out:
+        from glomssl.fsutil import atomic_write_text
+
+        atomic_write_text(cfg.out, json.dumps(result) + "\n")
+    return result
+
+
 def run_gan_metrics(
     network: str,
     data: list[str],
@@ -226,8 +264,9 @@ def run_gan_metrics(
             f"--metric-inception {metric_inception} does not exist; save torchvision's "
             "inception_v3 state dict there (see README) or drop the option"
         )
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(device)
     G, meta = load_generator(network, device=device)
     rec = meta.get("config") or {}
     cfg = GanTrainConfig(

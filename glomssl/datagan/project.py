@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 if TYPE_CHECKING:
@@ -185,16 +186,19 @@ class ProjectConfig:
     out: str
     masks: str | None = None
     steps: int = 300
-    lr: float = 0.05
+    lr: float = opt(0.05, gt=0)
     optimize_noise: bool = True
     encoder: str | None = None
     encoder_weight: float = 1.0
     ssim_weight: float = 1.0
-    seed: int = 0
+    seed: int = opt(0, ge=0)
     device: str = "cpu"
     quiet: bool = False
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         if self.steps < 1:
             raise GlomsslError("--steps must be at least 1")
         if self.lr <= 0:
@@ -248,12 +252,15 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         pairs.append((f, mask))
     out = ensure_writable_dir(cfg.out)
     (out / "reconstructions").mkdir(exist_ok=True)
-    G = load_network(G if G is not None else cfg.network, cfg.device)
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
+    G = load_network(G if G is not None else cfg.network, device)
     encoder = None
     if cfg.encoder:
         from glomssl.ssl.embed import load_backbone
 
-        encoder, _info = load_backbone(cfg.encoder, cfg.device, layers=(2, 3, 4))
+        encoder, _info = load_backbone(cfg.encoder, device, layers=(2, 3, 4))
         encoder.requires_grad_(False)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     done = skipped = 0
@@ -273,7 +280,7 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         except (OSError, ValueError) as exc:
             raise GlomsslError(f"{f} or its mask is not a readable image ({exc})") from exc
         arr = np.asarray(real, dtype=np.float32) / 127.5 - 1.0
-        target = torch.from_numpy(arr).permute(2, 0, 1)[None].to(cfg.device)  # (1, 3, H, W)
+        target = torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)  # (1, 3, H, W)
         ws, noise, terms = project_image(
             G,
             target,
@@ -291,7 +298,7 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
             (out / f".{name}_mask.tmp.png").replace(out / f"{name}_mask.png")
         from glomssl.datagan.features import synthesize_latent
 
-        recon, _ = synthesize_latent(G, {"ws": ws, "noise": noise}, cfg.device)
+        recon, _ = synthesize_latent(G, {"ws": ws, "noise": noise}, device)
         _save_png(out / "reconstructions" / f"{name}.png", to_uint8(recon[0]))
         save_latent(out / f"{name}.npz", ws, noise, source=str(f.name), **terms)
         losses.append({"image": f.name, **terms})

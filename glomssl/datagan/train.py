@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 import torch.utils.data as tud
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
@@ -48,18 +49,18 @@ class GanTrainConfig:
     target: float = 0.6  # ADA over-fitting target for E[sign(D(real))]
     ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
     ada_interval: int = 4
-    lr: float | None = None  # None -> 0.0025 (0.002 at 1024)
+    lr: float | None = opt(None, gt=0)  # None -> 0.0025 (0.002 at 1024)
     ema_kimg: float | None = None  # None -> batch * 10 / 32
     ema_rampup: float | None = 0.05
-    pl_weight: float | None = None  # None -> 2 (0 for "small")
+    pl_weight: float | None = opt(None, ge=0)  # None -> 2 (0 for "small")
     style_mixing: float = 0.9
     g_reg_interval: int = 4
     d_reg_interval: int = 16
     snap: float = 50.0  # kimg between snapshots
     tick: float = 4.0  # kimg between metrics.jsonl lines
     grid: int = 8  # fakes grid is grid x grid images
-    seed: int = 0
-    workers: int = 2
+    seed: int = opt(0, ge=0)
+    workers: int = opt(2, ge=0)
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -68,11 +69,11 @@ class GanTrainConfig:
     )
     precision: str = "auto"  # auto -> bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, else 32
     resume: bool = False
-    slide_level: int = 0
-    slide_mpp: float | None = None
+    slide_level: int = opt(0, ge=0)
+    slide_mpp: float | None = opt(None, gt=0)
     metric_encoder: str | None = None  # glomssl pretrain run/backbone for FID/KID per snapshot
     metric_inception: str | None = None  # local Inception-v3 weights for standard FID/KID
-    metric_num: int = 1000  # images (real and fake) per FID/KID evaluation
+    metric_num: int = opt(1000, ge=2)  # images (real and fake) per FID/KID evaluation
     quiet: bool = False
 
     def validate(self) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.mining.openi import COLLECTIONS, IMAGE_TYPES
 
@@ -314,6 +315,39 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"Not Found", "text/plain")
         ctype = CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream")
         self._send(200, file.read_bytes(), ctype, truncated=fault == "truncated")
+
+
+@dataclass
+class ReplayConfig:
+    """Options of ``glomssl replay``."""
+
+    folder: str = ""
+    port: int = opt(8765, ge=0, le=65535)
+    latency: float = opt(0.0, ge=0)
+    max_page: int | None = opt(None, ge=1)
+    p429: float = opt(0.0, ge=0, le=1)
+    p500: float = opt(0.0, ge=0, le=1)
+    ptruncated: float = opt(0.0, ge=0, le=1)
+    retry_after: int = opt(1, ge=0)
+
+    def validate(self) -> None:
+        if self.p429 + self.p500 + self.ptruncated > 1:
+            raise GlomsslError("--p429 + --p500 + --ptruncated must sum to at most 1")
+        if not Path(self.folder).is_dir():
+            raise GlomsslError(f"--data {self.folder} is not a folder; pass a replay data folder")
+
+
+def run_replay(cfg: ReplayConfig) -> None:
+    """``glomssl replay``: serve ``cfg.folder`` with the configured faults until Ctrl-C."""
+    faults = Faults(
+        latency_s=cfg.latency,
+        max_page=cfg.max_page,
+        p_429=cfg.p429,
+        p_500=cfg.p500,
+        p_truncated=cfg.ptruncated,
+        retry_after_s=cfg.retry_after,
+    )
+    serve(cfg.folder, cfg.port, faults)
 
 
 def serve(folder: str | Path, port: int, faults: Faults) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.mining.curate import image_stats, load_rgb
 
@@ -188,7 +189,7 @@ class ScorerTrainConfig:
     val_fraction: float = 0.2
     c: float = 1.0
     hidden: int = 32
-    seed: int = 0
+    seed: int = opt(0, ge=0)
     quiet: bool = False
 
     def validate(self) -> None:

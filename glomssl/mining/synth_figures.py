@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 from glomssl.manifest import list_images
@@ -64,7 +65,7 @@ class SynthConfig:
     out: str = "synth_figures"
     n: int = 1000  # number of figures
     val_fraction: float = 0.1  # last share of figures goes to the val split
-    seed: int = 0
+    seed: int = opt(0, ge=0)
     images: list[str] = dataclasses.field(default_factory=list)  # folders of panel images
     long_side: int = 512  # typical long side of a figure (Open-i serves ~512 px)
     max_pool: int = 2000  # at most this many user images are kept in memory

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -180,8 +181,8 @@ class TrainConfig:
     imgsz: int = 512
     batch: int = 16
     device: str = "cpu"
-    workers: int = 2
-    seed: int = 0
+    workers: int = opt(2, ge=0)
+    seed: int = opt(0, ge=0)
     patience: int = 50
     fraction: float = 1.0  # share of the training images used (a quick run on a big set)
     warmup_epochs: float = 1.0

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 
@@ -87,15 +88,18 @@ class EmbedConfig:
     checkpoint: str = ""
     input: str = ""
     out: str = ""
-    image_size: int | None = None
-    batch_size: int = 64
-    workers: int = 2
+    image_size: int | None = opt(None, ge=16)
+    batch_size: int = opt(64, ge=1)
+    workers: int = opt(2, ge=0)
     device: str = "auto"
     layers: list[int] | None = None
     faiss_index: str | None = None
     quiet: bool = False
 
     def validate(self) -> None:
+        from glomssl.engine import resolve_device
+
+        resolve_device(self.device)
         if not self.out.endswith(".npz"):
             raise GlomsslError(f"--out {self.out!r} must end with .npz")
         if self.batch_size < 1:
@@ -156,9 +160,9 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     from glomssl.manifest import load_image_list
 
     cfg.validate()
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
     layers = tuple(cfg.layers) if cfg.layers else (4,)
     encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
     size = cfg.image_size or int(meta.get("image_size", 224))

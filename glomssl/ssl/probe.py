@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import atomic_write_text
 
@@ -30,12 +31,12 @@ class ProbeConfig:
     embeddings: str = ""
     labels: str = ""
     group: str = "slide"
-    label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0])
-    folds: int = 5
-    repeats: int = 3
-    knn_k: int = 20
+    label_fractions: list[float] = opt(factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], gt=0, le=1)
+    folds: int = opt(5, ge=2)
+    repeats: int = opt(3, ge=1)
+    knn_k: int = opt(20, ge=1)
     probes: list[str] = field(default_factory=lambda: ["linear", "knn"])
-    seed: int = 0
+    seed: int = opt(0, ge=0)
     out: str | None = None
 
     def validate(self) -> None:

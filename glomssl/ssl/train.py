@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.ssl.backbones import ARCHS, IMAGENET_MEAN, IMAGENET_STD
 from glomssl.ssl.transforms import AugmentSpec
@@ -55,23 +56,23 @@ class PretrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32"
-    workers: int = 2
+    workers: int = opt(2, ge=0)
     cache: bool = False
     resume: bool = False
-    seed: int = 0
+    seed: int = opt(0, ge=0)
     log_every: int = 10
     ckpt_every: int = 100
     proj_dim: int = 2048
     pred_hidden: int = 512
-    regions: int = 8
+    regions: int = opt(8, ge=2)
     backbone_bn: Literal["train", "frozen"] = "train"  # frozen: BN statistics stay at their init
     regcon_negatives: Literal["batch", "image"] = "batch"  # regcon InfoNCE negatives
     augment: AugmentSpec = field(default_factory=AugmentSpec)
-    slide_level: int = 0
-    slide_mpp: float | None = None
+    slide_level: int = opt(0, ge=0)
+    slide_mpp: float | None = opt(None, gt=0)
     patches_per_epoch: int = 2000
     probe_data: str | None = None
-    probe_every: int = 500
+    probe_every: int = opt(500, ge=1)
     probe_group: str = "slide"
     quiet: bool = False
 

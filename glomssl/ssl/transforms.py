@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from glomssl.config import opt
+
 # Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB) in optical-density space.
 _RGB_FROM_HED = torch.tensor(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
@@ -29,18 +31,18 @@ _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 class AugmentSpec:
     """Strengths of the two-view augmentation; the defaults are the recipe that won on real data."""
 
-    image_size: int = 224
-    crop_min_scale: float = 0.4
+    image_size: int = opt(224, ge=16)
+    crop_min_scale: float = opt(0.4, gt=0, le=1)
     flip: bool = True
     rot90: bool = True
-    brightness: float = 0.1
-    contrast: float = 0.1
-    saturation: float = 0.1
-    hue: float = 0.0
-    jitter_p: float = 0.8
-    gray_p: float = 0.0
-    blur_p: float = 0.2
-    stain_jitter: float = 0.05
+    brightness: float = opt(0.1, ge=0, le=1)
+    contrast: float = opt(0.1, ge=0, le=1)
+    saturation: float = opt(0.1, ge=0, le=1)
+    hue: float = opt(0.0, ge=0, le=0.5)
+    jitter_p: float = opt(0.8, ge=0, le=1)
+    gray_p: float = opt(0.0, ge=0, le=1)
+    blur_p: float = opt(0.2, ge=0, le=1)
+    stain_jitter: float = opt(0.05, ge=0, le=1)
 
 
 class RandomRot90(nn.Module):

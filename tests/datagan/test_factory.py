@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from glomssl.datagan.commands_label import datagan
+from glomssl.cli.datagan import datagan
 from glomssl.datagan.factory import GenerateConfig, run_datagan_generate
 from glomssl.datagan.networks import create_discriminator, create_generator
 from glomssl.datagan.snapshot import save_snapshot
@@ -152,7 +152,7 @@ def test_resume_after_kill(setup: dict[str, Path], reference: Path) -> None:
     """kill -9 a real `datagan generate` process mid-run; the rerun completes the same set."""
     out = setup["root"] / "killed"
     code = (
-        "import sys; from glomssl.datagan.commands_label import datagan; "
+        "import sys; from glomssl.cli.datagan import datagan; "
         "datagan.main(sys.argv[1:], standalone_mode=True)"
     )
     args = ["generate", "--network", str(setup["run"]), "--labeler", str(setup["lab"])]

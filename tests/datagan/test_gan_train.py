@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from glomssl.datagan.commands import gan
+from glomssl.cli.gan import gan
 from glomssl.datagan.metrics import MetricState, fid_from_features, kid_from_features
 from glomssl.datagan.snapshot import list_snapshots, load_snapshot
 from glomssl.datagan.train import (

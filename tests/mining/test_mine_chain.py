@@ -10,7 +10,7 @@ from glomssl.manifest import read_manifest, resolve
 from glomssl.mining.pipeline import MineConfig, run_mine
 from glomssl.mining.replay import ReplayServer
 
-DEMO = Path(__file__).resolve().parents[2] / "glomssl" / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "glomssl" / "assets" / "demo"
 
 
 def _cfg(server: ReplayServer, out: Path, **kw: object) -> MineConfig:

@@ -1,16 +1,10 @@
-"""Click commands ``glomssl mine`` and ``glomssl replay`` (thin: options -> config -> one call)."""
+"""``glomssl mine``: Open-i search -> download -> separate -> curate -> dedup (thin: options -> config -> one call)."""
 
 from __future__ import annotations
 
 import click
 
-from glomssl.errors import GlomsslError
-
-
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+from glomssl.cli.common import csv_tuple
 
 
 @click.command()
@@ -64,14 +58,14 @@ def mine(
         "endpoint": endpoint,
         "image_type": image_type,
         "collection": collection,
-        "license": _csv(license_),
+        "license": csv_tuple(license_),
         "limit": limit,
         "page_size": page_size,
         "rate": rate,
         "workers": workers,
         "user_agent": user_agent,
         "stop_after": stop_after,
-        "skip": _csv(skip),
+        "skip": csv_tuple(skip),
         "quiet": quiet or None,
     }
     cfg = build_config(MineConfig, config_file, overrides)
@@ -81,47 +75,3 @@ def mine(
     summary = run_mine(cfg)
     if not quiet:
         click.echo(summary.paragraph())
-
-
-@click.command()
-@click.option("--data", "folder", required=True, type=click.Path(file_okay=False), help="Folder.")
-@click.option("--port", type=int, default=8765, show_default=True)
-@click.option("--latency", type=float, default=0.0, show_default=True, help="Seconds per request.")
-@click.option("--max-page", type=int, default=None, help="Serve at most this many records a page.")
-@click.option("--p429", type=float, default=0.0, show_default=True, help="Chance of a 429.")
-@click.option("--p500", type=float, default=0.0, show_default=True, help="Chance of a 500.")
-@click.option("--ptruncated", type=float, default=0.0, show_default=True, help="Truncated bodies.")
-@click.option("--retry-after", type=int, default=1, show_default=True, help="Retry-After seconds.")
-def replay(
-    folder: str,
-    port: int,
-    latency: float,
-    max_page: int | None,
-    p429: float,
-    p500: float,
-    ptruncated: float,
-    retry_after: int,
-) -> None:
-    """Serve a folder (records.json + images) as an offline Open-i on 127.0.0.1 until Ctrl-C.
-
-    \b
-    Example:
-      glomssl replay --data glomssl/data/demo --port 8765 --latency 0.05
-    """
-    from glomssl.mining.replay import Faults, serve
-
-    if latency < 0 or retry_after < 0 or (max_page is not None and max_page < 1):
-        raise GlomsslError("--latency, --retry-after must be >= 0 and --max-page >= 1")
-    if not all(0.0 <= p <= 1.0 for p in (p429, p500, ptruncated)) or p429 + p500 + ptruncated > 1:
-        raise GlomsslError("--p429/--p500/--ptruncated are probabilities summing to at most 1")
-    if not 0 <= port <= 65535:
-        raise GlomsslError(f"--port {port} must be between 0 and 65535")
-    faults = Faults(
-        latency_s=latency,
-        max_page=max_page,
-        p_429=p429,
-        p_500=p500,
-        p_truncated=ptruncated,
-        retry_after_s=retry_after,
-    )
-    serve(folder, port, faults)

@@ -1,25 +1,16 @@
-"""Click commands ``glomssl pretrain``, ``glomssl embed`` and ``glomssl probe`` (loaded lazily).
-
-Each command validates its options, builds one dataclass config and calls one library function:
-:func:`glomssl.ssl.train.run_pretrain`, :func:`glomssl.ssl.embed.run_embed`,
-:func:`glomssl.ssl.probe.run_probe`. torch and lightning are imported only inside those functions.
-"""
+"""``glomssl pretrain``: self-supervised pretraining (calls :func:`glomssl.ssl.train.run_pretrain`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from glomssl.cli.common import drop_none
 from glomssl.config import build_config, to_yaml
 
 METHODS = ("simsiam", "regcon", "byol", "barlowtwins", "vicreg")
 ARCHS = ("resnet18", "resnet34", "resnet50")
-
-
-def _overrides(**kw: Any) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if v is not None}
 
 
 @click.command("pretrain")
@@ -72,7 +63,7 @@ def pretrain(config_file: str | None, dry_run: bool, stain_jitter: float | None,
     """
     from glomssl.ssl.train import PretrainConfig
 
-    over = _overrides(**kw)
+    over = drop_none(**kw)
     over["data"] = list(kw["data"])
     if not kw["resume"]:
         over.pop("resume", None)
@@ -100,72 +91,3 @@ def pretrain(config_file: str | None, dry_run: bool, stain_jitter: float | None,
             f"pretrained {cfg.method}/{cfg.arch} for {res['steps']} steps -> {res['backbone']}"
             + (f" ({res['skipped']} unreadable images skipped)" if res.get("skipped") else "")
         )
-
-
-@click.command("embed")
-@click.option("--checkpoint", required=True, help="Run folder or backbone.safetensors.")
-@click.option("--input", "input_", required=True, help="FOLDER or MANIFEST of images.")
-@click.option("--out", required=True, help="Output .npz (paths, embeddings).")
-@click.option("--image-size", type=int, default=None, help="Resize to N x N [from backbone.json].")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--workers", type=int, default=None)
-@click.option("--device", type=str, default=None, help="auto | cpu | cuda [auto].")
-@click.option("--layers", type=str, default=None, help="Stages pooled, e.g. 3,4 [4].")
-@click.option(
-    "--faiss-index", type=str, default=None, help="Also write a faiss inner-product index."
-)
-@click.option("--quiet", is_flag=True)
-def embed(input_: str, layers: str | None, quiet: bool, **kw: Any) -> None:
-    """Embed images with a pretrained encoder into an .npz (input order).
-
-    Example: glomssl embed --checkpoint runs/ssl1 --input crops/ --out crops.npz
-    """
-    from glomssl.ssl.embed import EmbedConfig, run_embed
-
-    over = _overrides(**kw)
-    over["input"] = input_
-    over["quiet"] = quiet
-    if layers:
-        over["layers"] = layers
-    cfg = build_config(EmbedConfig, None, over)
-    res = run_embed(cfg)
-    click.echo(
-        f"embedded {res['n']} images ({res['dim']}-d, {res['image_size']} px) -> {res['out']}"
-    )
-    if res["skipped"]:
-        click.echo(f"skipped {len(res['skipped'])} unreadable images, e.g. {res['skipped'][0]}")
-
-
-@click.command("probe")
-@click.option("--embeddings", required=True, help=".npz written by glomssl embed.")
-@click.option("--labels", required=True, help="CSV (image/path, label, ...) or JSONL manifest.")
-@click.option("--group", default=None, help="Column no split may share, e.g. slide [slide].")
-@click.option(
-    "--label-fraction",
-    "label_fractions",
-    type=float,
-    multiple=True,
-    help="Repeatable [.01 .05 .1 .25 1].",
-)
-@click.option("--folds", type=int, default=None)
-@click.option("--repeats", type=int, default=None)
-@click.option("--knn-k", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--out", default=None, help="Write the report as JSON here.")
-def probe(label_fractions: tuple[float, ...], **kw: Any) -> None:
-    """Linear and kNN probes with group-aware splits; prints a table.
-
-    Example: glomssl probe --embeddings crops.npz --labels labels.csv --group slide --label-fraction 0.1
-    """
-    from glomssl.ssl.probe import ProbeConfig, format_table, run_probe
-
-    over = _overrides(**kw)
-    if label_fractions:
-        over["label_fractions"] = list(label_fractions)
-    cfg = build_config(ProbeConfig, None, over)
-    report = run_probe(cfg)
-    click.echo(
-        f"{report['n_images']} images, {report['n_groups']} groups, classes "
-        + json.dumps(report["classes"])
-    )
-    click.echo(format_table(report))

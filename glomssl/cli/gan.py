@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from glomssl.cli import CommandGroup
+from glomssl.cli.common import config_options, drop_none, run_command
 
 CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
 
@@ -136,17 +137,12 @@ def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
     default=None,
     help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
 )
-@click.option("--num", type=int, default=1000, show_default=True, help="Real and fake images.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--num", type=int, default=None, help="Real and fake images [1000].")
+@click.option("--device", default=None, help="auto, cpu or cuda [auto].")
 @click.option("--out", default=None, help="Also write the result to this JSON file.")
+@config_options
 def metrics_cmd(
-    network: str,
-    data: tuple[str, ...],
-    metric_encoder: str | None,
-    metric_inception: str | None,
-    num: int,
-    device: str,
-    out: str | None,
+    data: tuple[str, ...], config_file: str | None, set_: tuple[str, ...], dry_run: bool, **kw: Any
 ) -> None:
     """FID/KID of a snapshot's G_ema against real images, in each feature space given.
 
@@ -157,12 +153,12 @@ def metrics_cmd(
     Example:
     glomssl gan metrics --network runs/gan256 --data patches/ --metric-inception inc.pth
     """
-    from glomssl.datagan.metrics import run_gan_metrics
+    from glomssl.datagan.metrics import GanMetricsConfig, run_gan_metrics_config
 
-    result = run_gan_metrics(network, list(data), metric_encoder, metric_inception, num, device)
-    text = json.dumps(result)
-    if out:
-        from glomssl.fsutil import atomic_write_text
-
-        atomic_write_text(out, text + "\n")
-    click.echo(text)
+    over = drop_none(**kw)
+    over["data"] = list(data)
+    result = run_command(
+        GanMetricsConfig, config_file, over, run_gan_metrics_config, dry_run=dry_run, sets=set_
+    )
+    if result is not None:
+        click.echo(json.dumps(result))

@@ -1,7 +1,7 @@
 """The ``glomssl`` command line.
 
-Each command lives beside the library code it drives (``glomssl/<area>/commands*.py``) and is loaded
-lazily, so ``glomssl --help`` imports neither torch nor ultralytics. Every command follows one pattern:
+Each top-level command lives in its own module, ``glomssl/cli/<command>.py``, loaded lazily, so
+``glomssl --help`` imports neither torch nor ultralytics. Library packages never import click. Every command follows one pattern:
 check options -> build a config -> call one library function -> print the result. Bad input raises
 :class:`glomssl.errors.GlomsslError`, shown here as a single line with a non-zero exit.
 """
@@ -20,42 +20,38 @@ from glomssl.errors import GlomsslError
 
 # name -> (module, attribute, one-line help shown by `glomssl --help` without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "mine": ("glomssl.mining.commands", "mine", "Mine Open-i figures into a curated corpus."),
-    "replay": (
-        "glomssl.mining.commands",
-        "replay",
-        "Serve an offline Open-i replay (search + images) on 127.0.0.1.",
-    ),
+    "mine": ("glomssl.cli.mine", "mine", "Mine Open-i figures into a curated corpus."),
+    "replay": ("glomssl.cli.replay", "replay", "Serve an offline Open-i replay on 127.0.0.1."),
     "separator": (
-        "glomssl.mining.commands_separate",
+        "glomssl.cli.separator",
         "separator",
         "Make synthetic compound figures and train the panel detector.",
     ),
     "separate": (
-        "glomssl.mining.commands_separate",
+        "glomssl.cli.separate",
         "separate",
         "Split compound figures into panels (YOLO or classic).",
     ),
     "curate": (
-        "glomssl.mining.commands_curate",
+        "glomssl.cli.curate",
         "curate",
         "Keep light-microscopy tissue panels; train the scorer.",
     ),
     "dedup": (
-        "glomssl.mining.commands_curate",
+        "glomssl.cli.dedup",
         "dedup",
         "Drop exact, perceptual and embedding near-duplicates.",
     ),
     "pretrain": (
-        "glomssl.ssl.commands",
+        "glomssl.cli.pretrain",
         "pretrain",
-        "Self-supervised pretraining (SimSiam, region contrast).",
+        "Self-supervised pretraining (VICReg by default, SimSiam, region contrast).",
     ),
-    "embed": ("glomssl.ssl.commands", "embed", "Embed images with a pretrained encoder."),
-    "probe": ("glomssl.ssl.commands", "probe", "Linear and kNN probes of embeddings."),
-    "gan": ("glomssl.datagan.commands", "gan", "Train StyleGAN2-ADA and generate images."),
+    "embed": ("glomssl.cli.embed", "embed", "Embed images with a pretrained encoder."),
+    "probe": ("glomssl.cli.probe", "probe", "Linear and kNN probes of embeddings."),
+    "gan": ("glomssl.cli.gan", "gan", "Train StyleGAN2-ADA and generate images."),
     "datagan": (
-        "glomssl.datagan.commands_label",
+        "glomssl.cli.datagan",
         "datagan",
         "Label factory: annotate a few samples, generate labelled pairs.",
     ),
@@ -82,6 +78,35 @@ class CommandGroup(click.Group):
             return super().invoke(ctx)
         except GlomsslError as exc:
             raise UserError(str(exc), exc.exit_code) from None
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """As click's, but a usage error (bad option value, missing option) prints ONE line.
+
+        Click prints a usage block, a hint and the error on three lines; glomssl prints
+        ``Error: <what is wrong> (see: glomssl CMD --help)`` and exits with code 2.
+        """
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "glomssl")
+            click.echo(f"Error: {exc.format_message()} (see: {where} --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 class GlomsslGroup(CommandGroup):

@@ -1,6 +1,6 @@
-"""Regenerate the bundled demo replay data (``glomssl/data/demo/``) from the shared real images.
+"""Regenerate the bundled demo replay data (``glomssl/assets/demo/``) from the shared real images.
 
-Run from the project root: ``python -m glomssl.data.demo.make_demo [--shared ../shared/data]``.
+Run from the project root: ``python tools/make_demo.py [--shared ../shared/data]``.
 
 It cuts real microscopy images that may be redistributed (the CC0 whole-slide image
 ``wsi/cmu_small_region.svs`` and the BSD/CC0 images of ``histology/``), composes compound figures from
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = ROOT / "glomssl" / "assets" / "demo"
 IMG_DIR = "imgs/512/demo"
 JPEG_QUALITY = 82
 
@@ -125,7 +126,7 @@ SOURCES = {
 }
 
 
-def build(shared: Path, out: Path = HERE) -> dict[str, Any]:
+def build(shared: Path, out: Path = DEMO_DIR) -> dict[str, Any]:
     """Write images, records.json, licences and LICENSES.md into ``out``; return a short summary."""
     from glomssl.mining.replay import make_record
 
@@ -228,7 +229,7 @@ def _write_licenses_md(out: Path, provenance: list[tuple[str, str]]) -> None:
         "# Demo data: where every image came from",
         "",
         "All images here are cut from real microscopy images that may be redistributed. They were",
-        "made by `python -m glomssl.data.demo.make_demo` from the project's shared data folder.",
+        "made by `python tools/make_demo.py` from the project's shared data folder.",
         "The `records.json` uids (DEMO0001 ...) are demo identifiers, not real articles.",
         "",
         "| source image | origin | licence | licence file |",
@@ -251,8 +252,8 @@ def _write_licenses_md(out: Path, provenance: list[tuple[str, str]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", default=str(HERE.parents[3] / "shared" / "data"))
-    ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", default=str(DEMO_DIR))
     args = ap.parse_args()
     print(json.dumps(build(Path(args.shared), Path(args.out))))
 

@@ -1,0 +1,113 @@
+"""Helpers shared by the command modules: option sets, config building, one output style.
+
+Every command follows one pattern: check options -> build one dataclass config (defaults <- ``--config``
+YAML <- ``--set key.sub=value`` <- options) -> call ONE library function -> print one plain summary line
+(or, with ``--json``, one JSON object for machines).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
+
+
+def drop_none(**kw: Any) -> dict[str, Any]:
+    """The options the user actually gave (click passes None for the others)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def csv_tuple(value: str | None) -> tuple[str, ...] | None:
+    """``"a, b,c"`` -> ``("a", "b", "c")``; None stays None."""
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def reasons_text(counts: dict[str, int]) -> str:
+    """`` (chart 3, text 2)`` for the non-zero counts, or an empty string."""
+    parts = [f"{k} {v}" for k, v in counts.items() if v]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def config_options(fn: F) -> F:
+    """``--config FILE``, ``--set KEY=VALUE`` (repeatable, dotted keys) and ``--dry-run``."""
+    fn = click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")(fn)
+    fn = click.option(
+        "--set",
+        "set_",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one config key, e.g. --set augment.blur=0.2 (repeatable).",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML file of options (command-line options win).",
+    )(fn)
+    return fn
+
+
+def hardware_options(fn: F) -> F:
+    """The one set of hardware options every training command takes (see glomssl.engine)."""
+    opts = [
+        click.option(
+            "--accelerator", type=click.Choice(["auto", "cpu", "gpu"]), default=None, help="[auto]"
+        ),
+        click.option("--devices", type=int, default=None, help="Devices per node [1]."),
+        click.option("--num-nodes", type=int, default=None, help="Nodes [1]."),
+        click.option(
+            "--strategy", default=None, help="auto, ddp, ddp_spawn or ddp_find_unused [auto]."
+        ),
+        click.option(
+            "--precision",
+            default=None,
+            help="auto, 32, bf16-mixed or 16-mixed [auto: bf16-mixed on GPUs with bf16, else 32].",
+        ),
+    ]
+    for deco in reversed(opts):
+        fn = deco(fn)
+    return fn
+
+
+def build(
+    config_cls: type[C],
+    config_file: str | None,
+    overrides: dict[str, Any],
+    sets: tuple[str, ...] = (),
+) -> C:
+    """Merge defaults <- YAML file <- ``--set`` items <- options, validate, return the config."""
+    from glomssl.config import build_config, parse_sets
+
+    return build_config(config_cls, config_file, overrides, sets=parse_sets(sets))
+
+
+def run_command(
+    config_cls: type[C],
+    config_file: str | None,
+    overrides: dict[str, Any],
+    fn: Callable[[C], Any],
+    *,
+    dry_run: bool = False,
+    sets: tuple[str, ...] = (),
+) -> Any:
+    """Build the config; with ``dry_run`` print it and return None, else return ``fn(config)``."""
+    from glomssl.config import to_yaml
+
+    cfg = build(config_cls, config_file, overrides, sets)
+    if dry_run:
+        click.echo(to_yaml(cfg), nl=False)
+        return None
+    return fn(cfg)
+
+
+def echo_json(result: Any) -> None:
+    """One JSON line (for the commands whose summary is meant for machines)."""
+    click.echo(json.dumps(result, default=str))

@@ -1,0 +1,73 @@
+"""``glomssl separate``: split compound figures into panels.
+
+Each command checks its options, builds one dataclass config, calls one library function and prints a
+short JSON summary. Heavy imports (ultralytics, torch) happen inside the library functions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from glomssl.config import build_config, to_yaml
+
+
+def _echo(summary: dict[str, Any]) -> None:
+    click.echo(json.dumps(summary, indent=None, default=str))
+
+
+@click.command("separate")
+@click.option("--input", "input_", required=True, type=click.Path(), help="FOLDER or MANIFEST.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--method", type=click.Choice(["yolo", "classic"]), default=None, help="[yolo]")
+@click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")
+@click.option("--conf", type=float, default=None, help="Detector confidence threshold [0.25].")
+@click.option("--imgsz", type=int, default=None, help="Detector image size [from weights].")
+@click.option("--min-side", type=int, default=None, help="Drop panels smaller than this [24].")
+@click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
+@click.option("--device", default=None, help="cpu or a CUDA index [cpu].")
+@click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
+@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def separate(
+    input_: str,
+    out: str,
+    method: str | None,
+    weights: str | None,
+    conf: float | None,
+    imgsz: int | None,
+    min_side: int | None,
+    preview: int | None,
+    device: str | None,
+    config_file: str | None,
+    dry_run: bool,
+    quiet: bool,
+) -> None:
+    """Split compound figures into panel crops with DIR/manifest.jsonl; resumable.
+
+    Example: glomssl separate --input figures/ --out panels --preview 10
+    """
+    from glomssl.mining.separate import SeparateConfig, run_separate
+
+    cfg = build_config(
+        SeparateConfig,
+        config_file,
+        {
+            "input": input_,
+            "out": out,
+            "method": method,
+            "weights": weights,
+            "conf": conf,
+            "imgsz": imgsz,
+            "min_side": min_side,
+            "preview": preview,
+            "device": device,
+            "quiet": quiet or None,
+        },
+    )
+    if dry_run:
+        click.echo(to_yaml(cfg), nl=False)
+        return
+    _echo(run_separate(cfg))
