@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from glomssl.mining.separate import Separator, prf1
-from glomssl.mining.synth_figures import Fonts, load_pool, make_figure
+from glomssl.mining.synth import Fonts, load_pool, make_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 

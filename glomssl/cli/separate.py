@@ -21,13 +21,18 @@ def _echo(summary: dict[str, Any]) -> None:
 @click.command("separate")
 @click.option("--input", "input_", required=True, type=click.Path(), help="FOLDER or MANIFEST.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--method", type=click.Choice(["yolo", "classic"]), default=None, help="[yolo]")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "hybrid", "yolo", "classic"]),
+    default=None,
+    help="auto (the measured best, see docs/separate.md), hybrid, yolo or classic [auto].",
+)
 @click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")
 @click.option("--conf", type=float, default=None, help="Detector confidence threshold [0.25].")
 @click.option("--imgsz", type=int, default=None, help="Detector image size [from weights].")
 @click.option("--min-side", type=int, default=None, help="Drop panels smaller than this [24].")
 @click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
-@click.option("--device", default=None, help="cpu or a CUDA index [cpu].")
+@click.option("--device", default=None, help="cpu, auto, cuda, cuda:N or a CUDA index [cpu].")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

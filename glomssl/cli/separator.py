@@ -54,7 +54,7 @@ def synth(
 
     Example: glomssl separator synth --out synth --n 2000 --images micrographs/ --seed 0
     """
-    from glomssl.mining.synth_figures import SynthConfig, run_synth
+    from glomssl.mining.synth import SynthConfig, run_synth
 
     cfg = build_config(
         SynthConfig,
@@ -116,7 +116,7 @@ def train(
 
     Example: glomssl separator train --data synth/data.yaml --epochs 15 --imgsz 416
     """
-    from glomssl.mining.yolo import TrainConfig, train_detector
+    from glomssl.mining.yolo_train import TrainConfig, train_detector
 
     cfg = build_config(
         TrainConfig,

@@ -1,4 +1,5 @@
-"""Figure separation: classic XY cuts and YOLO on figures with known boxes; the resumable run."""
+"""Figure separation: classic XY cuts, YOLO and the hybrid on figures with known boxes; the resumable
+run (state, duplicates, lock, previews, file modes, bad weights and devices)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,10 @@ from PIL import Image, ImageDraw
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import sha256_file
 from glomssl.manifest import read_manifest
-from glomssl.mining.separate import (
-    SeparateConfig,
-    Separator,
-    classic_boxes,
-    iou,
-    prf1,
-    run_separate,
-)
-from glomssl.mining.synth_figures import Fonts, make_figure, paint_micrograph
+from glomssl.mining.boxes import iou, prf1
+from glomssl.mining.classic import classic_boxes
+from glomssl.mining.separate import AUTO_METHOD, SeparateConfig, Separator, run_separate
+from glomssl.mining.synth import Fonts, make_figure, paint_micrograph
 from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
 Box = tuple[int, int, int, int]
@@ -66,7 +62,7 @@ def test_classic_finds_grid_panels_exactly(seed: int) -> None:
 def test_non_compound_figure_is_one_trimmed_panel() -> None:
     fig = Image.new("RGB", (300, 200), (255, 255, 255))
     fig.paste(paint_micrograph(np.random.default_rng(0), 220, 150), (40, 30))
-    for method in ("classic", "yolo"):
+    for method in ("classic", "yolo", "hybrid", "auto"):
         panels = Separator(method).split([fig])[0]
         assert len(panels) == 1, (method, panels)
         assert iou(panels[0][0], (40, 30, 260, 180)) > 0.9, (method, panels)
@@ -126,9 +122,12 @@ def test_run_separate_folder_resumes_and_reports_failures(tmp_path: Path) -> Non
         assert Image.open(crop).size == (r["width"], r["height"])
         x0, y0, x1, y1 = r["bbox"]
         assert (x1 - x0, y1 - y0) == (r["width"], r["height"])
-        assert r["method"] == "classic" and r["parent"].startswith(str(folder))
+        assert r["method"] == "classic"
+        # parent is relative to the manifest, like path
+        assert (out / r["parent"]).resolve().parent == folder.resolve(), r["parent"]
+        assert not Path(r["parent"]).is_absolute()
     fails = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
-    assert len(fails) == 1 and fails[0]["parent"].endswith("corrupt.jpg")
+    assert len(fails) == 1 and fails[0]["parent"] == "../figs/corrupt.jpg"
     assert len(list((out / "previews").glob("*.png"))) == 2
     before = (out / "manifest.jsonl").read_bytes()
     s2 = run_separate(cfg)
@@ -152,7 +151,7 @@ def test_run_separate_manifest_carries_provenance(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_separate(SeparateConfig(input=str(man), out=str(out), method="yolo", quiet=True))
     rows = read_manifest(out / "manifest.jsonl")
-    assert {r["parent"] for r in rows} == {"figs/fig0.png", "figs/fig1.png"}
+    assert {r["parent"] for r in rows} == {"../figs/fig0.png", "../figs/fig1.png"}
     for r in rows:
         assert r["license"] == "CC BY 4.0" and r["uid"].startswith("PMC")
         assert r["source"] == {"site": "openi"} and r["method"] == "yolo"
@@ -185,6 +184,7 @@ def test_cli_separate_and_errors(tmp_path: Path) -> None:
         ["separate", "--input", str(folder), "--out", str(tmp_path / "p"), "--weights", str(bad)],
     )
     assert res.exit_code == 2 and "not a detector checkpoint" in res.output
+    assert not (tmp_path / "p").exists(), "a bad --weights must be refused before any state exists"
     proc = subprocess.run(
         [
             sys.executable,
@@ -202,6 +202,121 @@ def test_cli_separate_and_errors(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_duplicate_rows_are_separated_once(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    man = tmp_path / "dup.jsonl"
+    p = folder / "fig0.png"
+    row = {"path": "figs/fig0.png", "sha256": sha256_file(p), "width": 10, "height": 10}
+    man.write_text(
+        json.dumps(row) + "\n" + json.dumps({**row, "path": "./figs/fig0.png"}) + "\n"
+    )
+    s = run_separate(
+        SeparateConfig(input=str(man), out=str(tmp_path / "o"), method="classic", quiet=True)
+    )
+    assert s["figures"] == 1 and s["duplicates"] == 1 and s["panels"] == 6
+    rows = read_manifest(tmp_path / "o" / "manifest.jsonl")
+    assert len(rows) == 6 and len({r["path"] for r in rows}) == 6
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    folder = _inputs(tmp_path)
+    out = tmp_path / "o"
+    run_separate(SeparateConfig(input=str(folder), out=str(out), method="classic", quiet=True))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for f in [out / "manifest.jsonl", *(out / "panels").glob("*.png")]:
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask, f
+
+
+def test_second_run_into_one_folder_is_locked_out(tmp_path: Path) -> None:
+    import fcntl
+
+    folder = _inputs(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / ".separate.lock", "a+b") as fh:  # what a running `separate` holds
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = subprocess.run(
+            [sys.executable, "-m", "glomssl", "separate", "--input", str(folder), "--out", str(out),
+             "--method", "classic", "--quiet"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "another `glomssl separate`" in proc.stderr
+    assert not (out / "separate.sqlite").exists() and not (out / "manifest.jsonl").exists()
+
+
+def test_preview_on_a_finished_run_draws_previews(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    out = tmp_path / "o"
+    cfg = SeparateConfig(input=str(folder), out=str(out), method="classic", quiet=True)
+    run_separate(cfg)
+    assert not (out / "previews").exists()
+    s = run_separate(SeparateConfig(**{**vars(cfg), "preview": 2}))
+    assert s["processed"] == 0
+    assert len(list((out / "previews").glob("*.png"))) == 2
+    run_separate(SeparateConfig(**{**vars(cfg), "preview": 10}))  # only 3 readable figures
+    assert len(list((out / "previews").glob("*.png"))) == 3
+
+
+@pytest.mark.parametrize("device", ["banana", "cuda", "cuda:x", "0,a"])
+def test_bad_device_is_one_line_error(tmp_path: Path, device: str) -> None:
+    import torch
+
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has a GPU")
+    from glomssl.cli import cli
+
+    folder = _inputs(tmp_path)
+    res = CliRunner().invoke(
+        cli, ["separate", "--input", str(folder), "--out", str(tmp_path / "o"), "--device", device]
+    )
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: --device"), res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_ultralytics_device_strings_are_accepted(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    for device in ("cpu", "CPU", "auto"):
+        SeparateConfig(input=str(folder), device=device).validate()
+
+
+def test_decompression_bomb_is_skipped_and_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glomssl.data.images as images
+
+    folder = _inputs(tmp_path)
+    Image.new("L", (600, 600), 255).save(folder / "bomb.png")  # bigger than the cap set below
+    monkeypatch.setattr(images, "MAX_PIXELS", 200_000)  # the figures have ~150k
+    s = run_separate(
+        SeparateConfig(input=str(folder), out=str(tmp_path / "o"), method="classic", quiet=True)
+    )
+    fails = [json.loads(x) for x in (tmp_path / "o" / "failures.jsonl").read_text().splitlines()]
+    assert s["failed"] == 2 and s["panels"] == 18
+    bomb = next(f for f in fails if f["parent"].endswith("bomb.png"))
+    assert "pixels" in bomb["error"] and "\n" not in bomb["error"]
+
+
+def test_auto_runs_the_chosen_method_and_records_it(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    s = run_separate(SeparateConfig(input=str(folder), out=str(tmp_path / "o"), quiet=True))
+    assert s["method"] == AUTO_METHOD != "auto"
+    rows = read_manifest(tmp_path / "o" / "manifest.jsonl")
+    assert {r["method"] for r in rows} == {AUTO_METHOD}
+    explicit = run_separate(
+        SeparateConfig(input=str(folder), out=str(tmp_path / "e"), method=AUTO_METHOD, quiet=True)
+    )
+    assert (
+        read_manifest(tmp_path / "e" / "manifest.jsonl") == rows
+        and explicit["panels"] == s["panels"]
+    )
 
 
 def _real_score(shared_data: Path) -> dict:

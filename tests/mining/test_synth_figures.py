@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from glomssl.errors import GlomsslError
-from glomssl.mining.synth_figures import Fonts, SynthConfig, load_pool, make_figure, run_synth
+from glomssl.mining.synth import LAYOUTS, Fonts, SynthConfig, load_pool, make_figure, run_synth
 
 
 def _pool(folder: Path) -> Path:
@@ -24,13 +24,9 @@ def _pool(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_boxes_are_exactly_what_was_drawn(seed: int) -> None:
-    """Without letters/captions/resizing: everything outside the boxes is one background colour,
-    every box touches ink on all four edges, and boxes do not overlap."""
-    rng = np.random.default_rng([7, seed])
-    pool = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))]
-    fig, boxes = make_figure(rng, Fonts(), pool, letters=False, captions=False, resize=False)
+def _check_exact(fig: Image.Image, boxes: list) -> None:
+    """Everything outside the boxes is one background colour, every box touches ink on all four
+    edges, and boxes do not overlap."""
     arr = np.asarray(fig).astype(np.int16)  # (H, W, 3)
     h, w = arr.shape[:2]
     assert boxes, "a figure has at least one panel"
@@ -49,6 +45,68 @@ def test_boxes_are_exactly_what_was_drawn(seed: int) -> None:
         assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any(), (
             "box is not tight around what was drawn"
         )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_boxes_are_exactly_what_was_drawn(seed: int) -> None:
+    """Without letters/captions/resizing, the boxes are exactly the drawn panels."""
+    rng = np.random.default_rng([7, seed])
+    pool = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))]
+    fig, boxes = make_figure(rng, Fonts(), pool, letters=False, captions=False, resize=False)
+    _check_exact(fig, boxes)
+
+
+@pytest.mark.parametrize("mode", LAYOUTS)
+@pytest.mark.parametrize("seed", range(3))
+def test_every_layout_kind_gives_exact_boxes(mode: str, seed: int) -> None:
+    """Each layout kind (grid, cuts, justified rows, uniform grids up to 30 panels, a big panel
+    beside small ones, very wide/tall strips, single) with every panel kind."""
+    rng = np.random.default_rng([11, seed])
+    pool = [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))]
+    fig, boxes = make_figure(
+        rng, Fonts(), pool, letters=False, captions=False, resize=False, mode=mode
+    )
+    _check_exact(fig, boxes)
+    if mode == "single":
+        assert len(boxes) == 1
+    elif mode in ("uniform", "strip", "big"):
+        assert 2 <= len(boxes) <= 36
+
+
+def test_layouts_cover_the_real_range() -> None:
+    """2 to 30 panels, wide and tall figures, touching panels: all occur in a small sample."""
+    fonts = Fonts()
+    counts, ratios = [], []
+    for i in range(60):
+        fig, boxes = make_figure(np.random.default_rng([12, i]), fonts, [])
+        counts.append(len(boxes))
+        ratios.append(fig.size[0] / fig.size[1])
+    assert min(counts) == 1 and max(counts) >= 20
+    assert max(ratios) > 2.5 and min(ratios) < 0.6
+
+
+def test_heldout_generator_boxes() -> None:
+    from glomssl.mining.synth.heldout import make_heldout_figure
+
+    rng = np.random.default_rng(0)
+    pools = {
+        "glom": [Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))],
+        "tissue": [Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8))],
+    }
+    fonts = Fonts()
+    total = 0
+    for i in range(6):
+        fig, boxes = make_heldout_figure(np.random.default_rng([1, i]), pools, fonts)
+        assert max(fig.size) == 512 and boxes
+        w, h = fig.size
+        for k, (x0, y0, x1, y1) in enumerate(boxes):
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            for b in boxes[k + 1 :]:  # panels never overlap (1 px of rounding allowed)
+                ox = min(x1, b[2]) - max(x0, b[0])
+                oy = min(y1, b[3]) - max(y0, b[1])
+                assert ox <= 1 or oy <= 1, (boxes, k)
+        total += len(boxes)
+    assert total >= 12
 
 
 def test_run_synth_writes_consistent_yolo_set(tmp_path: Path) -> None:
@@ -89,11 +147,29 @@ def test_same_seed_same_set_other_seed_other_set(tmp_path: Path) -> None:
     assert a != labels(str(tmp_path / "c"), 6)
 
 
-def test_user_images_are_used_and_broken_ones_skipped(tmp_path: Path) -> None:
+def test_user_images_are_used_and_broken_ones_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glomssl.data.images as images
+
     folder = _pool(tmp_path / "pool")
     assert len(load_pool([str(folder)], 100, 0)) == 3
+    Image.new("L", (200, 200)).save(folder / "bomb.png")  # a bomb under the cap set below
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
     summary = run_synth(SynthConfig(out=str(tmp_path / "s"), n=2, images=[str(folder)], quiet=True))
-    assert summary["pool_images"] == 3
+    assert summary["pool_images"] == 3 and summary["skipped_images"] == 2
+    skipped = [json.loads(x) for x in (tmp_path / "s" / "skipped.jsonl").read_text().splitlines()]
+    assert {Path(r["path"]).name for r in skipped} == {"broken.png", "bomb.png"}
+    assert any("pixels" in r["reason"] for r in skipped)
+
+
+def test_older_six_kind_mixes_still_work(tmp_path: Path) -> None:
+    cfg = SynthConfig(
+        out=str(tmp_path / "s"), n=2, kinds=[0.2, 0.2, 0.3, 0.2, 0.05, 0.05], quiet=True
+    )
+    assert run_synth(cfg)["figures"] == 2
+    with pytest.raises(GlomsslError, match="layouts must be 7"):
+        run_synth(SynthConfig(out=str(tmp_path / "t"), layouts=[1.0, 1.0]))
 
 
 def test_bad_options_raise_one_line_errors(tmp_path: Path) -> None:
@@ -118,4 +194,4 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["figures"] == 2
     res = runner.invoke(cli, ["separator", "synth", "--out", str(tmp_path / "t"), "--n", "-1"])
-    assert res.exit_code == 2 and "Error: --n must be at least 1" in res.output
+    assert res.exit_code == 2 and "Error: --n must be >= 1" in res.output

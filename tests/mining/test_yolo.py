@@ -14,18 +14,17 @@ import torch
 from click.testing import CliRunner
 
 from glomssl.errors import GlomsslError
-from glomssl.mining.synth_figures import SynthConfig, run_synth
+from glomssl.mining.synth import SynthConfig, run_synth
 from glomssl.mining.yolo import (
     ARCHITECTURE,
     DEFAULT_WEIGHTS,
     MODEL_YAML,
-    TrainConfig,
     build_model,
     load_detector,
     setup_offline,
-    train_detector,
     weights_meta,
 )
+from glomssl.mining.yolo_train import TrainConfig, train_detector
 
 
 def test_offline_environment() -> None:
@@ -150,3 +149,127 @@ def test_corrupt_images_still_raise_pillow_errors_after_ultralytics_loads(tmp_pa
     bad.write_bytes(b"not an image at all")
     with pytest.raises(UnidentifiedImageError):
         Image.open(bad)
+
+
+# ----------------------------------------------------------------------------- files a user hands us
+
+
+class _Payload:
+    """Unpickling this creates a marker file: proof that code from the file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _synth(tmp_path: Path) -> Path:
+    return Path(
+        run_synth(SynthConfig(out=str(tmp_path / "s"), n=2, val_fraction=0.5, quiet=True))["out"]
+    )
+
+
+def test_data_yaml_download_key_never_runs(tmp_path: Path) -> None:
+    """ultralytics exec()s a data YAML's `download:` when its val images are missing."""
+    synth = _synth(tmp_path)
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(
+        f"path: {synth}\ntrain: images/train\nval: images/missing\nnames: {{0: panel}}\n"
+        f"download: |\n  open({str(marker)!r}, 'w').write('pwned')\n"
+    )
+    cfg = TrainConfig(data=str(evil), out=str(tmp_path / "runs"), epochs=1, imgsz=64, batch=2,
+                      workers=0, quiet=True)  # fmt: skip
+    with pytest.raises(GlomsslError, match="'download' is not allowed"):
+        train_detector(cfg)
+    assert not marker.exists()
+
+
+def test_data_yaml_paths_must_exist_and_be_local(tmp_path: Path) -> None:
+    from glomssl.mining.yolo_files import safe_data_yaml
+
+    synth = _synth(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"path: {synth}\ntrain: images/train\nval: images/nope\nnames: {{0: panel}}\n")
+    with pytest.raises(GlomsslError, match="does not exist"):
+        safe_data_yaml(bad, run)
+    bad.write_text("train: https://example.org/x.zip\nval: images\nnames: {0: panel}\n")
+    with pytest.raises(GlomsslError, match="not a local path"):
+        safe_data_yaml(bad, run)
+    bad.write_text(f"path: {synth}\ntrain: images/train\nval: images/val\nnames: {{0: a, 1: b}}\n")
+    with pytest.raises(GlomsslError, match="one class"):
+        safe_data_yaml(bad, run)
+    clean = safe_data_yaml(synth / "data.yaml", run)
+    text = clean.read_text()
+    assert str((synth / "images" / "train").resolve()) in text and "download" not in text
+
+
+def test_model_pt_is_never_unpickled(tmp_path: Path) -> None:
+    import pickle
+
+    synth = _synth(tmp_path)
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Payload(marker)))
+    for field in ("model", "init"):
+        cfg = TrainConfig(
+            data=str(synth / "data.yaml"), out=str(tmp_path / "runs"), **{field: str(evil)}
+        )
+        with pytest.raises(GlomsslError, match="safetensors"):
+            train_detector(cfg)
+    with pytest.raises(GlomsslError, match="safely"):
+        load_detector(evil)
+    assert not marker.exists()
+    from glomssl.cli import cli
+
+    res = CliRunner().invoke(
+        cli, ["separator", "train", "--data", str(synth / "data.yaml"), "--model", str(evil)]
+    )
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and not marker.exists()
+
+
+def test_model_yaml_activation_is_never_evaluated(tmp_path: Path) -> None:
+    """ultralytics eval()s a model YAML's `activation:`; glomssl refuses the key and unknown layers."""
+    marker = tmp_path / "ran.txt"
+    text = MODEL_YAML.read_text()
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(
+        text + f"activation: __import__('pathlib').Path({str(marker)!r}).write_text('x')\n"
+    )
+    with pytest.raises(GlomsslError, match="'activation' is not allowed"):
+        build_model(evil)
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(text.replace("SPPF", "TorchVision"))
+    with pytest.raises(GlomsslError, match="TorchVision"):
+        build_model(odd)
+    assert not marker.exists()
+
+
+def test_train_from_safetensors_model(tmp_path: Path) -> None:
+    """--model may name glomssl weights: training starts from them (here 1 tiny epoch)."""
+    synth = _synth(tmp_path)
+    summary = train_detector(
+        TrainConfig(
+            data=str(synth / "data.yaml"),
+            out=str(tmp_path / "runs"),
+            model=str(DEFAULT_WEIGHTS),
+            epochs=1,
+            imgsz=64,
+            batch=2,
+            workers=0,
+            quiet=True,
+        )  # fmt: skip
+    )
+    meta = weights_meta(summary["weights"])
+    assert meta["init"] == str(DEFAULT_WEIGHTS) and meta["fliplr"] == 0.0
+    assert (Path(summary["run"]) / "dataset.yaml").is_file()
+
+
+def test_train_device_is_checked_first(tmp_path: Path) -> None:
+    synth = _synth(tmp_path)
+    with pytest.raises(GlomsslError, match="--device"):
+        TrainConfig(data=str(synth / "data.yaml"), device="banana").validate()
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,184 @@
+"""Held-out evaluation of the panel separators (the decision rule of docs/experiments/panel-detector.md).
+
+Sets:
+- ``heldout`` (H, decides): 300 figures of glomssl.mining.synth.heldout (a layout generator never used in
+  training), seeds [20251, i]; panels are glomerulus crops of centre VUHSK, crops of the 12 aidpath PAS
+  tiles and matplotlib charts, none of which any new training run sees.
+- ``tuning`` (T, sets parameters): 200 figures of the training generator with seed 98 and the training
+  panel pool (``--images``, see benchmarks/separator_pool.py).
+- ``exsclaim`` (sanity check, only with --exsclaim): the 14 real figures of ../shared/data.
+
+Each candidate ("classic", "yolo", "hybrid") runs through glomssl.mining.separate.Separator, exactly as
+``glomssl separate`` does. ``--grid`` instead scores a grid of hybrid/yolo thresholds on the chosen set
+from one detector pass (NMS at the lowest confidence, then filtered: greedy NMS keeps the same boxes).
+
+Prints ONE JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from glomssl.mining.boxes import prf1
+from glomssl.mining.classic import clean_boxes, ink_mask, whole_figure
+from glomssl.mining.hybrid import HybridParams, hybrid_boxes
+from glomssl.mining.separate import Separator
+from glomssl.mining.synth import Fonts, load_pool, make_figure
+from glomssl.mining.synth.heldout import make_heldout_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
+
+
+def heldout_set(shared: Path, n: int, cache: Path | None) -> Figures:
+    """H: drawn once, cached as PNG + boxes.json when ``cache`` is given."""
+    if cache is not None and (cache / "boxes.json").is_file():
+        meta = json.loads((cache / "boxes.json").read_text())
+        if len(meta) >= n:
+            figs = [Image.open(cache / m["file"]).convert("RGB") for m in meta[:n]]
+            return figs, [[tuple(b) for b in m["boxes"]] for m in meta[:n]]
+    with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["centre"] == "VUHSK"]
+    glom = [Image.open(shared / "glomeruli" / r["image"]).convert("RGB") for r in rows]
+    tissue = [
+        Image.open(p).convert("RGB") for p in sorted((shared / "aidpath" / "images").glob("*.png"))
+    ]
+    fonts = Fonts()
+    figs, truths, meta = [], [], []
+    for i in range(n):
+        fig, boxes = make_heldout_figure(
+            np.random.default_rng([20251, i]), {"glom": glom, "tissue": tissue}, fonts
+        )
+        figs.append(fig)
+        truths.append(boxes)
+        meta.append({"file": f"{i:04d}.png", "boxes": [list(b) for b in boxes]})
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for m, fig in zip(meta, figs):
+            fig.save(cache / m["file"])
+        (cache / "boxes.json").write_text(json.dumps(meta))
+    return figs, truths
+
+
+def tuning_set(n: int, images: list[str]) -> Figures:
+    fonts = Fonts()
+    pool = load_pool(images, 2000, 98) if images else []
+    figs, truths = [], []
+    for i in range(n):
+        fig, boxes = make_figure(np.random.default_rng([98, i]), fonts, pool)
+        figs.append(fig)
+        truths.append(boxes)
+    return figs, truths
+
+
+def exsclaim_set(shared: Path) -> Figures:
+    root = shared / "compound_figures" / "exsclaim"
+    meta = json.loads((root / "boxes.json").read_text())
+    figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
+    truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
+    return figs, truths
+
+
+def score(sep: Separator, figs: list[Image.Image], truths: list) -> dict:
+    preds = []
+    for start in range(0, len(figs), 8):
+        preds += [[b for b, _ in p] for p in sep.split(figs[start : start + 8])]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in prf1(preds, truths).items()}
+
+
+def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 24) -> list[dict]:
+    """Score yolo confidences and hybrid parameter combinations from one detector pass."""
+    arrs = [np.asarray(f) for f in figs]
+    inks = [ink_mask(a) for a in arrs]
+    dets: list = []
+    for start in range(0, len(arrs), 8):
+        dets += sep.detect(arrs[start : start + 8])
+
+    def finish(raw: list) -> dict:
+        preds = []
+        for ink, boxes in zip(inks, raw):
+            kept = clean_boxes(ink, boxes, min_side)
+            preds.append([b for b, _ in kept] if len(kept) > 1 else [whole_figure(ink)[0]])
+        return {
+            k: round(v, 4)
+            for k, v in prf1(preds, truths).items()
+            if k in ("precision", "recall", "f1")
+        }
+
+    out = []
+    for conf in (0.1, 0.15, 0.25, 0.35, 0.5):
+        out.append(
+            {
+                "method": "yolo",
+                "conf": conf,
+                **finish([[d for d in ds if d[1] >= conf] for ds in dets]),
+            }
+        )
+    for conf, member, merge_conf, cover in itertools.product(
+        (0.15, 0.25, 0.35), (0.5, 0.6, 0.75), (0.3, 0.4, 0.6), (0.5, 0.6, 0.75)
+    ):
+        p = HybridParams(
+            conf=conf, member=member, merge_conf=max(conf, merge_conf), split_cover=cover
+        )
+        raw = [hybrid_boxes(a, ink, ds, min_side, p) for a, ink, ds in zip(arrs, inks, dets)]
+        out.append({"method": "hybrid", **{k: v for k, v in vars(p).items()}, **finish(raw)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    default_shared = os.environ.get("GLOMSSL_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--shared-data", default=default_shared)
+    ap.add_argument("--set", choices=["heldout", "tuning"], default="heldout")
+    ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning]")
+    ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
+    ap.add_argument(
+        "--images", action="append", default=[], help="training panel pool (tuning set)"
+    )
+    ap.add_argument("--weights", default=None, help="detector weights [shipped]")
+    ap.add_argument("--methods", default="classic,yolo,hybrid")
+    ap.add_argument("--conf", type=float, default=None, help="detector confidence [per method]")
+    ap.add_argument(
+        "--hybrid", default="", help="hybrid parameters, e.g. member=0.6,merge_conf=0.4"
+    )
+    ap.add_argument("--grid", action="store_true", help="score a threshold grid instead")
+    ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
+    args = ap.parse_args()
+
+    shared = Path(args.shared_data)
+    t0 = time.perf_counter()
+    if args.set == "heldout":
+        data = heldout_set(shared, args.n or 300, Path(args.cache) if args.cache else None)
+    else:
+        data = tuning_set(args.n or 200, args.images)
+    result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
+                    "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
+                    "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
+    hyb = HybridParams(**params)  # type: ignore[arg-type]
+    if args.grid:
+        result["grid"] = grid(Separator("yolo", weights=args.weights), *data)
+        print(json.dumps(result))
+        return
+    exs = exsclaim_set(shared) if args.exsclaim else None
+    for m in args.methods.split(","):
+        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=hyb)
+        result[m] = score(sep, *data)
+        if exs is not None:
+            result[f"exsclaim_{m}"] = score(sep, *exs)
+    if "hybrid" in args.methods:
+        result["hybrid_params"] = {**vars(hyb), "conf": Separator("classic", conf=args.conf).conf}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

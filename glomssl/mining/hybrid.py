@@ -1,0 +1,144 @@
+"""The hybrid panel splitter: classic whitespace cuts, arbitrated by the panel detector.
+
+The classic XY cut (:mod:`glomssl.mining.classic`) gives pixel-exact boxes wherever panels are separated
+by background, and fails in two ways: panels that touch come out as one region, and a panel with
+whitespace inside (a chart and its axis labels, tissue on a white slide) comes out in pieces. The
+detector sees whole panels but places their edges only roughly. The hybrid keeps the classic regions
+("leaves") and lets the detector decide only what whitespace cannot:
+
+1. split: a leaf holding two or more detector boxes that together cover most of it is cut into those
+   boxes; each of their edges snaps to the leaf's edge when near it, and otherwise moves to the
+   strongest change of mean colour between neighbouring rows or columns nearby (where two touching
+   pictures meet);
+2. merge: leaves that lie mostly inside one confident detector box become one panel, unless their
+   union would swallow another leaf;
+3. keep: the other leaves are kept when they are as large as the classic splitter requires (leaves
+   that no detector box holds keep the classic rule: small ones, such as letters and text, go).
+
+This is the "detector boxes refined by gutter analysis" design that issue 15 names; its parameters
+were set on synthetic figures of the training generator (see docs/experiments/panel-detector.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from glomssl.mining.boxes import Box, Scored, area, inter, union_box
+from glomssl.mining.classic import min_gap_for, size_limit, trim_box, xy_cut
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridParams:
+    """Thresholds of the hybrid splitter."""
+
+    conf: float = 0.25  # detector boxes below this confidence are ignored
+    member: float = 0.6  # a leaf belongs to the detector box that holds this share of its area
+    merge_conf: float = 0.4  # a detector box must be this confident to merge several leaves
+    split_inside: float = 0.7  # a detector box is inside a leaf when this share of it lies within
+    split_cover: float = 0.6  # boxes splitting a leaf must cover this share of it together
+    snap: float = 0.06  # edge search window, as a share of the leaf's width or height
+
+
+def _edge(profile: np.ndarray, pos: int, tol: int) -> int:
+    """The boundary (index of the first element after it) with the largest jump of ``profile``
+    within ``tol`` of ``pos``; ``profile`` is (L, C) mean colours along one axis."""
+    lo, hi = max(1, pos - tol), min(len(profile) - 1, pos + tol)
+    if hi < lo:
+        return pos
+    jumps = np.abs(profile[lo : hi + 1] - profile[lo - 1 : hi]).sum(axis=1)  # (hi - lo + 1,)
+    return lo + int(np.argmax(jumps))
+
+
+def refine(arr: np.ndarray, leaf: Box, det: Box, snap: float) -> Box:
+    """Detector box ``det`` inside ``leaf``, each edge snapped to the leaf or to a colour change."""
+    lx0, ly0, lx1, ly1 = leaf
+    x0, y0 = max(lx0, det[0]), max(ly0, det[1])
+    x1, y1 = min(lx1, det[2]), min(ly1, det[3])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+    tx, ty = max(3, round(snap * (lx1 - lx0))), max(3, round(snap * (ly1 - ly0)))
+    sub = arr[y0:y1, lx0:lx1].astype(np.float32)  # (h, W, 3): the box's rows across the leaf
+    cols = sub.mean(axis=0)  # (W, 3)
+    sub = arr[ly0:ly1, x0:x1].astype(np.float32)  # (H, w, 3): the box's columns down the leaf
+    rows = sub.mean(axis=1)  # (H, 3)
+    nx0 = lx0 if x0 - lx0 <= tx else lx0 + _edge(cols, x0 - lx0, tx)
+    nx1 = lx1 if lx1 - x1 <= tx else lx0 + _edge(cols, x1 - lx0, tx)
+    ny0 = ly0 if y0 - ly0 <= ty else ly0 + _edge(rows, y0 - ly0, ty)
+    ny1 = ly1 if ly1 - y1 <= ty else ly0 + _edge(rows, y1 - ly0, ty)
+    if nx1 - nx0 < 2 or ny1 - ny0 < 2:
+        return (x0, y0, x1, y1)
+    return (nx0, ny0, nx1, ny1)
+
+
+def hybrid_boxes(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    detections: Sequence[Scored],
+    min_side: int = 24,
+    params: HybridParams = HybridParams(),
+) -> list[Scored]:
+    """Panels of one figure (unsorted, untrimmed): classic leaves split/merged by detections.
+
+    ``arr`` is the (H, W, 3) figure, ``ink`` its (H, W) ink mask, ``detections`` the detector's
+    (box, confidence) pairs in figure pixels. Scores are detector confidences (for leaves no detector
+    box holds: the share of ink in the leaf).
+    """
+    h, w = ink.shape
+    leaves = xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape))
+    limit = size_limit(ink.shape, min_side)
+    dets: list[Scored] = []
+    for b, s in detections:
+        if s < params.conf:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
+        if area(box) > 0:
+            dets.append((box, float(s)))
+    # 1. split leaves that hold several detector boxes (touching panels)
+    pieces: list[tuple[Box, float | None]] = []  # (box, confidence of the box that cut it | None)
+    for leaf in leaves:
+        inside = [(d, s) for d, s in dets if inter(d, leaf) >= params.split_inside * area(d)]
+        covered = sum(inter(d, leaf) for d, _ in inside)
+        if len(inside) >= 2 and covered >= params.split_cover * area(leaf):
+            for d, s in inside:
+                piece = trim_box(ink, refine(arr, leaf, d, params.snap))
+                if piece is not None:
+                    pieces.append((piece, s))
+        else:
+            pieces.append((leaf, None))
+    # 2. group the other leaves by the detector box holding most of each
+    groups: dict[int, list[int]] = {}
+    for i, (p, s) in enumerate(pieces):
+        if s is not None or not dets:
+            continue
+        shares = [inter(p, d) / max(1, area(p)) for d, _ in dets]
+        j = int(np.argmax(shares))
+        if shares[j] >= params.member:
+            groups.setdefault(j, []).append(i)
+    out: list[Scored] = []
+    used: set[int] = set()
+    for j, members in groups.items():
+        d, s = dets[j]
+        if len(members) >= 2 and s >= params.merge_conf:
+            u = union_box([pieces[i][0] for i in members])
+            others = (k for k in range(len(pieces)) if k not in members)
+            if not any(inter(u, pieces[k][0]) > 0.5 * area(pieces[k][0]) for k in others):
+                out.append((u, s))
+                used.update(members)
+        elif len(members) == 1:  # a leaf the detector confirms: kept down to min_side
+            b = pieces[members[0]][0]
+            if b[2] - b[0] >= min_side and b[3] - b[1] >= min_side:
+                out.append((b, s))
+                used.add(members[0])
+    # 3. the rest: detector-cut pieces always, other leaves when large enough
+    for i, (p, s) in enumerate(pieces):
+        if i in used:
+            continue
+        if s is not None:
+            out.append((p, s))
+        elif p[2] - p[0] >= limit and p[3] - p[1] >= limit:
+            out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
+    return out

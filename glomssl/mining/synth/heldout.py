@@ -1,0 +1,263 @@
+"""An independent generator of figure layouts, used only to EVALUATE panel separators.
+
+Separators are chosen on figures this module draws (``benchmarks/separator_heldout.py``); no training
+command can call it, so its layouts, its charts and its seeds are never seen in training. It was written
+apart from the training generator and builds figures the other way round: the training generator fixes
+a canvas and divides it, this one stacks *bands* whose heights follow from their content's aspect ratio,
+the way authors assemble figures in a drawing program:
+
+- an image row: n images of one aspect ratio (a montage: stains x conditions);
+- a chart row: n charts rendered with matplotlib (bar charts with error bars, lines, scatter, box
+  plots), optionally sharing the y axis;
+- a mixed row: images followed by their quantification chart;
+- a block: one large image beside a 2 x k grid of small ones.
+
+Per figure: one gutter (0 to 12 px), a letter style (outside above, inside with or without a white
+box, none), optional column titles and row labels, an optional title line. Panel content comes from the
+caller's pools (``{"glom": [...], "tissue": [...]}``, e.g. held-out glomerulus crops and tissue tiles).
+Boxes are exact: an image's box is where it was pasted, a chart's box the tight box of its ink.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+Box = tuple[int, int, int, int]
+Rng = np.random.Generator
+WHITE = (255, 255, 255)
+_LABELS = ("Control", "Vehicle", "Treated", "Sham", "UUO", "db/db", "WT", "KO", "PAS", "Day 7",
+           "Week 12", "Cortex", "Medulla", "Diabetic", "Normal", "ADR", "Anti-GBM")  # fmt: skip
+_YLABELS = ("Glomerular area (um2)", "Sclerosis index", "Fold change", "Albuminuria (mg/g)",
+            "Podocytes / glomerulus", "Score", "% positive area", "mRNA level")  # fmt: skip
+
+
+def _ink_box(img: Image.Image) -> Box | None:
+    """Tight box of non-white pixels (tolerance 12) of a chart, or None when blank."""
+    a = np.asarray(img.convert("RGB"), dtype=np.int16)
+    ink = ((255 - a).max(axis=2) > 12).astype(np.uint8) * 255
+    return Image.fromarray(ink).getbbox()  # type: ignore[return-value]
+
+
+def render_chart(rng: Rng, w: int, h: int, y_axis: bool = True) -> Image.Image:
+    """A matplotlib chart of exactly (w, h) pixels on white; ``y_axis=False`` hides its y labels."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    dpi = 100
+    fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    size = float(np.clip(min(w, h) / 22, 5, 10))
+    kind = int(rng.integers(4))
+    groups = list(rng.choice(_LABELS, size=int(rng.integers(2, 5)), replace=False))
+    if kind == 0:  # bar chart with error bars and dots
+        means = rng.uniform(1, 10, len(groups))
+        colours = [tuple(rng.uniform(0.1, 0.9, 3)) for _ in groups]
+        ax.bar(range(len(groups)), means, yerr=means * rng.uniform(0.05, 0.3), color=colours,
+               capsize=3, edgecolor="black", linewidth=0.6)  # fmt: skip
+        for i, m in enumerate(means):
+            ax.scatter(i + rng.normal(0, 0.08, 6), m + rng.normal(0, m * 0.15, 6), s=4, c="k")
+        ax.set_xticks(range(len(groups)), groups, fontsize=size, rotation=30 * int(rng.integers(2)))
+        if rng.random() < 0.5:
+            ax.text(len(groups) - 1, means.max() * 1.25, "**", ha="center", fontsize=size)
+    elif kind == 1:  # lines over time
+        x = np.arange(int(rng.integers(4, 12)))
+        for g in groups:
+            ax.errorbar(x, np.cumsum(rng.normal(1, 1, x.size)), yerr=rng.uniform(0.2, 1, x.size),
+                        marker="os^d"[int(rng.integers(4))], ms=3, lw=1, capsize=2, label=g)  # fmt: skip
+        ax.set_xlabel("Time (weeks)", fontsize=size)
+    elif kind == 2:  # scatter with a fit
+        x = rng.uniform(0, 10, 40)
+        y = x * rng.uniform(0.5, 2) + rng.normal(0, 2, x.size)
+        ax.scatter(x, y, s=6)
+        ax.plot([0, 10], np.polyval(np.polyfit(x, y, 1), [0, 10]), "r-", lw=1)
+        ax.set_xlabel("eGFR", fontsize=size)
+    else:  # box plot
+        ax.boxplot([rng.normal(rng.uniform(2, 8), 1, 20) for _ in groups], widths=0.5)
+        ax.set_xticks(range(1, len(groups) + 1), groups, fontsize=size)
+    if kind == 1 and rng.random() < 0.6:
+        ax.legend(fontsize=size * 0.8, frameon=False)
+    ax.tick_params(labelsize=size)
+    ax.spines[["top", "right"]].set_visible(rng.random() < 0.3)
+    if y_axis:
+        ax.set_ylabel(str(rng.choice(_YLABELS)), fontsize=size)
+    else:
+        ax.tick_params(labelleft=False)
+    if rng.random() < 0.3:
+        ax.set_title(str(rng.choice(_LABELS)), fontsize=size)
+    try:
+        fig.tight_layout(pad=0.2)
+    except ValueError:  # too small for its labels: keep the default placement
+        pass
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    img = Image.open(buf).convert("RGB")
+    return img.resize((w, h)) if img.size != (w, h) else img
+
+
+def _image(
+    rng: Rng, pools: dict[str, list[Image.Image]], w: int, h: int, which: str
+) -> Image.Image:
+    """A crop of a pool image with aspect w/h, resized to (w, h)."""
+    pool = pools.get(which) or pools.get("glom") or pools.get("tissue") or []
+    if not pool:
+        arr = rng.integers(60, 200, (h, w, 3), dtype=np.uint8)
+        return Image.fromarray(arr)
+    src = pool[int(rng.integers(len(pool)))]
+    sw, sh = src.size
+    cw = min(sw, int(sh * w / h))
+    ch = min(sh, int(cw * h / w))
+    cw, ch = max(8, int(cw * rng.uniform(0.6, 1.0))), max(8, int(ch * rng.uniform(0.6, 1.0)))
+    x0 = int(rng.integers(0, max(1, sw - cw + 1)))
+    y0 = int(rng.integers(0, max(1, sh - ch + 1)))
+    return src.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h), Image.Resampling.LANCZOS)
+
+
+class _Figure:
+    """A growing figure: bands are pasted below each other on a white page of fixed width."""
+
+    def __init__(self, rng: Rng, width: int, gutter: int, letters: str, font: Any) -> None:
+        self.rng, self.width, self.gutter, self.letters, self.font = (
+            rng,
+            width,
+            gutter,
+            letters,
+            font,
+        )
+        self.page = Image.new("RGB", (width, 4000), WHITE)
+        self.y = 0
+        self.boxes: list[Box] = []
+        self.lead = font.getbbox("A")[3] + 4 if letters == "outside" else 0
+
+    def paste(self, tile: Image.Image, x: int, y: int, is_chart: bool) -> None:
+        x, y = x, y + self.lead
+        self.page.paste(tile, (x, y))
+        box = _ink_box(tile) if is_chart else (0, 0, tile.size[0], tile.size[1])
+        if box is None:
+            return
+        letter = chr(ord("a") + len(self.boxes) % 26)
+        dr = ImageDraw.Draw(self.page)
+        if self.letters == "outside":
+            dr.text((x, y - self.lead), letter, font=self.font, fill=(0, 0, 0))
+        elif self.letters in ("inside", "boxed") and not is_chart:
+            lb = self.font.getbbox(letter)
+            if self.letters == "boxed":
+                dr.rectangle([x, y, x + lb[2] + 5, y + lb[3] + 5], fill=WHITE)
+                dr.text((x + 2, y + 1), letter, font=self.font, fill=(0, 0, 0))
+            else:
+                dr.text((x + 3, y + 2), letter.upper(), font=self.font, fill=WHITE)
+        self.boxes.append((x + box[0], y + box[1], x + box[2], y + box[3]))
+
+
+def _widths(total: int, n: int, gutter: int, weights: Sequence[float]) -> list[tuple[int, int]]:
+    usable = total - gutter * (n - 1)
+    wsum = float(sum(weights))
+    out, x = [], 0.0
+    for wt in weights:
+        out.append((int(round(x)), int(round(x + usable * wt / wsum))))
+        x += usable * wt / wsum + gutter
+    return out
+
+
+def make_heldout_figure(
+    rng: Rng, pools: dict[str, list[Image.Image]], fonts: Any, long_side: int = 512
+) -> tuple[Image.Image, list[Box]]:
+    """One held-out figure and its panel boxes (x0, y0, x1, y1), exclusive ends."""
+    width = int(rng.choice([540, 620, 720, 800]))
+    gutter = int(rng.choice([0, 2, 4, 6, 8, 12], p=[0.15, 0.15, 0.2, 0.2, 0.15, 0.15]))
+    letters = str(rng.choice(["outside", "inside", "boxed", "none"], p=[0.45, 0.25, 0.15, 0.15]))
+    font = fonts.get(rng, int(rng.integers(12, 19)), bold=True)
+    label_font = fonts.get(rng, int(rng.integers(10, 14)))
+    fig = _Figure(rng, width, gutter, letters, font)
+    dr = ImageDraw.Draw(fig.page)
+    row_labels = rng.random() < 0.25
+    x_left = int(label_font.getbbox("Wg")[3] + 6) if row_labels else 0
+    inner = width - x_left
+    if rng.random() < 0.15:  # a non-compound figure: one image or one chart
+        single_w = inner
+        h = int(single_w * rng.uniform(0.5, 0.9))
+        if rng.random() < 0.5:
+            fig.paste(_image(rng, pools, single_w, h, "tissue"), x_left, 0, False)
+        else:
+            fig.paste(render_chart(rng, single_w, h), x_left, 0, True)
+        fig.y = h + fig.lead
+    else:
+        n_bands = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.35, 0.25, 0.1]))
+        if rng.random() < 0.3:  # column titles above the first band
+            fig.y = label_font.getbbox("Ag")[3] + 6
+        titles_y = fig.y
+        for b in range(n_bands):
+            kind = str(rng.choice(["images", "charts", "mixed", "block"], p=[0.45, 0.2, 0.2, 0.15]))
+            y0 = fig.y
+            if kind == "images":
+                n = int(rng.integers(2, 7))
+                aspect = float(rng.choice([1.0, 1.0, 1.33, 0.75]))
+                spans = _widths(inner, n, gutter, [1.0] * n)
+                h = int((spans[0][1] - spans[0][0]) / aspect)
+                which = "glom" if rng.random() < 0.6 else "tissue"
+                for a, c in spans:
+                    fig.paste(_image(rng, pools, c - a, h, which), x_left + a, y0, False)
+            elif kind == "charts":
+                n = int(rng.integers(1, 5))
+                shared = n > 1 and rng.random() < 0.4
+                spans = _widths(inner, n, 0 if shared else gutter + 6, [1.0] * n)
+                h = int(min(inner / n * rng.uniform(0.7, 1.0), 260))
+                for i, (a, c) in enumerate(spans):
+                    chart = render_chart(rng, c - a, h, y_axis=not shared or i == 0)
+                    fig.paste(chart, x_left + a, y0, True)
+            elif kind == "mixed":
+                n = int(rng.integers(1, 4))
+                spans = _widths(inner, n + 1, gutter, [1.0] * n + [float(rng.uniform(1.0, 1.6))])
+                h = spans[0][1] - spans[0][0]
+                for i, (a, c) in enumerate(spans):
+                    if i < n:
+                        fig.paste(_image(rng, pools, c - a, h, "glom"), x_left + a, y0, False)
+                    else:
+                        fig.paste(render_chart(rng, c - a, h), x_left + a, y0, True)
+            else:  # block: a big image and a 2 x k grid of small ones
+                k = int(rng.integers(1, 4))
+                big_w = int((inner - gutter) * rng.uniform(0.35, 0.55))
+                cell = (inner - big_w - gutter - gutter * (k - 1)) // k
+                h = 2 * cell + gutter
+                fig.paste(_image(rng, pools, big_w, h, "tissue"), x_left, y0, False)
+                for r in range(2):
+                    for c in range(k):
+                        x = x_left + big_w + gutter + c * (cell + gutter)
+                        tile = _image(rng, pools, cell, cell, "glom")
+                        fig.paste(tile, x, y0 + r * (cell + gutter + fig.lead), False)
+                h += fig.lead
+            if row_labels:
+                text = str(rng.choice(_LABELS))
+                tb = label_font.getbbox(text)
+                tile = Image.new("RGB", (tb[2] + 2, tb[3] + 2), WHITE)
+                ImageDraw.Draw(tile).text((1, 1), text, font=label_font, fill=(0, 0, 0))
+                tile = tile.rotate(90, expand=True)
+                if tile.size[1] < h:
+                    fig.page.paste(tile, (1, y0 + fig.lead + (h - tile.size[1]) // 2))
+            if b == 0 and titles_y and kind == "images":
+                for a, c in spans:
+                    dr.text((x_left + (a + c) // 2, titles_y - 2), str(rng.choice(_LABELS)),
+                            font=label_font, fill=(0, 0, 0), anchor="md")  # fmt: skip
+            fig.y = y0 + fig.lead + h + max(gutter, 4 if fig.lead else gutter)
+    page = fig.page.crop((0, 0, width, fig.y))
+    if rng.random() < 0.2:  # a two-line title at the top
+        band = Image.new("RGB", (width, 34), WHITE)
+        ImageDraw.Draw(band).text((4, 2), "Figure: " + " ".join(rng.choice(_LABELS, 12)) + "\n"
+                                  + " ".join(rng.choice(_LABELS, 10)), font=label_font, fill=(0, 0, 0))  # fmt: skip
+        full = Image.new("RGB", (width, page.size[1] + 34), WHITE)
+        full.paste(band, (0, 0))
+        full.paste(page, (0, 34))
+        page, fig.boxes = full, [(a, b + 34, c, d + 34) for a, b, c, d in fig.boxes]
+    s = long_side / max(page.size)
+    size = (max(32, round(page.size[0] * s)), max(32, round(page.size[1] * s)))
+    sx, sy = size[0] / page.size[0], size[1] / page.size[1]
+    boxes = [
+        (round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in fig.boxes
+    ]
+    return page.resize(size, Image.Resampling.LANCZOS), boxes
