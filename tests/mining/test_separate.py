@@ -209,9 +209,7 @@ def test_duplicate_rows_are_separated_once(tmp_path: Path) -> None:
     man = tmp_path / "dup.jsonl"
     p = folder / "fig0.png"
     row = {"path": "figs/fig0.png", "sha256": sha256_file(p), "width": 10, "height": 10}
-    man.write_text(
-        json.dumps(row) + "\n" + json.dumps({**row, "path": "./figs/fig0.png"}) + "\n"
-    )
+    man.write_text(json.dumps(row) + "\n" + json.dumps({**row, "path": "./figs/fig0.png"}) + "\n")
     s = run_separate(
         SeparateConfig(input=str(man), out=str(tmp_path / "o"), method="classic", quiet=True)
     )
