@@ -31,7 +31,7 @@ from PIL import Image
 from glomssl.mining.boxes import prf1
 from glomssl.mining.classic import clean_boxes, ink_mask, whole_figure
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
-from glomssl.mining.separate import Separator
+from glomssl.mining.separate import DEFAULT_CONF, Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
 from glomssl.mining.synth.heldout import make_heldout_figure
 
@@ -166,7 +166,8 @@ def main() -> None:
     params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
     hyb = HybridParams(**params)  # type: ignore[arg-type]
     if args.grid:
-        result["grid"] = grid(Separator("yolo", weights=args.weights), *data)
+        result["classic"] = score(Separator("classic"), *data)
+        result["grid"] = grid(Separator("yolo", weights=args.weights, conf=0.05), *data)
         print(json.dumps(result))
         return
     exs = exsclaim_set(shared) if args.exsclaim else None
@@ -176,7 +177,7 @@ def main() -> None:
         if exs is not None:
             result[f"exsclaim_{m}"] = score(sep, *exs)
     if "hybrid" in args.methods:
-        result["hybrid_params"] = {**vars(hyb), "conf": Separator("classic", conf=args.conf).conf}
+        result["hybrid_params"] = {**vars(hyb), "conf": args.conf or DEFAULT_CONF["hybrid"]}
     print(json.dumps(result))
 
 

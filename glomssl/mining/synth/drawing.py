@@ -69,7 +69,7 @@ def _size(rng: Rng, mode: str) -> tuple[int, int]:
     """Canvas size: mostly landscape or square, some very wide or tall (strips always are)."""
     w = int(rng.uniform(480, 760))
     if mode == "strip":
-        ratio = rng.uniform(0.12, 0.4) if rng.random() < 0.6 else rng.uniform(1.8, 4.0)
+        ratio = rng.uniform(0.15, 0.4) if rng.random() < 0.6 else rng.uniform(1.8, 3.0)
     else:
         ratio = float(
             rng.choice(
@@ -178,7 +178,11 @@ def make_figure(
     kw = np.asarray(kinds, dtype=np.float64)
     kw = np.concatenate([kw, np.zeros(len(KIND_NAMES) - kw.size)]) / kw.sum()
     mix = rng.dirichlet(kw * 4 + 0.02)
-    cells = layout(rng, mode, (margin + left, margin + top, w - margin, h - margin), gutter)
+    # panels at least ~36 px on their short side after the final rescale (smaller ones are useless)
+    min_cell = int(np.ceil(36 * max(w, h) / (long_side * 0.75)))
+    cells = layout(
+        rng, mode, (margin + left, margin + top, w - margin, h - margin), gutter, min_cell
+    )
     x_first = min(c[0] for c in cells)
     boxes: list[Box] = []
     for i, (cx0, cy0, cx1, cy1) in enumerate(cells):
@@ -188,7 +192,7 @@ def make_figure(
         tx0 = cx0 + (strip if left_strip else 0)
         ty0 = cy0 + (0 if left_strip else strip)
         tw, th = cx1 - tx0, cy1 - ty0
-        if tw < 24 or th < 24:
+        if min(tw, th) < max(24, 0.6 * min_cell):
             continue
         kind = 2 if charts else int(rng.choice(len(KIND_NAMES), p=mix))
         tile = _paint(rng, kind, tw, th, pool, fonts, y_axis=not charts or cx0 == x_first)
