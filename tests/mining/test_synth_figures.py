@@ -81,8 +81,13 @@ def test_layouts_cover_the_real_range() -> None:
         fig, boxes = make_figure(np.random.default_rng([12, i]), fonts, [])
         counts.append(len(boxes))
         ratios.append(fig.size[0] / fig.size[1])
-    assert min(counts) == 1 and max(counts) >= 20
+    assert min(counts) == 1 and max(counts) >= 15
     assert max(ratios) > 2.5 and min(ratios) < 0.6
+    dense = [
+        len(make_figure(np.random.default_rng([14, i]), fonts, [], mode="uniform")[1])
+        for i in range(20)
+    ]
+    assert min(dense) == 2 and max(dense) == 30
 
 
 def test_heldout_generator_boxes() -> None:
