@@ -123,14 +123,14 @@ def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 
                 **finish([[d for d in ds if d[1] >= conf] for ds in dets]),
             }
         )
-    for conf, member, merge_conf, cover in itertools.product(
-        (0.15, 0.25, 0.35), (0.5, 0.6, 0.75), (0.3, 0.4, 0.6), (0.5, 0.6, 0.75)
-    ):
-        p = HybridParams(
-            conf=conf, member=member, merge_conf=max(conf, merge_conf), split_cover=cover
-        )
+    combos = itertools.product(
+        (0.15, 0.25, 0.35), (0.6, 0.75), (0.4, 0.6), (0.6, 0.8, 1.01), (0.5, 0.6)
+    )
+    for conf, member, merge_conf, big_conf, cover in combos:
+        p = HybridParams(conf=conf, member=member, merge_conf=max(conf, merge_conf),
+                         merge_big_conf=big_conf, split_cover=cover)  # fmt: skip
         raw = [hybrid_boxes(a, ink, ds, min_side, p) for a, ink, ds in zip(arrs, inks, dets)]
-        out.append({"method": "hybrid", **{k: v for k, v in vars(p).items()}, **finish(raw)})
+        out.append({"method": "hybrid", **vars(p), **finish(raw)})
     return out
 
 

@@ -37,16 +37,11 @@ def trim_box(ink: np.ndarray, box: Box) -> Box | None:
 
 def _gaps(profile: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
     """Runs of empty entries (start, end) at least ``min_gap`` long, excluding the two ends."""
-    empty = profile == 0
-    runs, start = [], None
-    for i, e in enumerate(empty.tolist() + [False]):
-        if e and start is None:
-            start = i
-        elif not e and start is not None:
-            if start > 0 and i < len(profile) and i - start >= min_gap:
-                runs.append((start, i))
-            start = None
-    return runs
+    empty = np.concatenate([[False], profile == 0, [False]]).astype(np.int8)  # (L + 2,)
+    edges = np.flatnonzero(np.diff(empty))  # run starts and ends, alternating
+    starts, ends = edges[::2], edges[1::2]
+    keep = (starts > 0) & (ends < len(profile)) & (ends - starts >= min_gap)
+    return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep])]
 
 
 def xy_cut(ink: np.ndarray, box: Box, min_gap: int, depth: int = 0) -> list[Box]:

@@ -11,7 +11,8 @@ detector sees whole panels but places their edges only roughly. The hybrid keeps
    strongest change of mean colour between neighbouring rows or columns nearby (where two touching
    pictures meet);
 2. merge: leaves that lie mostly inside one confident detector box become one panel, unless their
-   union would swallow another leaf;
+   union would swallow another leaf (two large leaves, each a quarter of the union or more, look
+   like two panels, so merging them takes a more confident box than merging a chart's fragments);
 3. keep: the other leaves are kept when they are as large as the classic splitter requires (leaves
    that no detector box holds keep the classic rule: small ones, such as letters and text, go).
 
@@ -34,9 +35,10 @@ from glomssl.mining.classic import min_gap_for, size_limit, trim_box, xy_cut
 class HybridParams:
     """Thresholds of the hybrid splitter."""
 
-    conf: float = 0.25  # detector boxes below this confidence are ignored
-    member: float = 0.6  # a leaf belongs to the detector box that holds this share of its area
+    conf: float = 0.15  # detector boxes below this confidence are ignored
+    member: float = 0.75  # a leaf belongs to the detector box that holds this share of its area
     merge_conf: float = 0.4  # a detector box must be this confident to merge several leaves
+    merge_big_conf: float = 0.8  # ... and this confident when two of them are large (>= 25%)
     split_inside: float = 0.7  # a detector box is inside a leaf when this share of it lies within
     split_cover: float = 0.6  # boxes splitting a leaf must cover this share of it together
     snap: float = 0.06  # edge search window, as a share of the leaf's width or height
@@ -111,8 +113,8 @@ def hybrid_boxes(
             pieces.append((leaf, None))
     # 2. group the other leaves by the detector box holding most of each
     groups: dict[int, list[int]] = {}
-    for i, (p, s) in enumerate(pieces):
-        if s is not None or not dets:
+    for i, (p, cut) in enumerate(pieces):
+        if cut is not None or not dets:
             continue
         shares = [inter(p, d) / max(1, area(p)) for d, _ in dets]
         j = int(np.argmax(shares))
@@ -122,8 +124,10 @@ def hybrid_boxes(
     used: set[int] = set()
     for j, members in groups.items():
         d, s = dets[j]
-        if len(members) >= 2 and s >= params.merge_conf:
-            u = union_box([pieces[i][0] for i in members])
+        u = union_box([pieces[i][0] for i in members])
+        big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
+        need = params.merge_big_conf if big >= 2 else params.merge_conf
+        if len(members) >= 2 and s >= need:
             others = (k for k in range(len(pieces)) if k not in members)
             if not any(inter(u, pieces[k][0]) > 0.5 * area(pieces[k][0]) for k in others):
                 out.append((u, s))
@@ -134,11 +138,11 @@ def hybrid_boxes(
                 out.append((b, s))
                 used.add(members[0])
     # 3. the rest: detector-cut pieces always, other leaves when large enough
-    for i, (p, s) in enumerate(pieces):
+    for i, (p, cut) in enumerate(pieces):
         if i in used:
             continue
-        if s is not None:
-            out.append((p, s))
+        if cut is not None:
+            out.append((p, cut))
         elif p[2] - p[0] >= limit and p[3] - p[1] >= limit:
             out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
     return out

@@ -58,7 +58,7 @@ METHODS = ("auto", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md
 AUTO_METHOD = "classic"
 #: detector confidence threshold per method when --conf is not given
-DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.25}
+DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15}
 _OWN_FIELDS = {"path", "sha256", "width", "height", "parent", "bbox", "score", "method", "mask"}
 
 

@@ -73,10 +73,10 @@ def render_chart(rng: Rng, w: int, h: int, y_axis: bool = True) -> Image.Image:
                         marker="os^d"[int(rng.integers(4))], ms=3, lw=1, capsize=2, label=g)  # fmt: skip
         ax.set_xlabel("Time (weeks)", fontsize=size)
     elif kind == 2:  # scatter with a fit
-        x = rng.uniform(0, 10, 40)
-        y = x * rng.uniform(0.5, 2) + rng.normal(0, 2, x.size)
-        ax.scatter(x, y, s=6)
-        ax.plot([0, 10], np.polyval(np.polyfit(x, y, 1), [0, 10]), "r-", lw=1)
+        xs = rng.uniform(0, 10, 40)
+        ys = xs * rng.uniform(0.5, 2) + rng.normal(0, 2, xs.size)
+        ax.scatter(xs, ys, s=6)
+        ax.plot([0, 10], np.polyval(np.polyfit(xs, ys, 1), [0, 10]), "r-", lw=1)
         ax.set_xlabel("eGFR", fontsize=size)
     else:  # box plot
         ax.boxplot([rng.normal(rng.uniform(2, 8), 1, 20) for _ in groups], widths=0.5)
