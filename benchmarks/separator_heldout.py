@@ -123,12 +123,9 @@ def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 
                 **finish([[d for d in ds if d[1] >= conf] for ds in dets]),
             }
         )
-    combos = itertools.product(
-        (0.15, 0.25, 0.35), (0.6, 0.75), (0.4, 0.6), (0.6, 0.8, 1.01), (0.5, 0.6)
-    )
-    for conf, member, merge_conf, big_conf, cover in combos:
-        p = HybridParams(conf=conf, member=member, merge_conf=max(conf, merge_conf),
-                         merge_big_conf=big_conf, split_cover=cover)  # fmt: skip
+    combos = itertools.product((0.1, 0.15, 0.25), (0.4, 0.6), (0.5, 0.6), (0.0, 2.0, 3.0, 5.0))
+    for conf, merge_conf, cover, seam in combos:
+        p = HybridParams(conf=conf, merge_conf=max(conf, merge_conf), split_cover=cover, seam=seam)
         raw = [hybrid_boxes(a, ink, ds, min_side, p) for a, ink, ds in zip(arrs, inks, dets)]
         out.append({"method": "hybrid", **vars(p), **finish(raw)})
     return out

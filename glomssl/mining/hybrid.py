@@ -42,37 +42,54 @@ class HybridParams:
     split_inside: float = 0.7  # a detector box is inside a leaf when this share of it lies within
     split_cover: float = 0.6  # boxes splitting a leaf must cover this share of it together
     snap: float = 0.06  # edge search window, as a share of the leaf's width or height
+    seam: float = 0.0  # a split needs seams this contrasted (jump / median jump nearby; 0: any)
 
 
-def _edge(profile: np.ndarray, pos: int, tol: int) -> int:
+def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
     """The boundary (index of the first element after it) with the largest jump of ``profile``
-    within ``tol`` of ``pos``; ``profile`` is (L, C) mean colours along one axis."""
+    within ``tol`` of ``pos``, and its contrast: that jump over the median jump nearby (a seam
+    between two pictures stands out; a texture inside one picture does not). ``profile`` is (L, C)
+    mean colours along one axis."""
     lo, hi = max(1, pos - tol), min(len(profile) - 1, pos + tol)
     if hi < lo:
-        return pos
+        return pos, 0.0
     jumps = np.abs(profile[lo : hi + 1] - profile[lo - 1 : hi]).sum(axis=1)  # (hi - lo + 1,)
-    return lo + int(np.argmax(jumps))
+    k = int(np.argmax(jumps))
+    return lo + k, float(jumps[k] / (np.median(jumps) + 1.0))
 
 
-def refine(arr: np.ndarray, leaf: Box, det: Box, snap: float) -> Box:
-    """Detector box ``det`` inside ``leaf``, each edge snapped to the leaf or to a colour change."""
+def refine(arr: np.ndarray, leaf: Box, det: Box, snap: float) -> tuple[Box, float]:
+    """Detector box ``det`` inside ``leaf``, each edge snapped to the leaf or moved to the nearby
+    colour seam; returns the box and the weakest contrast of the seams it moved to (inf: none)."""
     lx0, ly0, lx1, ly1 = leaf
     x0, y0 = max(lx0, det[0]), max(ly0, det[1])
     x1, y1 = min(lx1, det[2]), min(ly1, det[3])
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+        return (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)), 0.0
     tx, ty = max(3, round(snap * (lx1 - lx0))), max(3, round(snap * (ly1 - ly0)))
-    sub = arr[y0:y1, lx0:lx1].astype(np.float32)  # (h, W, 3): the box's rows across the leaf
-    cols = sub.mean(axis=0)  # (W, 3)
-    sub = arr[ly0:ly1, x0:x1].astype(np.float32)  # (H, w, 3): the box's columns down the leaf
-    rows = sub.mean(axis=1)  # (H, 3)
-    nx0 = lx0 if x0 - lx0 <= tx else lx0 + _edge(cols, x0 - lx0, tx)
-    nx1 = lx1 if lx1 - x1 <= tx else lx0 + _edge(cols, x1 - lx0, tx)
-    ny0 = ly0 if y0 - ly0 <= ty else ly0 + _edge(rows, y0 - ly0, ty)
-    ny1 = ly1 if ly1 - y1 <= ty else ly0 + _edge(rows, y1 - ly0, ty)
+    cols = arr[y0:y1, lx0:lx1].astype(np.float32).mean(axis=0)  # (W, 3) along the leaf's width
+    rows = arr[ly0:ly1, x0:x1].astype(np.float32).mean(axis=1)  # (H, 3) along its height
+    contrast = [np.inf]
+    edges = []
+    for near_start, pos, tol, prof, base in (
+        (x0 - lx0 <= tx, x0, tx, cols, lx0),
+        (lx1 - x1 <= tx, x1, tx, cols, lx0),
+        (y0 - ly0 <= ty, y0, ty, rows, ly0),
+        (ly1 - y1 <= ty, y1, ty, rows, ly0),
+    ):
+        if near_start:  # close to the leaf's own edge: take it
+            edges.append(None)
+            continue
+        at, c = _edge(prof, pos - base, tol)
+        edges.append(base + at)
+        contrast.append(c)
+    nx0 = lx0 if edges[0] is None else edges[0]
+    nx1 = lx1 if edges[1] is None else edges[1]
+    ny0 = ly0 if edges[2] is None else edges[2]
+    ny1 = ly1 if edges[3] is None else edges[3]
     if nx1 - nx0 < 2 or ny1 - ny0 < 2:
-        return (x0, y0, x1, y1)
-    return (nx0, ny0, nx1, ny1)
+        return (x0, y0, x1, y1), 0.0
+    return (nx0, ny0, nx1, ny1), min(contrast)
 
 
 def hybrid_boxes(
@@ -104,13 +121,15 @@ def hybrid_boxes(
     for leaf in leaves:
         inside = [(d, s) for d, s in dets if inter(d, leaf) >= params.split_inside * area(d)]
         covered = sum(inter(d, leaf) for d, _ in inside)
+        cuts: list[tuple[Box, float]] = []
         if len(inside) >= 2 and covered >= params.split_cover * area(leaf):
-            for d, s in inside:
-                piece = trim_box(ink, refine(arr, leaf, d, params.snap))
-                if piece is not None:
-                    pieces.append((piece, s))
-        else:
-            pieces.append((leaf, None))
+            refined = [(refine(arr, leaf, d, params.snap), s) for d, s in inside]
+            if min(c for (_, c), _ in refined) >= params.seam:
+                for (box, _), s in refined:
+                    piece = trim_box(ink, box)
+                    if piece is not None:
+                        cuts.append((piece, s))
+        pieces.extend(cuts or [(leaf, None)])
     # 2. group the other leaves by the detector box holding most of each
     groups: dict[int, list[int]] = {}
     for i, (p, cut) in enumerate(pieces):

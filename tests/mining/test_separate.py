@@ -317,20 +317,20 @@ def test_auto_runs_the_chosen_method_and_records_it(tmp_path: Path) -> None:
     )
 
 
-def _real_score(shared_data: Path) -> dict:
+def _real_score(shared_data: Path, method: str) -> dict:
     root = shared_data / "compound_figures" / "exsclaim"
     meta = json.loads((root / "boxes.json").read_text())
     figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
     truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
     assert DEFAULT_WEIGHTS.is_file() and len(figs) == 14
-    sep = Separator("yolo")
+    sep = Separator(method)
     preds = [[b for b, _ in sep.split([fig])[0]] for fig in figs]
     return prf1(preds, truths)
 
 
 @pytest.mark.realdata
-def test_shipped_weights_on_real_exsclaim_figures(shared_data: Path) -> None:
-    """The acceptance target of the shipped detector: F1 >= 0.8 at IoU 0.5 on 14 real figures
-    (measured 0.831; see glomssl/weights/MODEL_CARD.md)."""
-    score = _real_score(shared_data)
-    assert score["f1"] >= 0.8, score
+def test_default_method_on_real_exsclaim_figures_is_at_least_classic(shared_data: Path) -> None:
+    """The sanity check of issue 15: on 14 real figures the default (``auto``) scores at least the
+    classic splitter's F1 at IoU 0.5 (numbers in docs/experiments/panel-detector.md)."""
+    auto, classic = _real_score(shared_data, "auto"), _real_score(shared_data, "classic")
+    assert auto["f1"] >= classic["f1"], (auto, classic)
