@@ -31,7 +31,7 @@ from PIL import Image
 from glomssl.mining.boxes import prf1
 from glomssl.mining.classic import clean_boxes, ink_mask, whole_figure
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
-from glomssl.mining.separate import DEFAULT_CONF, Separator
+from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
 from glomssl.mining.synth.heldout import make_heldout_figure
 
@@ -123,9 +123,13 @@ def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 
                 **finish([[d for d in ds if d[1] >= conf] for ds in dets]),
             }
         )
-    combos = itertools.product((0.1, 0.15, 0.25), (0.4, 0.6), (0.5, 0.6), (0.0, 2.0, 3.0, 5.0))
-    for conf, merge_conf, cover, seam in combos:
-        p = HybridParams(conf=conf, merge_conf=max(conf, merge_conf), split_cover=cover, seam=seam)
+    base = vars(sep.hybrid)  # the weights' tuned setting; the grid varies it
+    combos = itertools.product(
+        (0.15, 0.25, 0.35), (0.0, 2.0), (0.0, 0.4, 0.6), (1.0, 0.0), (0.4, 0.6)
+    )
+    for conf, seam, split_conf, small, merge_conf in combos:
+        p = HybridParams(**{**base, "conf": conf, "seam": seam, "split_conf": split_conf,
+                            "small": small, "merge_conf": max(conf, merge_conf)})  # fmt: skip
         raw = [hybrid_boxes(a, ink, ds, min_side, p) for a, ink, ds in zip(arrs, inks, dets)]
         out.append({"method": "hybrid", **vars(p), **finish(raw)})
     return out
@@ -135,7 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     default_shared = os.environ.get("GLOMSSL_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--shared-data", default=default_shared)
-    ap.add_argument("--set", choices=["heldout", "tuning"], default="heldout")
+    ap.add_argument("--set", choices=["heldout", "tuning", "exsclaim"], default="heldout")
     ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
     ap.add_argument(
@@ -155,26 +159,30 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.set == "heldout":
         data = heldout_set(shared, args.n or 300, Path(args.cache) if args.cache else None)
+    elif args.set == "exsclaim":
+        data = exsclaim_set(shared)
     else:
         data = tuning_set(args.n or 200, args.images)
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
-    hyb = HybridParams(**params)  # type: ignore[arg-type]
     if args.grid:
         result["classic"] = score(Separator("classic"), *data)
-        result["grid"] = grid(Separator("yolo", weights=args.weights, conf=0.05), *data)
+        detector = Separator("hybrid", weights=args.weights, conf=0.05)
+        result["grid"] = grid(detector, *data)
         print(json.dumps(result))
         return
     exs = exsclaim_set(shared) if args.exsclaim else None
     for m in args.methods.split(","):
-        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=hyb)
+        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=params)
         result[m] = score(sep, *data)
         if exs is not None:
             result[f"exsclaim_{m}"] = score(sep, *exs)
-    if "hybrid" in args.methods:
-        result["hybrid_params"] = {**vars(hyb), "conf": args.conf or DEFAULT_CONF["hybrid"]}
+        if m == "hybrid":
+            result["hybrid_params"] = vars(sep.hybrid)
+        elif m == "yolo":
+            result["yolo_conf"] = sep.conf
     print(json.dumps(result))
 
 

@@ -43,6 +43,8 @@ class HybridParams:
     split_cover: float = 0.6  # boxes splitting a leaf must cover this share of it together
     snap: float = 0.06  # edge search window, as a share of the leaf's width or height
     seam: float = 0.0  # a split needs seams this contrasted (jump / median jump nearby; 0: any)
+    split_conf: float = 0.0  # boxes that split a leaf need this confidence (0: any kept box)
+    small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -70,7 +72,7 @@ def refine(arr: np.ndarray, leaf: Box, det: Box, snap: float) -> tuple[Box, floa
     cols = arr[y0:y1, lx0:lx1].astype(np.float32).mean(axis=0)  # (W, 3) along the leaf's width
     rows = arr[ly0:ly1, x0:x1].astype(np.float32).mean(axis=1)  # (H, 3) along its height
     contrast = [np.inf]
-    edges = []
+    edges: list[int | None] = []
     for near_start, pos, tol, prof, base in (
         (x0 - lx0 <= tx, x0, tx, cols, lx0),
         (lx1 - x1 <= tx, x1, tx, cols, lx0),
@@ -119,7 +121,11 @@ def hybrid_boxes(
     # 1. split leaves that hold several detector boxes (touching panels)
     pieces: list[tuple[Box, float | None]] = []  # (box, confidence of the box that cut it | None)
     for leaf in leaves:
-        inside = [(d, s) for d, s in dets if inter(d, leaf) >= params.split_inside * area(d)]
+        inside = [
+            (d, s)
+            for d, s in dets
+            if inter(d, leaf) >= params.split_inside * area(d) and s >= params.split_conf
+        ]
         covered = sum(inter(d, leaf) for d, _ in inside)
         cuts: list[tuple[Box, float]] = []
         if len(inside) >= 2 and covered >= params.split_cover * area(leaf):
@@ -153,7 +159,8 @@ def hybrid_boxes(
                 used.update(members)
         elif len(members) == 1:  # a leaf the detector confirms: kept down to min_side
             b = pieces[members[0]][0]
-            if b[2] - b[0] >= min_side and b[3] - b[1] >= min_side:
+            least = min_side if params.small else limit
+            if b[2] - b[0] >= least and b[3] - b[1] >= least:
                 out.append((b, s))
                 used.add(members[0])
     # 3. the rest: detector-cut pieces always, other leaves when large enough

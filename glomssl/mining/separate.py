@@ -57,7 +57,7 @@ __all__ = [
 METHODS = ("auto", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md
 AUTO_METHOD = "classic"
-#: detector confidence threshold per method when --conf is not given
+#: detector confidence per method when neither --conf nor the weights' sidecar gives one
 DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15}
 _OWN_FIELDS = {"path", "sha256", "width", "height", "parent", "bbox", "score", "method", "mask"}
 
@@ -69,6 +69,25 @@ def resolve_method(method: str) -> str:
     return AUTO_METHOD if method == "auto" else method
 
 
+def tuned_settings(method: str, weights: str | None = None) -> tuple[float, HybridParams]:
+    """Detector confidence and hybrid thresholds for ``method`` with ``weights``.
+
+    Thresholds belong to the weights they were set for: a sidecar may carry them as
+    ``"separate": {"yolo": {"conf": ...}, "hybrid": {"conf": ..., "member": ...}}`` (the shipped one
+    does, with the values chosen on the tuning set of docs/experiments/panel-detector.md). Missing
+    values fall back to :data:`DEFAULT_CONF` and :class:`HybridParams`' defaults.
+    """
+    from glomssl.mining.yolo import weights_meta
+
+    tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
+    own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
+    own = own if isinstance(own, dict) else {}
+    conf = float(own.get("conf", DEFAULT_CONF.get(method, 0.25)))
+    names = {f.name for f in dataclasses.fields(HybridParams)} - {"conf"}
+    params = HybridParams(conf=conf, **{k: float(v) for k, v in own.items() if k in names})
+    return conf, params
+
+
 @dataclasses.dataclass
 class SeparateConfig:
     """Options of ``glomssl separate``."""
@@ -77,7 +96,7 @@ class SeparateConfig:
     out: str = "panels_out"
     method: str = "auto"
     weights: str | None = None  # None: the weights shipped with glomssl
-    conf: float | None = opt(None, gt=0, lt=1)  # None: the method's default (DEFAULT_CONF)
+    conf: float | None = opt(None, gt=0, lt=1)  # None: tuned for the weights (tuned_settings)
     iou: float = opt(0.5, gt=0, le=1)  # non-maximum suppression overlap
     imgsz: int = opt(0, ge=0)  # 0: the size the weights were trained at
     min_side: int = opt(24, ge=1)  # panels narrower or lower than this (px) are dropped
@@ -115,12 +134,13 @@ class Separator:
         imgsz: int = 0,
         min_side: int = 24,
         device: str = "cpu",
-        hybrid: HybridParams | None = None,
+        hybrid: dict[str, float] | None = None,
     ) -> None:
         self.method = resolve_method(method)
-        self.conf = conf if conf is not None else DEFAULT_CONF.get(self.method, 0.25)
+        tuned_conf, tuned = tuned_settings(self.method, weights)
+        self.conf = conf if conf is not None else tuned_conf
         self.iou, self.min_side = iou, min_side
-        self.hybrid = dataclasses.replace(hybrid or HybridParams(), conf=self.conf)
+        self.hybrid = dataclasses.replace(tuned, **(hybrid or {}), conf=self.conf)
         self.detector: Any = None
         self.imgsz = imgsz or 512
         if self.method in ("yolo", "hybrid"):
@@ -258,7 +278,7 @@ def _run(
 
     settings: dict[str, Any] = {"method": method, "min_side": cfg.min_side}
     if method != "classic":
-        conf = cfg.conf if cfg.conf is not None else DEFAULT_CONF[method]
+        conf = cfg.conf if cfg.conf is not None else tuned_settings(method, cfg.weights)[0]
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
