@@ -334,3 +334,11 @@ def test_default_method_on_real_exsclaim_figures_is_at_least_classic(shared_data
     classic splitter's F1 at IoU 0.5 (numbers in docs/experiments/panel-detector.md)."""
     auto, classic = _real_score(shared_data, "auto"), _real_score(shared_data, "classic")
     assert auto["f1"] >= classic["f1"], (auto, classic)
+
+
+@pytest.mark.realdata
+def test_shipped_detector_methods_on_real_exsclaim_figures(shared_data: Path) -> None:
+    """Regression guard of the shipped weights on 14 real figures (measured: hybrid 0.868, yolo
+    0.821; classic 0.901; glomssl/weights/MODEL_CARD.md)."""
+    assert _real_score(shared_data, "hybrid")["f1"] >= 0.85
+    assert _real_score(shared_data, "yolo")["f1"] >= 0.8
