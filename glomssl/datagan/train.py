@@ -15,7 +15,9 @@ Only rank zero writes files.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,33 +39,37 @@ class GanTrainConfig:
     data: list[str] = field(default_factory=list)  # FOLDER | MANIFEST | SLIDE...
     out: str = ""  # the run folder
     resolution: int = 256
+    # "auto": ADA's auto widths on a GPU; on a CPU the "small" networks (the full ones take hours
+    # per thousand images there); name a config to force it
     cfg: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
-    channel_max: int | None = None  # override the config's widest layer (smaller = faster, weaker)
-    batch_size: int = 32  # total over all processes
-    kimg: float = 5000.0  # training length in thousands of real images shown to D
-    max_minutes: float | None = None  # wall-clock budget: stop (with a snapshot) after this long
-    gamma: float | None = None  # R1 weight; None -> 0.0002 * res^2 / batch (auto) or the paper's
+    channel_max: int | None = opt(None, ge=4)  # override the widest layer (smaller = faster)
+    batch_size: int = opt(32, ge=1)  # total over all processes
+    kimg: float = opt(5000.0, ge=0)  # training length in thousands of real images shown to D
+    max_minutes: float | None = opt(None, gt=0)  # wall-clock budget: stop (with a snapshot)
+    gamma: float | None = opt(
+        None, ge=0
+    )  # R1 weight; None -> 0.0002 * res^2 / batch or the paper's
     mirror: bool = False  # random x-flips of the training data
     aug: Literal["ada", "noaug", "fixed"] = "ada"
-    aug_p: float = 0.2  # p for --aug fixed (and the starting p for ada when resuming fails)
-    target: float = 0.6  # ADA over-fitting target for E[sign(D(real))]
-    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
-    ada_interval: int = 4
+    aug_p: float = opt(0.2, ge=0, le=1)  # p for --aug fixed
+    target: float = opt(0.6, ge=0, le=1)  # ADA over-fitting target for E[sign(D(real))]
+    ada_kimg: float = opt(500.0, gt=0)  # p can move from 0 to 1 in this many kimg
+    ada_interval: int = opt(4, ge=1)
     lr: float | None = opt(None, gt=0)  # None -> 0.0025 (0.002 at 1024)
-    ema_kimg: float | None = None  # None -> batch * 10 / 32
-    ema_rampup: float | None = 0.05
+    ema_kimg: float | None = opt(None, gt=0)  # None -> batch * 10 / 32
+    ema_rampup: float | None = opt(0.05, ge=0)
     pl_weight: float | None = opt(None, ge=0)  # None -> 2 (0 for "small")
-    style_mixing: float = 0.9
-    g_reg_interval: int = 4
-    d_reg_interval: int = 16
-    snap: float = 50.0  # kimg between snapshots
-    tick: float = 4.0  # kimg between metrics.jsonl lines
-    grid: int = 8  # fakes grid is grid x grid images
+    style_mixing: float = opt(0.9, ge=0, le=1)
+    g_reg_interval: int = opt(4, ge=1)
+    d_reg_interval: int = opt(16, ge=1)
+    snap: float = opt(50.0, gt=0)  # kimg between snapshots
+    tick: float = opt(4.0, gt=0)  # kimg between metrics.jsonl lines
+    grid: int = opt(8, ge=1, le=32)  # fakes grid is grid x grid images
     seed: int = opt(0, ge=0)
     workers: int = opt(2, ge=0)
     accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
+    devices: int = opt(1, ge=1)
+    num_nodes: int = opt(1, ge=1)
     strategy: str = (
         "auto"  # auto -> ddp when devices * num_nodes > 1; ddp_spawn for notebooks/tests
     )
@@ -119,16 +125,27 @@ class GanTrainConfig:
             raise GlomsslError(f"--metric-num {self.metric_num} must be at least 2 for FID/KID")
 
 
-def resolved_hparams(cfg: GanTrainConfig) -> dict[str, float]:
+def network_config(cfg: GanTrainConfig, on_gpu: bool, resumed: dict[str, Any] | None) -> str:
+    """The network config a run uses: the one it was started with when resuming; "auto" on a CPU ->
+    "small" (the full networks cost hours per thousand images on a CPU); else ``cfg.cfg``."""
+    if resumed is not None:  # a snapshot from before this rule recorded no choice: it used "auto"
+        return str(resumed.get("cfg_resolved") or resumed.get("cfg") or cfg.cfg)
+    if cfg.cfg == "auto" and not on_gpu:
+        return "small"
+    return cfg.cfg
+
+
+def resolved_hparams(cfg: GanTrainConfig, net_cfg: str | None = None) -> dict[str, float]:
     """Hyper-parameters left as None, filled in like StyleGAN2-ADA's configs."""
     res, mb = cfg.resolution, cfg.batch_size
+    name = net_cfg or cfg.cfg
     paper_gamma = {"paper256": 1.0, "paper512": 0.5, "paper1024": 2.0}
     gamma = cfg.gamma
     if gamma is None:
-        gamma = paper_gamma.get(cfg.cfg, 0.0002 * res * res / mb)
+        gamma = paper_gamma.get(name, 0.0002 * res * res / mb)
     lr = cfg.lr if cfg.lr is not None else (0.002 if res >= 1024 else 0.0025)
     ema = cfg.ema_kimg if cfg.ema_kimg is not None else mb * 10 / 32
-    pl = cfg.pl_weight if cfg.pl_weight is not None else (0.0 if cfg.cfg == "small" else 2.0)
+    pl = cfg.pl_weight if cfg.pl_weight is not None else (0.0 if name == "small" else 2.0)
     return {"gamma": float(gamma), "lr": float(lr), "ema_kimg": float(ema), "pl_weight": float(pl)}
 
 
@@ -211,31 +228,44 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     from glomssl.datagan.metrics import MetricState
     from glomssl.datagan.networks import create_discriminator, create_generator
     from glomssl.datagan.snapshot import (
+        latest_complete_snapshot,
         list_snapshots,
         load_optimizer_state,
-        load_snapshot,
         save_snapshot,
         snapshot_name,
     )
+    from glomssl.engine import truncate_metrics
     from glomssl.fsutil import atomic_write_text
     from glomssl.runs import MetricsLogger
 
+    t_start = time.time()  # --max-minutes counts from here (start-up included)
     run = Path(cfg.out)
     rank0 = fabric.global_rank == 0
     dataset = make_dataset(cfg)  # bad data fails before anything is written
     if rank0:
         run.mkdir(parents=True, exist_ok=True)
+        _report_skipped(dataset, run)
     fabric.barrier()
     existing = list_snapshots(run) if run.is_dir() else []
     if existing and not cfg.resume:
         raise GlomsslError(
             f"{run} already holds snapshots; pass --resume to continue it or choose a new --out"
         )
-    hp = resolved_hparams(cfg)
+    dev = fabric.device
+    snap = None
+    if existing:  # the newest snapshot that loads; a half-written newer one is reported and skipped
+        snap = latest_complete_snapshot(run, device=str(dev), warn=rank0)
+    net_cfg = network_config(cfg, dev.type == "cuda", snap["meta"]["config"] if snap else None)
+    if rank0 and snap is None and net_cfg != cfg.cfg:
+        print(
+            f"gan train: CPU run, --cfg {cfg.cfg} uses the '{net_cfg}' networks (the full ones "
+            "take hours per kimg on a CPU); pass --cfg paper256 (or another) to force them",
+            file=sys.stderr,
+        )
+    hp = resolved_hparams(cfg, net_cfg)
     mixed = precision != "32-true"
     sanitize = precision != "16-mixed"
     conv_clamp = 256.0 if mixed else None
-    dev = fabric.device
     if dev.type == "cpu" and fabric.world_size > 1:  # share the cores, no OpenMP oversubscription
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, cfg.devices)))
 
@@ -243,8 +273,8 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     net_kw: dict[str, Any] = {"conv_clamp": conv_clamp}
     if cfg.channel_max is not None:
         net_kw["channel_max"] = cfg.channel_max
-    G = create_generator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
-    D = create_discriminator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
+    G = create_generator(net_cfg, cfg.resolution, **net_kw).to(dev)
+    D = create_discriminator(net_cfg, cfg.resolution, **net_kw).to(dev)
     G.set_fused(dev.type == "cuda")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     pipe = AugmentPipe(cfg.aug_p if cfg.aug == "fixed" else 0.0).to(dev)
@@ -257,11 +287,10 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     opt_G = adam(G, cfg.g_reg_interval if hp["pl_weight"] > 0 else 0)
     opt_D = adam(D, cfg.d_reg_interval)
     cur_nimg = 0
-    if existing:
-        snap = load_snapshot(existing[-1], device=str(dev))
+    if snap is not None:
         if snap["meta"]["G_kwargs"] != G.init_kwargs or snap["meta"]["D_kwargs"] != D.init_kwargs:
             raise GlomsslError(
-                f"{existing[-1]} was trained with other network settings "
+                f"{snap['path']} was trained with other network settings "
                 f"({snap['meta']['G_kwargs']}); resume with the run's own --cfg/--resolution/"
                 "--channel-max/--precision, or start a new --out"
             )
@@ -272,13 +301,18 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         cur_nimg = int(snap["meta"]["cur_nimg"])
         if cfg.aug == "ada":
             pipe.p.fill_(snap["augment_p"])
+        if rank0:  # lines a killed run logged after this snapshot would be logged twice
+            truncate_metrics(run / "metrics.jsonl", cur_nimg / 1000, key="kimg")
+        del snap
     opt_G, opt_D = fabric.setup_optimizers(opt_G, opt_D)
     cfg_dict = to_dict(cfg)
     cfg_dict["resolved"] = hp
     cfg_dict["precision_resolved"] = precision
+    cfg_dict["cfg_resolved"] = net_cfg
     if rank0:  # reusable with --config; what the automatic values resolved to, as comments
         resolved = "".join(
-            f"# resolved {k}: {v}\n" for k, v in {**hp, "precision": precision}.items()
+            f"# resolved {k}: {v}\n"
+            for k, v in {**hp, "precision": precision, "cfg": net_cfg}.items()
         )
         atomic_write_text(run / "config.yaml", to_yaml(cfg) + resolved)
     logger = MetricsLogger(run / "metrics.jsonl")
@@ -336,15 +370,21 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     def record(key: str, value: Any) -> None:
         acc.setdefault(key, []).append(float(value))
 
-    def out_of_time(t0: float) -> bool:
-        """True once ``max_minutes`` have passed; rank 0's clock decides for every rank."""
+    step_sec = 0.0  # the last step's duration: the next one is expected to take as long
+
+    def out_of_time() -> bool:
+        """True when one more step would end past ``max_minutes`` (counted from the start of the
+        command, start-up included); rank 0's clock decides for every rank."""
         if cfg.max_minutes is None:
             return False
-        late = time.time() - t0 >= cfg.max_minutes * 60
+        late = time.time() - t_start + step_sec >= cfg.max_minutes * 60
         return bool(fabric.broadcast(late, src=0)) if fabric.world_size > 1 else late
 
+    log_lines = rank0 and not cfg.quiet and bar is None  # no terminal: plain lines for the log
+    loop_t0, start_nimg, last_line = time.perf_counter(), cur_nimg, time.time()
     done = False
     while not done:
+        step_t0 = time.time()
         real = next(batches).to(dev).float() / 127.5 - 1  # (b, 3, R, R) in [-1, 1]
         # --- G main
         G.requires_grad_(True)
@@ -402,8 +442,13 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             ada.update(cfg.batch_size * cfg.ada_interval, red)
         if bar is not None:
             bar.update(cfg.batch_size)
-        done = cur_nimg >= total or out_of_time(start_time)
-        if cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap:
+        step_sec = time.time() - step_t0
+        done = cur_nimg >= total or out_of_time()
+        tick = cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap
+        if log_lines and (tick or time.time() - last_line >= 60):
+            _log_line(cur_nimg, start_nimg, total, loop_t0, acc, float(pipe.p))
+            last_line = time.time()
+        if tick:
             now = time.time()
             row = _tick_row(acc, cur_nimg, float(pipe.p), now, tick_start_time, tick_start_nimg)
             row["total_sec"] = now - start_time
@@ -476,9 +521,22 @@ def _tick_row(
     return row
 
 
-def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
-    import sys
+def _log_line(
+    nimg: int, start: int, total: int, t0: float, acc: dict[str, list[float]], p: float
+) -> None:
+    """One plain progress line on stderr (runs without a terminal: nohup, sbatch, CI)."""
+    from glomssl.engine import progress_line
 
+    extra: dict[str, Any] = {"kimg": round(nimg / 1000, 3)}
+    for key in ("loss_G", "loss_D"):
+        if acc.get(key):
+            extra[key] = round(sum(acc[key]) / len(acc[key]), 4)
+    extra["augment_p"] = round(p, 3)
+    print(progress_line("gan train img", nimg - start, total - start, t0, **extra), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
     if cfg.quiet or not rank0 or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -491,42 +549,38 @@ def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
 
 
 def _to_square(img: Any, size: int) -> Any:
-    """Centre-crop a PIL image to a square and resize it to ``size`` (Lanczos when shrinking)."""
-    from PIL import Image
+    """Centre-crop a PIL image to a square and resize it to ``size`` (shared with projection)."""
+    from glomssl.data.images import centre_square
 
-    w, h = img.size
-    s = min(w, h)
-    if w != h:
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if s != size:
-        img = img.resize(
-            (size, size), Image.Resampling.LANCZOS if s > size else Image.Resampling.BICUBIC
-        )
-    return img
+    return centre_square(img, size)
 
 
 class ImageDataset:
-    """Images from folders/manifests as uint8 tensors (3, R, R); x-flipped at random with mirror."""
+    """Images from folders/manifests as uint8 tensors (3, R, R); x-flipped at random with mirror.
 
-    def __init__(self, paths: list[Path], resolution: int, mirror: bool) -> None:
+    ``skipped`` lists (path, reason) of the files left out because they cannot be read."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        resolution: int,
+        mirror: bool,
+        skipped: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.paths = paths
         self.resolution = resolution
         self.mirror = mirror
+        self.skipped = skipped or []
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:
         import numpy as np
-        from PIL import Image
 
-        p = self.paths[i]
-        try:
-            with Image.open(p) as im:
-                img = _to_square(im.convert("RGB"), self.resolution)
-        except (OSError, ValueError) as exc:
-            raise GlomsslError(f"training image {p} cannot be read ({exc}); remove it") from exc
+        from glomssl.data.images import load_rgb
+
+        img = _to_square(load_rgb(self.paths[i]), self.resolution)
         x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, R, R) uint8
         if self.mirror and torch.rand(()) < 0.5:
             x = x.flip(2)
@@ -559,9 +613,11 @@ class SlideDataset:
 
 
 def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
-    """Folders/manifests -> ImageDataset (headers checked up front); slides -> SlideDataset."""
-    from PIL import Image
+    """Folders/manifests -> ImageDataset; slides -> SlideDataset.
 
+    Every image's header is checked up front (glomssl.data.images.image_ok: readable, not a
+    decompression bomb); unreadable files are left out and listed in ``dataset.skipped``."""
+    from glomssl.data.images import image_ok
     from glomssl.manifest import load_image_list
     from glomssl.wsi import is_slide_path
 
@@ -577,15 +633,39 @@ def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
     paths: list[Path] = []
     for src in cfg.data:
         paths.extend(p for p, _row in load_image_list(src))
+    good: list[Path] = []
+    skipped: list[tuple[str, str]] = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.verify()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise GlomsslError(
-                f"training image {p} is not a readable image ({exc}); remove it"
-            ) from exc
-    return ImageDataset(paths, cfg.resolution, cfg.mirror)
+        reason = image_ok(p)
+        if reason is None:
+            good.append(p)
+        else:
+            skipped.append((str(p), reason))
+    if not good:
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise GlomsslError(
+            f"--data {', '.join(cfg.data)} holds no readable image{first}; check the path"
+        )
+    return ImageDataset(good, cfg.resolution, cfg.mirror, skipped)
+
+
+def _report_skipped(ds: Any, run: Path) -> None:
+    """RUN/skipped.jsonl lists the unreadable training images (rewritten each start); one line says
+    how many."""
+    from glomssl.fsutil import atomic_write_text
+
+    skipped = getattr(ds, "skipped", [])
+    target = run / "skipped.jsonl"
+    if not skipped:
+        target.unlink(missing_ok=True)
+        return
+    rows = "".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in skipped)
+    atomic_write_text(target, rows)
+    n = len(skipped) + len(ds)  # a warning, shown with --quiet too (quiet drops the progress bar)
+    print(
+        f"gan train: skipped {len(skipped)} of {n} images that cannot be read (listed in {target})",
+        file=sys.stderr,
+    )
 
 
 class _InfiniteShard:
