@@ -82,6 +82,14 @@ def synthesize(
     return img, list(feats)
 
 
+def synthesize_images(G: nn.Module, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    """Images only (B, 3, H, W) for ``ws`` (B, num_ws, w_dim), without gradients or kept features."""
+    import torch
+
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode=noise_mode)  # type: ignore[operator,no-any-return]
+
+
 def feature_channels(feats: Sequence[torch.Tensor]) -> list[int]:
     """Channel count of every layer: the labeler's input layout (sum = C_total)."""
     return [int(f.shape[1]) for f in feats]
