@@ -1,7 +1,7 @@
 """Benchmark: StyleGAN2 generator images/s, training seconds per image and peak RSS per resolution.
 
 Every measurement runs in a fresh child process (so its peak RSS, VmHWM from /proc/self/status, is its
-own), with fp32, ``--threads`` torch threads, the same architecture for every implementation (the ADA
+own), with fp32, ``--threads`` torch threads (1 by default), the same architecture for every implementation (the ADA
 "auto" config by default: 2 mapping layers, channel_base 16384 below 512 px and 32768 from 512 px) and:
 
 * ``generate``: G forward of ``--batch`` latents, constant noise, no gradients; images/s over ``--reps``
@@ -10,6 +10,10 @@ own), with fp32, ``--threads`` torch threads, the same architecture for every im
   G main (non-saturating loss through D), G path-length regularisation, D main (fakes + reals) and R1.
   Seconds per image = (G main + D main + PL / 4 + R1 / 16) / batch, the lazy-regularisation schedule of
   the paper (G every 4, D every 16 iterations). No augmentation.
+
+Speeds are reported per wall-clock second and per CPU second of the process (``time.process_time``);
+ratios use CPU seconds, which a machine shared with other jobs disturbs far less than wall time (with
+one thread there is no spinning OpenMP barrier to inflate them).
 
 ``--official DIR`` also measures NVIDIA's StyleGAN2-ADA PyTorch code (``training/networks.py``,
 ``training/loss.py`` and ``torch_utils``; not part of glomssl, see docs/experiments/gan-speed.md) in the
@@ -184,28 +188,35 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         z = torch.randn(args.batch, net.z_dim)
         with torch.no_grad():
             net.generate(z)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.reps):
                 net.generate(z)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
         out["images_per_s"] = args.batch * args.reps / dt
+        out["images_per_cpu_s"] = args.batch * args.reps / dc
     else:
         batch = args.train_batch
         ph = net.phases(batch)
         times: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for name, fn in ph.items():
             fn()  # warm-up (allocator, Adam state)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.train_reps):
                 fn()
             times[name] = (time.perf_counter() - t0) / args.train_reps
-        if "d_reg" in times:  # official: R1 is its own phase (a second D pass on the reals)
-            r1 = times["d_reg"]
-        else:  # glomssl: R1 rides on D main's real pass
-            r1 = max(times["d_main_r1"] - times["d_main"], 0.0)
-        per_iter = times["g_main"] + times["d_main"] + times["g_reg"] / 4 + r1 / 16
-        out["phase_seconds"] = {k: round(v, 4) for k, v in times.items()}
-        out["train_s_per_img"] = per_iter / batch
+            cpu[name] = (time.process_time() - c0) / args.train_reps
+
+        def per_img(t: dict[str, float]) -> float:
+            if "d_reg" in t:  # official: R1 is its own phase (a second D pass on the reals)
+                r1 = t["d_reg"]
+            else:  # glomssl: R1 rides on D main's pass over the reals
+                r1 = max(t["d_main_r1"] - t["d_main"], 0.0)
+            return (t["g_main"] + t["d_main"] + t["g_reg"] / 4 + r1 / 16) / batch
+
+        out["phase_cpu_seconds"] = {k: round(v, 3) for k, v in cpu.items()}
+        out["train_s_per_img"] = per_img(times)
+        out["train_cpu_s_per_img"] = per_img(cpu)
         out["train_batch"] = batch
     out["peak_rss_gb"] = _hwm() / 2**30
     return out
@@ -294,7 +305,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--cfg", default="auto")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=4, help="generator batch")
     ap.add_argument("--reps", type=int, default=2, help="timed generator passes")
     ap.add_argument("--train-batch", type=int, default=4)
@@ -325,19 +336,22 @@ def main() -> None:
                 for impl in impls:
                     got[impl].append(run_child(args, f"{impl}:{what}:{res}"))
             row: dict[str, Any] = {"resolution": res, "what": what}
-            key = "images_per_s" if what == "generate" else "train_s_per_img"
+            keys = (
+                ["images_per_s", "images_per_cpu_s"]
+                if what == "generate"
+                else ["train_s_per_img", "train_cpu_s_per_img"]
+            )
+            key = keys[1]
             for impl, results in got.items():
                 ok = [r for r in results if "error" not in r]
                 if not ok:
                     row[impl] = {"error": results[-1].get("error")}
                     continue
-                row[impl] = {
-                    key: round(statistics.median(r[key] for r in ok), 4),
-                    "peak_rss_gb": round(max(r["peak_rss_gb"] for r in ok), 3),
-                    "g_params": ok[0]["g_params"],
-                }
+                row[impl] = {k: round(statistics.median(r[k] for r in ok), 4) for k in keys}
+                row[impl]["peak_rss_gb"] = round(max(r["peak_rss_gb"] for r in ok), 3)
+                row[impl]["g_params"] = ok[0]["g_params"]
                 if what == "train":
-                    row[impl]["phase_seconds"] = ok[-1]["phase_seconds"]
+                    row[impl]["phase_cpu_seconds"] = ok[-1]["phase_cpu_seconds"]
             if "official" in row and key in row["official"] and key in row["glomssl"]:
                 ours, theirs = row["glomssl"][key], row["official"][key]
                 row["speed_ratio"] = round(

@@ -64,7 +64,9 @@ class GanTrainConfig:
     d_reg_interval: int = opt(16, ge=1)
     snap: float = opt(50.0, gt=0)  # kimg between snapshots
     tick: float = opt(4.0, gt=0)  # kimg between metrics.jsonl lines
-    grid: int = opt(8, ge=1, le=32)  # fakes grid is grid x grid images
+    grid: int | None = opt(
+        None, ge=1, le=32
+    )  # fakes grid of grid x grid; None: 8, fewer above 512 px
     seed: int = opt(0, ge=0)
     workers: int = opt(2, ge=0)
     accelerator: str = "auto"
@@ -316,7 +318,8 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         )
         atomic_write_text(run / "config.yaml", to_yaml(cfg) + resolved)
     logger = MetricsLogger(run / "metrics.jsonl")
-    grid_z = torch.randn(cfg.grid * cfg.grid, G.z_dim, generator=torch.Generator().manual_seed(123))
+    grid = cfg.grid or grid_size(cfg.resolution)
+    grid_z = torch.randn(grid * grid, G.z_dim, generator=torch.Generator().manual_seed(123))
 
     def snapshot() -> Path:
         path = run / snapshot_name(cur_nimg)
@@ -332,12 +335,12 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
                 opt_G.optimizer,
                 opt_D.optimizer,
             )
-            save_grid(G_ema, grid_z, cfg.grid, path.with_name(f"fakes-{cur_nimg // 1000:06d}.png"))
+            save_grid(G_ema, grid_z, grid, path.with_name(f"fakes-{cur_nimg // 1000:06d}.png"))
         fabric.barrier()
         return path
 
     if rank0 and not existing:
-        real_grid(dataset, cfg.grid, run / "reals.png")
+        real_grid(dataset, grid, run / "reals.png")
     if cfg.kimg == 0 or cur_nimg >= cfg.kimg * 1000:
         last = snapshot()
         p_now = float(pipe.p)
@@ -472,6 +475,12 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         "kimg": cur_nimg / 1000,
         "augment_p": float(pipe.p),
     }
+
+
+def grid_size(resolution: int) -> int:
+    """Default side of the reals/fakes grids: 8 images, fewer above 512 px so the PNG stays within
+    4096 px (1024 px: 4 x 4)."""
+    return max(2, min(8, 4096 // resolution))
 
 
 def ema_beta(batch: int, cur_nimg: int, ema_kimg: float, rampup: float | None) -> float:
