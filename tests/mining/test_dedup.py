@@ -13,18 +13,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from glomssl.cli import cli
 from glomssl.errors import GlomsslError
 from glomssl.manifest import image_row, read_manifest, write_manifest
-from glomssl.mining.dedup import (
-    DedupConfig,
-    Links,
-    exact_cosine_pairs,
-    group_rows,
-    hamming_pairs,
-    ivf_self_join,
-    normalize_rows,
-    phash,
-    run_dedup,
-    tiny_descriptor,
-)
+from glomssl.mining.dedup import DedupConfig, run_dedup
+from glomssl.mining.dup_groups import Links, group_rows
+from glomssl.mining.embedding_search import exact_cosine_pairs, ivf_self_join, normalize_rows
+from glomssl.mining.image_hashes import hamming_pairs, phash, tiny_descriptor
 
 
 def scene(seed: int, size: int = 200) -> Image.Image:
@@ -220,7 +212,7 @@ def test_run_dedup_groups_keepers_and_reasons(tmp_path: Path, corpus: Path) -> N
 def test_rerun_reads_no_image_again(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import glomssl.mining.curate as curate_mod
+    import glomssl.data.images as images_mod
 
     cfg = DedupConfig(input=str(corpus / "manifest.jsonl"), out=str(tmp_path / "o"), quiet=True)
     s = run_dedup(cfg)
@@ -228,7 +220,7 @@ def test_rerun_reads_no_image_again(
     def refuse(*args: object, **kw: object) -> None:
         raise AssertionError("image opened although its hashes are cached")
 
-    monkeypatch.setattr(curate_mod, "load_rgb", refuse)
+    monkeypatch.setattr(images_mod, "load_rgb", refuse)
     assert run_dedup(cfg) == s
 
 
@@ -350,12 +342,12 @@ def test_folder_input_unreadable_and_cli(tmp_path: Path, corpus: Path) -> None:
     assert "dropped 3 in 2 groups" in res.output and "unreadable 1" in res.output
     kept = read_manifest(out / "manifest.jsonl")
     assert all((out / r["path"]).is_file() for r in kept)  # hard-linked into OUT/images
-    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
-    assert [f["path"] for f in failures] == ["broken.png"]
+    skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [Path(f["path"]).name for f in skipped] == ["broken.png"]
     s = run_dedup(
         DedupConfig(input=str(corpus), out=str(tmp_path / "sha"), methods=["sha256"], quiet=True)
     )
-    assert s["failed"] == 1 and s["dropped"] == 1  # unreadable even though no image is decoded
+    assert s["skipped"] == 1 and s["dropped"] == 1  # unreadable even though no image is decoded
     read_manifest(tmp_path / "sha" / "manifest.jsonl")  # every kept row is a valid manifest row
     res = runner.invoke(
         cli, ["dedup", "--input", str(corpus), "--out", str(out), "--methods", "sha1"]
