@@ -39,7 +39,7 @@ VERSION = 1
 #: Classes this unequal (minority / majority) make accuracy meaningless: `curate train` warns.
 IMBALANCE_RATIO = 0.2
 #: Drawn non-tissue negatives added to the user's by default (``--drawn-negatives``).
-DRAWN_DEFAULT = 0
+DRAWN_DEFAULT = 120
 
 
 @dataclasses.dataclass

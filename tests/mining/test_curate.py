@@ -260,6 +260,14 @@ def test_cli_curate(tmp_path: Path, panels: Path) -> None:
     assert res.exit_code == 2 and "--input" in res.output
     res = runner.invoke(cli, ["curate", "--input", str(folder), "--out", "x", "--dry-run"])
     assert res.exit_code == 0 and "threshold: 0.7" in res.output
+    res = runner.invoke(cli, ["curate", "--input", str(folder), "--out", str(tmp_path / "j")])
+    plain = res.output
+    res = runner.invoke(
+        cli, ["curate", "--input", str(folder), "--out", str(tmp_path / "j"), "--json"]
+    )
+    assert len(plain.splitlines()) == 1 and len(res.output.splitlines()) == 1
+    s = json.loads(res.output)  # the same run, for machines
+    assert (s["kept"], s["reasons"]["chart"], s["skipped"]) == (2, 1, 1)
 
 
 def _rule(im: Image.Image) -> str | None:
