@@ -249,3 +249,11 @@ def test_backbone_bn_mode_decides_whether_bn_statistics_move(
         assert not torch.equal(t["bn1.weight"], init["bn1.weight"])  # affine weights still learn
     with pytest.raises(GlomsslError, match="backbone_bn"):
         tiny_cfg(image_folder, tmp_path / "x", backbone_bn="half")
+
+
+def test_progress_lines_without_a_terminal(tmp_path: Path, image_folder: Path, capsys) -> None:
+    """In a log file (no terminal) training prints plain progress lines, not a progress bar."""
+    run_pretrain(tiny_cfg(image_folder, tmp_path / "log", quiet=False, max_steps=2))
+    err = capsys.readouterr().err
+    assert "train step 1/2 (50%)" in err and "train step 2/2 (100%)" in err
+    assert "\r" not in err
