@@ -154,7 +154,7 @@ def pretrain(state: DemoState) -> None:
             "batch_size": 8,
             "max_steps": 10,
             "workers": 0,
-            "accelerator": "cpu",
+            "hardware": {"accelerator": "cpu"},
             "resume": (run / "checkpoints" / "last.ckpt").is_file(),  # a rerun changes nothing
             "quiet": True,
         },

@@ -77,6 +77,15 @@ def hardware_options(fn: F) -> F:
     return fn
 
 
+HARDWARE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+
+
+def hardware_overrides(kw: dict[str, Any]) -> dict[str, Any]:
+    """Move the hardware options out of ``kw`` (in place) into a nested ``hardware`` section."""
+    hw = {k: kw.pop(k) for k in HARDWARE_KEYS if k in kw}
+    return {k: v for k, v in hw.items() if v is not None}
+
+
 def build(
     config_cls: type[C],
     config_file: str | None,
