@@ -80,8 +80,8 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
     Manifests may only point inside their own folder, so a file outside ``out_dir`` is hard-linked
     (copied where links are impossible, atomically) to ``out_dir/images/<rel>``, ``rel`` being its
     path relative to the input. A symlink is followed: its target is what gets linked, and a link
-    inside ``out_dir`` whose target lies outside counts as outside. An existing identical target is
-    left alone, so reruns are no-ops.
+    inside ``out_dir`` whose target lies outside counts as outside (``out_dir`` must be resolved).
+    An existing identical target is left alone, so reruns are no-ops.
     """
     import filecmp
     import shutil
@@ -90,8 +90,9 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
         return Path(os.path.relpath(p, out_dir)).as_posix()
 
     file = Path(os.path.abspath(file))
-    real = Path(os.path.realpath(file))
-    if file.is_relative_to(out_dir) and (real == file or real.is_relative_to(out_dir.resolve())):
+    if file.is_relative_to(out_dir) and (
+        not os.path.islink(file) or Path(os.path.realpath(file)).is_relative_to(out_dir)
+    ):
         return relpath(file)
     parts = Path(rel).parts
     if Path(rel).is_absolute() or ".." in parts or not parts:  # never write outside OUT/images
@@ -102,15 +103,17 @@ def place_file(file: Path, rel: str, out_dir: Path) -> str:
     if (
         target.is_file()
         and not target.is_symlink()
-        and (target.samefile(real) or filecmp.cmp(target, real, shallow=False))
+        and (target.samefile(file) or filecmp.cmp(target, file, shallow=False))
     ):
         return relpath(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # Linux link() does not follow a symlink (it would hard-link the link itself): name the target
+    src = Path(os.path.realpath(file)) if os.path.islink(file) else file
     try:
-        os.link(real, tmp)
+        os.link(src, tmp)
     except OSError:
-        shutil.copyfile(real, tmp)
+        shutil.copyfile(src, tmp)
     os.replace(tmp, target)
     return relpath(target)
 
