@@ -37,7 +37,12 @@ from glomssl.cli.common import (
     default=None,
     help="Refuse when embedding links alone would drop more than this share of rows [0.2].",
 )
-@click.option("--force", is_flag=True, default=None, help="Drop them anyway (see above).")
+@click.option(
+    "--force",
+    is_flag=True,
+    default=None,
+    help="Accept a run that --max-embedding-drop would refuse.",
+)
 @click.option("--exact-max", type=int, default=None, help="Exact search up to N rows [20000].")
 @click.option("--nlist", type=int, default=None, help="IVF lists beyond exact-max [0 = auto].")
 @click.option("--nprobe", type=int, default=None, help="IVF lists per row [2].")
