@@ -65,8 +65,8 @@ def test_projection_fits_a_generated_target(G: torch.nn.Module) -> None:
 
 
 def test_projection_with_glomssl_encoder(G: torch.nn.Module, tmp_path: Path) -> None:
+    from glomssl.models.backbones import ResNetTrunk
     from glomssl.runs import save_weights
-    from glomssl.ssl.backbones import ResNetTrunk
 
     trunk = ResNetTrunk("resnet18")
     meta = {"arch": "resnet18", "mean": [0.5] * 3, "std": [0.25] * 3}

@@ -1,12 +1,9 @@
-"""The training engine shared by every command that trains or runs a network.
+"""Hardware and run bookkeeping shared by every command that trains or runs a network (light imports).
 
 - :func:`resolve_device`: one reading of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) for the
   commands that run a network on one device, with a one-line error for a device that does not exist.
 - :class:`HardwareConfig`: one vocabulary for accelerator, devices, nodes, strategy and precision,
   nested in every training config (its click options live in ``glomssl.cli.common``).
-- :func:`make_trainer`: a Lightning Trainer from a HardwareConfig, quiet and with glomssl's callbacks.
-- module-level callbacks: :class:`JsonlMetrics` (a JSON line every ``log_every`` steps, and always the
-  final step), :class:`DivergenceGuard` (stops a run whose loss is no longer finite).
 - :func:`truncate_metrics`: after ``--resume``, drop the ``metrics.jsonl`` lines a killed run wrote
   after its last checkpoint, so no step is logged twice.
 """
