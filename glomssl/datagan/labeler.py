@@ -256,7 +256,7 @@ class LabelerConfig:
 
     network: str
     annotations: str
-    num_classes: int = opt(ge=2, le=255)
+    num_classes: int  # 2..255, checked in validate()
     out: str
     k: int = opt(10, ge=1)
     hidden: list[int] = opt(factory=lambda: [128, 32], ge=1)
