@@ -305,7 +305,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             pipe.p.fill_(snap["augment_p"])
         if rank0:  # lines a killed run logged after this snapshot would be logged twice
             # kimg is fractional; engine.truncate_metrics compares numbers (its hint says int)
-            truncate_metrics(run / "metrics.jsonl", cur_nimg / 1000, key="kimg")  # type: ignore[arg-type]
+            truncate_metrics(run / "metrics.jsonl", cur_nimg / 1000, key="kimg")
         del snap
     opt_G, opt_D = fabric.setup_optimizers(opt_G, opt_D)
     cfg_dict = to_dict(cfg)

@@ -140,7 +140,7 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def truncate_metrics(path: str | os.PathLike[str], step: int, key: str = "step") -> int:
+def truncate_metrics(path: str | os.PathLike[str], step: float, key: str = "step") -> int:
     """Keep the lines of ``metrics.jsonl`` whose ``key`` is at most ``step``; returns lines dropped.
 
     A run killed after its last checkpoint logged steps that ``--resume`` will train (and log) again.
