@@ -320,7 +320,7 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     G = load_network(G if G is not None else cfg.network, device)
     encoder = None
     if cfg.encoder:
-        from glomssl.ssl.embed import load_backbone
+        from glomssl.models.encoder import load_backbone
 
         encoder, _info = load_backbone(cfg.encoder, device, layers=(2, 3, 4))
         encoder.requires_grad_(False)

@@ -27,12 +27,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from glomssl.errors import GlomsslError
 
-if TYPE_CHECKING:  # annotations only: the pipeline imports this module, never the reverse
-    from glomssl.mining.pipeline import MineConfig
+
+class MineOptions(Protocol):
+    """The options the stages read (``glomssl.mining.pipeline.MineConfig`` has them all); a protocol,
+    so this module never imports the pipeline that imports it."""
+
+    query: str
+    page_size: int
+    image_type: str | None
+    collection: str | None
+    license: tuple[str, ...]
+    limit: int | None
+    workers: int
+    max_bytes: int
+    max_pixels: int
+    stage_options: dict[str, Any]
+    quiet: bool
 
 
 @dataclass
@@ -47,7 +61,7 @@ class StageResult:
 class MineContext:
     """What stages share: the config, the output folder, the open state and the HTTP clients."""
 
-    cfg: MineConfig
+    cfg: MineOptions
     out: Path
     store: Any  # MineStore
     client: Any  # OpenIClient
