@@ -30,7 +30,9 @@ CALIBRATION_STEPS = 40
 
 
 def _sets_args(sets: dict[str, Any]) -> list[str]:
-    return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    hardware = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+    keys = {k: (f"hardware.{k}" if k in hardware else k) for k in sets}
+    return [a for k, v in sets.items() for a in ("--set", f"{keys[k]}={v}")]
 
 
 def calibrate(jobs: list[dict[str, Any]], data: Path, work: Path) -> dict[str, float | None]:

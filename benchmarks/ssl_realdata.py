@@ -34,20 +34,6 @@ def shared_data() -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for it in items:
-        k, _, v = it.partition("=")
-        val = yaml.safe_load(v)
-        if k.startswith("augment."):
-            out.setdefault("augment", {})[k.split(".", 1)[1]] = val
-        else:
-            out[k] = val
-    return out
-
-
 def probe_encoder(
     run: Path, images: Path, labels: Path, size: int, layers: list[int], work: Path, tag: str
 ) -> dict[str, Any]:
@@ -93,8 +79,8 @@ def bn_recalibrated_random(src: Path, dst: Path, images: Path, size: int) -> Non
     import torch
 
     from glomssl.manifest import list_images
+    from glomssl.models.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
     from glomssl.runs import load_weights, save_weights
-    from glomssl.ssl.backbones import IMAGENET_MEAN, IMAGENET_STD, create_backbone
     from glomssl.ssl.data import load_rgb_tensor
     from glomssl.ssl.transforms import eval_transform
 
@@ -141,7 +127,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from glomssl.config import build_config
+    from glomssl.config import build_config, parse_sets
     from glomssl.ssl.train import PretrainConfig, run_pretrain
 
     data = shared_data() / "glomeruli"
@@ -149,9 +135,8 @@ def main() -> None:
     work = Path(args.work) / args.name
     work.mkdir(parents=True, exist_ok=True)
     over = {"workers": 1, "cache": True, "quiet": True, "log_every": 10, "ckpt_every": 10_000}
-    over.update(_parse_sets(args.set))
     over.update(method=args.method, data=[str(images)], out=str(work / "ssl"), max_steps=args.steps)
-    cfg = build_config(PretrainConfig, overrides=over)
+    cfg = build_config(PretrainConfig, overrides=over, sets=parse_sets(args.set))
     layers = [int(x) for x in args.layers.split(",")]
     esize = args.embed_size or cfg.image_size
     t0 = time.perf_counter()
@@ -168,7 +153,7 @@ def main() -> None:
         "name": args.name,
         "method": args.method,
         "steps": args.steps,
-        "overrides": _parse_sets(args.set),
+        "overrides": parse_sets(args.set),
         "layers": layers,
         "embed_size": esize,
         "train_s": round(t_train, 1),

@@ -18,13 +18,14 @@ from glomssl.errors import GlomsslError
 
 
 def _read_umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    mask = os.umask(0o022)  # there is no getter: set, then put it straight back
     os.umask(mask)
     return mask
 
 
-#: the process umask at import; files written by atomic_open get the usual 0o666 & ~umask mode
-_UMASK = _read_umask()
+#: Mode for new files: 0o666 less the umask, what ``open(path, "w")`` gives (read once, at import,
+#: before any worker thread exists).
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextmanager
@@ -33,9 +34,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", fsync: bool = Tru
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; the result should follow the umask
     binary = "b" in mode
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; outputs follow the umask
         fh: IO = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
         with fh:
             yield fh

@@ -220,5 +220,6 @@ def load_image_list(source: str | os.PathLike[str]) -> list[tuple[Path, Row]]:
         rows = read_manifest(src)
         if not rows:
             raise GlomsslError(f"manifest {src} has no rows")
-        return [(resolve(src, r), r) for r in rows]
+        base = str(src.resolve().parent)  # once: resolving every row costs ~50 us a row
+        return [(Path(os.path.normpath(os.path.join(base, r["path"]))), r) for r in rows]
     raise GlomsslError(f"{src} is neither a folder of images nor a manifest file; check the path")

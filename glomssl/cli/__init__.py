@@ -55,6 +55,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "datagan",
         "Label factory: annotate a few samples, generate labelled pairs.",
     ),
+    "finetune": (
+        "glomssl.cli.finetune",
+        "finetune",
+        "Train a segmenter (seg) or a glomerulosclerosis classifier (cls).",
+    ),
+    "segment": ("glomssl.cli.segment", "segment", "Segment images or whole slides."),
+    "classify": ("glomssl.cli.classify", "classify", "Classify glomerulus crops."),
+    "detect": ("glomssl.cli.detect", "detect", "Detect glomeruli on slides; train the detector."),
+    "wsi": ("glomssl.cli.wsi", "wsi", "Whole slide -> glomeruli table, ImageScope XML, GeoJSON."),
 }
 
 

@@ -57,6 +57,7 @@ def datagan() -> None:
 @click.option("--n", type=int, default=None, help="Images to sample [24].")
 @click.option("--seed", type=int, default=None, help="First seed [0].")
 @click.option("--trunc", type=float, default=None, help="Truncation psi [0.7].")
+@click.option("--mem-budget-mb", type=int, default=None, help="Memory for images in flight [1024].")
 @click.option("--device", default=None, help="cpu or cuda:0 [cpu].")
 @_common
 def sample_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
@@ -75,6 +76,12 @@ def sample_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
 @click.option("--network", required=True, help="`gan train` run folder or snapshot file.")
 @click.option("--images", required=True, help="Folder of real images to project.")
 @click.option("--masks", default=None, help="Folder of their masks (X.png or X_mask.png).")
+@click.option(
+    "--mask-threshold",
+    type=int,
+    default=None,
+    help="Black/white (0-255) masks: foreground above this grey level [127].",
+)
 @click.option("--out", required=True, help="Annotation folder to write into.")
 @click.option("--steps", type=int, default=None, help="Optimisation steps per image [300].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [0.05].")
@@ -137,6 +144,7 @@ def train_labeler_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> No
 @click.option("--trunc", type=float, default=None, help="Truncation psi [0.7].")
 @click.option("--shard", default=None, help="This shard i/N (default: RANK/WORLD_SIZE or 0/1).")
 @click.option("--band-mb", type=int, default=None, help="Feature band budget in MiB [256].")
+@click.option("--mem-budget-mb", type=int, default=None, help="Memory for images in flight [1024].")
 @click.option("--device", default=None, help="auto, cpu or cuda:N [auto].")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
 @_common

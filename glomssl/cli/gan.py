@@ -106,7 +106,12 @@ def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **o
 @click.option(
     "--noise-mode", type=click.Choice(["const", "random", "none"]), default=None, help="[const]"
 )
-@click.option("--batch-size", type=int, default=None, help="Images per forward pass [16].")
+@click.option(
+    "--batch-size", type=int, default=None, help="Images per forward pass [as fit the budget]."
+)
+@click.option(
+    "--mem-budget-mb", type=int, default=None, help="Memory for images in flight, MiB [1024]."
+)
 @click.option("--device", default=None, help="auto, cpu or cuda [auto].")
 @click.option("--config", "config_file", default=None, help="YAML file of options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")

@@ -73,7 +73,7 @@ def resolve_sources(
     seen: set[Path] = set()
     for s in srcs:
         for path, row in load_image_list(s):
-            key = path.resolve()
+            key = Path(os.path.normpath(os.path.abspath(path)))  # no per-row resolve(): it is slow
             if key in seen:
                 continue
             seen.add(key)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glomssl.config import opt
+from glomssl.datagan.budget import DEFAULT_BUDGET_MB, chunks, images_per_batch
 from glomssl.errors import GlomsslError
 
 if TYPE_CHECKING:
@@ -34,10 +35,15 @@ if TYPE_CHECKING:
 
 def seed_latent(G: nn.Module, seed: int, trunc: float, device: str = "cpu") -> torch.Tensor:
     """W+ latent (1, num_ws, w_dim) of an integer seed: z ~ N(0, I) from a seeded numpy generator."""
+    return seed_latents(G, [seed], trunc, device)
+
+
+def seed_latents(G: nn.Module, seeds: list[int], trunc: float, device: str = "cpu") -> torch.Tensor:
+    """W+ latents (len(seeds), num_ws, w_dim), each from its own seed (independent of the batch)."""
     import numpy as np
     import torch
 
-    z = np.random.RandomState(seed).randn(1, int(G.z_dim))  # type: ignore[arg-type]
+    z = np.stack([np.random.RandomState(s).randn(int(G.z_dim)) for s in seeds])  # type: ignore[arg-type]
     with torch.no_grad():
         return G.mapping(torch.from_numpy(z).float().to(device), truncation_psi=trunc)  # type: ignore[operator,no-any-return]
 
@@ -69,24 +75,21 @@ class SampleConfig:
 
     network: str
     out: str
-    n: int = 24
+    n: int = opt(24, ge=1)
     seed: int = opt(0, ge=0)
     trunc: float = opt(0.7, ge=0, le=1)
+    mem_budget_mb: int = opt(DEFAULT_BUDGET_MB, ge=16)
     device: str = "cpu"
 
     def validate(self) -> None:
         from glomssl.engine import resolve_device
 
         resolve_device(self.device)
-        if self.n < 1:
-            raise GlomsslError("--n must be at least 1")
-        if not 0.0 <= self.trunc <= 2.0:
-            raise GlomsslError("--trunc must be in [0, 2] (1 = no truncation)")
 
 
 def run_datagan_sample(cfg: SampleConfig, G: nn.Module | None = None) -> dict[str, Any]:
     """Write ``sample_<seed>.png`` + ``sample_<seed>.npz`` (its W+ latent) for ``n`` seeds."""
-    from glomssl.datagan.features import load_network, save_latent, synthesize
+    from glomssl.datagan.features import load_network, save_latent, synthesize_images
     from glomssl.fsutil import ensure_writable_dir
 
     out = ensure_writable_dir(cfg.out)
@@ -95,13 +98,15 @@ def run_datagan_sample(cfg: SampleConfig, G: nn.Module | None = None) -> dict[st
     device = resolve_device(cfg.device)
     G = load_network(G if G is not None else cfg.network, device)
     names = []
-    for seed in range(cfg.seed, cfg.seed + cfg.n):
-        name = f"sample_{seed:06d}"
-        ws = seed_latent(G, seed, cfg.trunc, device)  # (1, num_ws, w_dim)
-        img, _ = synthesize(G, ws)
-        save_latent(out / f"{name}.npz", ws[0], None, seed=seed, trunc=cfg.trunc)
-        _save_png(out / f"{name}.png", to_uint8(img[0]))
-        names.append(name)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.n))
+    for part in chunks(seeds, images_per_batch(G, cfg.mem_budget_mb)):
+        ws = seed_latents(G, part, cfg.trunc, device)  # (b, num_ws, w_dim)
+        img = synthesize_images(G, ws)
+        for i, seed in enumerate(part):
+            name = f"sample_{seed:06d}"
+            save_latent(out / f"{name}.npz", ws[i], None, seed=seed, trunc=cfg.trunc)
+            _save_png(out / f"{name}.png", to_uint8(img[i]))
+            names.append(name)
     return {"out": str(out), "images": len(names), "resolution": int(G.img_resolution)}  # type: ignore[arg-type]
 
 
@@ -116,12 +121,13 @@ class GenerateConfig:
     network: str
     labeler: str
     out: str
-    n: int = 1000
-    drop_uncertain: float = 0.0
+    n: int = opt(1000, ge=1)
+    drop_uncertain: float = opt(0.0, ge=0, lt=1)  # e.g. 0.1 drops the 10 % most uncertain
     seed: int = opt(0, ge=0)
     trunc: float = opt(0.7, ge=0, le=1)
     shard: str = ""  # "i/N"; empty = from RANK/WORLD_SIZE, else 0/1
-    band_mb: int = 256
+    band_mb: int = opt(256, ge=1)
+    mem_budget_mb: int = opt(DEFAULT_BUDGET_MB, ge=16)
     device: str = "auto"
     quiet: bool = False
 
@@ -129,14 +135,6 @@ class GenerateConfig:
         from glomssl.engine import resolve_device
 
         resolve_device(self.device)
-        if self.n < 1:
-            raise GlomsslError("--n must be at least 1")
-        if not 0.0 <= self.drop_uncertain < 1.0:
-            raise GlomsslError(
-                "--drop-uncertain must be in [0, 1), e.g. 0.1 to drop the 10 % worst"
-            )
-        if self.band_mb < 1:
-            raise GlomsslError("--band-mb must be at least 1")
         parse_shard(self.shard)
 
 
@@ -186,19 +184,73 @@ def label_image(
     return mask, js
 
 
+def _identity(obj: Any) -> dict[str, str]:
+    """{"path", "sha256"} of a weights file, or of a module's tensors when given a built network."""
+    from glomssl.fsutil import sha256_file
+
+    if isinstance(obj, Path):
+        return {"path": str(obj.resolve()), "sha256": sha256_file(obj)}
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(obj.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"path": f"<{type(obj).__name__} object>", "sha256": h.hexdigest()}
+
+
+def _check_plan(out: Path, plan: dict[str, Any], write: bool) -> None:
+    """plan.json fixes a run's settings and the exact network and labeler files; a resume or another
+    shard with anything else is refused, so one --out never mixes generators (issue 10, item 8)."""
+    from glomssl.fsutil import atomic_write_text
+
+    plan_file = out / "plan.json"
+    if not plan_file.is_file():
+        if write:
+            atomic_write_text(plan_file, json.dumps(plan, indent=1) + "\n")
+        return
+    old = json.loads(plan_file.read_text(encoding="utf-8"))
+    settings = ("n", "candidates", "seed", "trunc")
+    if {k: old.get(k) for k in settings} != {k: plan[k] for k in settings}:
+        theirs = {k: old.get(k) for k in settings}
+        raise GlomsslError(
+            f"--out {out} holds a run with other settings ({theirs}); use a new --out folder "
+            "or the same --n/--drop-uncertain/--seed/--trunc to resume"
+        )
+    for key, flag in (("network", "--network"), ("labeler", "--labeler")):
+        if key not in old:  # a plan from before identities were recorded: adopt this run's
+            continue
+        if old[key]["sha256"] != plan[key]["sha256"]:
+            raise GlomsslError(
+                f"--out {out} was started with {flag} {old[key]['path']} (sha256 "
+                f"{old[key]['sha256'][:12]}); this run has {plan[key]['path']} (sha256 "
+                f"{plan[key]['sha256'][:12]}); use a new --out or the same {flag} file"
+            )
+    if write and any(k not in old for k in ("network", "labeler")):
+        atomic_write_text(plan_file, json.dumps({**old, **plan}, indent=1) + "\n")
+
+
 def run_datagan_generate(
     cfg: GenerateConfig, G: nn.Module | None = None, stop_after: int | None = None
 ) -> dict[str, Any]:
     """Generate this shard's candidates (resuming), then finalise when all shards are done.
 
+    Images are synthesised in batches that fit ``mem_budget_mb`` (with their features, which stay
+    until each image is labelled) and labelled one at a time in row bands of ``band_mb``.
     ``stop_after`` stops after that many new candidates (used to test resuming after a crash).
     """
     import torch
-    from tqdm import tqdm
 
     from glomssl.config import save_config
     from glomssl.datagan.features import feature_channels, load_network, synthesize
-    from glomssl.datagan.labeler import check_compatible, load_labeler, top_decile_mean
+    from glomssl.datagan.labeler import (
+        WEIGHTS_NAME,
+        check_compatible,
+        load_labeler,
+        top_decile_mean,
+    )
+    from glomssl.datagan.progress import Progress
+    from glomssl.datagan.snapshot import resolve_snapshot
     from glomssl.fsutil import atomic_write_text, ensure_writable_dir
 
     shard, nshards = parse_shard(cfg.shard)
@@ -207,53 +259,58 @@ def run_datagan_generate(
     device = resolve_device(cfg.device)
     out = ensure_writable_dir(cfg.out)
     n_cand = math.ceil(cfg.n / (1.0 - cfg.drop_uncertain))
-    plan = {"n": cfg.n, "candidates": n_cand, "seed": cfg.seed, "trunc": cfg.trunc}
-    plan_file = out / "plan.json"
-    if plan_file.is_file():
-        old = json.loads(plan_file.read_text(encoding="utf-8"))
-        if old != plan:
-            raise GlomsslError(
-                f"--out {out} holds a run with other settings ({old}); use a new --out folder "
-                "or the same --n/--drop-uncertain/--seed/--trunc to resume"
-            )
-    elif shard == 0:
-        atomic_write_text(plan_file, json.dumps(plan) + "\n")
+    if G is None and not Path(cfg.network).exists():
+        raise GlomsslError(
+            f"--network {cfg.network} does not exist; pass a `glomssl gan train` run folder or "
+            "snapshot"
+        )
+    labeler, lmeta = load_labeler(cfg.labeler, device)
+    lab_path = Path(cfg.labeler)
+    plan = {
+        "n": cfg.n,
+        "candidates": n_cand,
+        "seed": cfg.seed,
+        "trunc": cfg.trunc,
+        "network": _identity(G if G is not None else resolve_snapshot(cfg.network)),
+        "labeler": _identity(lab_path / WEIGHTS_NAME if lab_path.is_dir() else lab_path),
+    }
+    _check_plan(out, plan, write=shard == 0)
+    if shard == 0 and not (out / "config.yaml").is_file():
         save_config(cfg, out / "config.yaml")
 
     G = load_network(G if G is not None else cfg.network, device)
-    labeler, lmeta = load_labeler(cfg.labeler, device)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     for sub in ("images", "masks", "records"):
         (out / sub).mkdir(exist_ok=True)
     seeds = [cfg.seed + i for i in range(shard, n_cand, nshards)]
     todo = [s for s in seeds if not (out / "records" / f"{s:08d}.json").is_file()]
+    if stop_after is not None:
+        todo = todo[:stop_after]
     checked = False
     made = 0
-    bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), disable=cfg.quiet, unit="img")
-    for seed in todo:
-        if stop_after is not None and made >= stop_after:
-            break
-        ws = seed_latent(G, seed, cfg.trunc, device)
-        img, feats = synthesize(G, ws)
+    bar = Progress("datagan generate", len(seeds), len(seeds) - len(todo), cfg.quiet)
+    for part in chunks(todo, images_per_batch(G, cfg.mem_budget_mb, features=True)):
+        img, feats = synthesize(G, seed_latents(G, part, cfg.trunc, device))
         if not checked:
             check_compatible(lmeta, feature_channels(feats), res)
             checked = True
-        mask, js = label_image(feats, labeler, res, cfg.band_mb * 2**20)
-        del feats
-        name = f"{seed:08d}"
-        _save_png(out / "images" / f"{name}.png", to_uint8(img[0]))
-        _save_png(out / "masks" / f"{name}.png", mask.to(torch.uint8).cpu().numpy())
-        counts = torch.bincount(mask.flatten(), minlength=labeler.num_classes).cpu()
-        rec = {
-            "seed": seed,
-            "image": f"images/{name}.png",
-            "mask": f"masks/{name}.png",
-            "uncertainty": top_decile_mean(js),
-            "class_fractions": [round(float(c) / (res * res), 6) for c in counts],
-        }
-        atomic_write_text(out / "records" / f"{name}.json", json.dumps(rec) + "\n", fsync=False)
-        made += 1
-        bar.update(1)
+        for i, seed in enumerate(part):
+            mask, js = label_image(feats, labeler, res, cfg.band_mb * 2**20, index=i)
+            name = f"{seed:08d}"
+            _save_png(out / "images" / f"{name}.png", to_uint8(img[i]))
+            _save_png(out / "masks" / f"{name}.png", mask.to(torch.uint8).cpu().numpy())
+            counts = torch.bincount(mask.flatten(), minlength=labeler.num_classes).cpu()
+            rec = {
+                "seed": seed,
+                "image": f"images/{name}.png",
+                "mask": f"masks/{name}.png",
+                "uncertainty": top_decile_mean(js),
+                "class_fractions": [round(float(c) / (res * res), 6) for c in counts],
+            }
+            atomic_write_text(out / "records" / f"{name}.json", json.dumps(rec) + "\n", fsync=False)
+            made += 1
+            bar.update(1)
+        del feats, img
     bar.close()
     done = len(list((out / "records").glob("*.json")))
     result: dict[str, Any] = {
@@ -306,9 +363,13 @@ def finalize(out: Path, n: int, n_cand: int, seed0: int) -> dict[str, Any]:
     return {"kept": len(keep), "dropped": len(drop), "max_kept_uncertainty": worst}
 
 
+PREVIEW_TILE = 256  # px per image tile in preview.png (small images are enlarged to it)
+
+
 def write_preview(out: Path, rows: list[dict[str, Any]]) -> None:
-    """preview.png: each kept image beside its mask blended over it (a fixed colour per class);
-    tiles are shown at 256 px at most."""
+    """preview.png: each kept image beside its mask blended over it (a fixed colour per class), as
+    256 px tiles: larger images shrink (Lanczos), smaller ones grow; masks always by nearest
+    neighbour, so class boundaries stay crisp."""
     import numpy as np
     from PIL import Image
 
@@ -319,13 +380,17 @@ def write_preview(out: Path, rows: list[dict[str, Any]]) -> None:
         + [[(37 * i) % 256, (91 * i) % 256, (151 * i) % 256] for i in range(6, 256)],
         dtype=np.float32,
     )
+    t = PREVIEW_TILE
     tiles = []
     for r in rows:
-        im = Image.open(out / r["path"]).convert("RGB")
-        mk: Image.Image = Image.open(out / r["mask"])
-        if im.width > 256:  # keep the preview small at 512/1024 px
-            im = im.resize((256, 256), Image.Resampling.BILINEAR)
-            mk = mk.resize((256, 256), Image.Resampling.NEAREST)
+        with Image.open(out / r["path"]) as im0, Image.open(out / r["mask"]) as mk0:
+            im = im0.convert("RGB")
+            mk = mk0.copy()
+        if im.size != (t, t):
+            grow = im.width < t
+            im = im.resize((t, t), Image.Resampling.NEAREST if grow else Image.Resampling.LANCZOS)
+        if mk.size != (t, t):
+            mk = mk.resize((t, t), Image.Resampling.NEAREST)
         img = np.asarray(im, dtype=np.float32)
         mask = np.asarray(mk)
         overlay = np.where(mask[..., None] > 0, 0.5 * img + 0.5 * palette[mask], img)

@@ -19,9 +19,9 @@ Peak memory of labelling one image, in float32 bytes:
   classifier       rows * W * (K * hidden + C)*4 (ensemble activations for the band's pixels)
 ``band_rows`` is chosen from a byte budget (:func:`rows_for_budget`), so a 1024x1024 image never needs
 more than the native features plus ``budget`` bytes, instead of 22 GB. Measured on CPU with the
-default-width ("auto") generator and K=10 (`BENCHMARKS.md`): the whole ``generate``
-process peaks at 1.3 / 2.6 / 4.5 GB RSS at 256 / 512 / 1024 px, almost all of it loading the snapshot
-and running the generator's own synthesis; banded labelling adds < 0.1 GB on top at 512 px.
+default-width ("auto") generator and K=10 (docs/experiments/gan-speed.md): the whole ``generate``
+process peaks at 1.6 / 1.9 GB RSS at 512 / 1024 px (2.6 / 4.5 GB before the fused synthesis of issue
+16), most of it loading the snapshot.
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ def synthesize(
         out = G.synthesis(ws, noise_mode=noise_mode, return_features=True)  # type: ignore[operator]
     img, feats = out
     return img, list(feats)
+
+
+def synthesize_images(G: nn.Module, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    """Images only (B, 3, H, W) for ``ws`` (B, num_ws, w_dim), without gradients or kept features."""
+    import torch
+
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode=noise_mode)  # type: ignore[operator,no-any-return]
 
 
 def feature_channels(feats: Sequence[torch.Tensor]) -> list[int]:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from glomssl.config import opt
+from glomssl.datagan.budget import DEFAULT_BUDGET_MB, images_per_batch
+from glomssl.datagan.progress import Progress
 from glomssl.errors import GlomsslError
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -32,7 +34,8 @@ class GenerateConfig:
     trunc: float = opt(1.0, ge=0, le=1)
     out: str = ""
     noise_mode: str = "const"
-    batch_size: int = opt(16, ge=1)
+    batch_size: int | None = opt(None, ge=1)  # None: as many as fit in mem_budget_mb
+    mem_budget_mb: int = opt(DEFAULT_BUDGET_MB, ge=16)
     device: str = "auto"
     quiet: bool = False
 
@@ -45,13 +48,19 @@ class GenerateConfig:
             raise GlomsslError(
                 f"--noise-mode {self.noise_mode!r} is not one of const, random, none"
             )
-        if self.batch_size < 1:
-            raise GlomsslError(f"--batch-size {self.batch_size} must be at least 1")
+
+
+MAX_SEEDS = 1_000_000  # per run; a larger set is several runs (they resume into one --out)
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes 32-bit seeds
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """ "0-99" -> 0..99, "1,5,7" -> [1, 5, 7], "0-3,10" -> [0, 1, 2, 3, 10] (order kept, no repeats)."""
-    out: list[int] = []
+    """ "0-99" -> 0..99, "1,5,7" -> [1, 5, 7], "0-3,10" -> [0, 1, 2, 3, 10] (order kept, no repeats).
+
+    Ranges are counted before they are expanded, so "0-9999999999" is a one-line error, not a
+    MemoryError; at most MAX_SEEDS seeds per run."""
+    parts: list[tuple[int, int]] = []
+    total = 0
     for part in str(spec).split(","):
         part = part.strip()
         if not part:
@@ -61,15 +70,26 @@ def parse_seeds(spec: str) -> list[int]:
             a, b = int(m.group(1)), int(m.group(2))
             if b < a:
                 raise GlomsslError(f"--seeds range {part!r} runs backwards; write it as {b}-{a}")
-            out.extend(range(a, b + 1))
         elif part.isdigit():
-            out.append(int(part))
+            a = b = int(part)
         else:
             raise GlomsslError(
                 f"--seeds {spec!r}: {part!r} is not a seed or range (e.g. 0-99 or 1,5,7)"
             )
-    if not out:
+        if b > MAX_SEED:
+            raise GlomsslError(f"--seeds {part!r}: seeds go up to {MAX_SEED}")
+        total += b - a + 1
+        if total > MAX_SEEDS:
+            raise GlomsslError(
+                f"--seeds {spec!r} names more than {MAX_SEEDS:,} seeds; generate in several runs "
+                "into the same --out (each run resumes)"
+            )
+        parts.append((a, b))
+    if not parts:
         raise GlomsslError(f"--seeds {spec!r} names no seeds; use e.g. 0-99 or 1,5,7")
+    out: list[int] = []
+    for a, b in parts:
+        out.extend(range(a, b + 1))
     return list(dict.fromkeys(out))
 
 
@@ -95,11 +115,20 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 @torch.no_grad()
-def save_grid(G: Any, z: torch.Tensor, n: int, path: Path, truncation_psi: float = 1.0) -> None:
-    """Save an n x n grid of G's images for latents z (n*n, z_dim), constant noise, as PNG."""
+def save_grid(
+    G: Any,
+    z: torch.Tensor,
+    n: int,
+    path: Path,
+    truncation_psi: float = 1.0,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+) -> None:
+    """Save an n x n grid of G's images for latents z (n*n, z_dim), constant noise, as PNG; drawn
+    in batches that fit ``budget_mb`` (as uint8, so the grid itself costs R*R*3 bytes per image)."""
     dev = next(G.parameters()).device
-    imgs = [G(c.to(dev), truncation_psi, noise_mode="const").cpu() for c in z.split(16)]
-    x = to_uint8(torch.cat(imgs))  # (n*n, R, R, 3)
+    size = images_per_batch(G, budget_mb)
+    parts = [to_uint8(G(c.to(dev), truncation_psi, noise_mode="const")) for c in z.split(size)]
+    x = np.concatenate(parts)  # (n*n, R, R, 3)
     r = x.shape[1]
     grid = x.reshape(n, n, r, r, 3).transpose(0, 2, 1, 3, 4).reshape(n * r, n * r, 3)
     _save_png(grid, path)
@@ -121,26 +150,17 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     G, meta = load_generator(cfg.network, device=device)
     out = ensure_writable_dir(cfg.out)
     todo = [s for s in seeds if not (out / f"seed{s:04d}.png").is_file()]
-    bar = None
-    if not cfg.quiet:
-        import sys
-
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(seeds), initial=len(seeds) - len(todo), unit="img", desc="generate"
-            )
-    for i in range(0, len(todo), cfg.batch_size):
-        chunk = todo[i : i + cfg.batch_size]
+    bar = Progress("gan generate", len(seeds), len(seeds) - len(todo), cfg.quiet)
+    size = cfg.batch_size or images_per_batch(G, cfg.mem_budget_mb)
+    for i in range(0, len(todo), size):
+        chunk = todo[i : i + size]
         z = seed_latents(chunk, G.z_dim).to(device)
-        imgs = to_uint8(G(z, truncation_psi=cfg.trunc, noise_mode=cfg.noise_mode))
+        with torch.no_grad():
+            imgs = to_uint8(G(z, truncation_psi=cfg.trunc, noise_mode=cfg.noise_mode))
         for s, arr in zip(chunk, imgs, strict=True):
             _save_png(arr, out / f"seed{s:04d}.png")
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+        bar.update(len(chunk))
+    bar.close()
     snap = meta.get("snapshot", "")
     rows = [
         image_row(

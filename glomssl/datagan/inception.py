@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from glomssl.datagan.metrics import MetricEncoder
+from glomssl.datagan.fid import MetricEncoder
 from glomssl.errors import GlomsslError
 
 INCEPTION_SIZE = 299

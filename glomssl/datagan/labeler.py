@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -256,14 +256,14 @@ class LabelerConfig:
 
     network: str
     annotations: str
-    num_classes: int
+    num_classes: int  # 2..255, checked in validate()
     out: str
-    k: int = 10
-    hidden: list[int] = field(default_factory=lambda: [128, 32])
-    rounds: int = 4
-    pool_mb: int = 1024
-    max_pixels_per_image: int = 20000
-    epochs: int = 2
+    k: int = opt(10, ge=1)
+    hidden: list[int] = opt(factory=lambda: [128, 32], ge=1)
+    rounds: int = opt(4, ge=1)
+    pool_mb: int = opt(1024, ge=1)
+    max_pixels_per_image: int = opt(20000, ge=1)
+    epochs: int = opt(2, ge=1)
     batch_size: int = opt(256, ge=1)
     lr: float = opt(1e-3, gt=0)
     seed: int = opt(0, ge=0)

@@ -14,10 +14,10 @@ Written from Karras et al., "Analyzing and Improving the Image Quality of StyleG
   (one toRGB per resolution whose outputs are upsampled and summed, StyleGAN2 figure 7);
 - residual discriminator (StyleGAN2 figure 7) with a minibatch standard-deviation layer at 4x4.
 
-Resampling uses the separable [1, 3, 3, 1] low-pass filter (as the papers do): upsampling inserts zeros
-and filters (gain 4), downsampling filters and keeps every second pixel. The filter runs as weighted sums
-of shifted slices, not as a depthwise convolution, because R1 differentiates D twice and PyTorch's
-grouped-convolution double backward is very slow on CPU.
+Resampling uses the separable [1, 3, 3, 1] low-pass filter (as the papers do). Upsampling convolutions
+run as a stride-2 transposed convolution of the (modulated) weights followed by the filter, and the
+discriminator's downsampling convolutions filter and then stride, as in the paper's implementation; see
+:mod:`glomssl.datagan.resample` (which also keeps the literal zero-insert path as the reference).
 
 Public contract used by ``glomssl datagan`` (see ARCHITECTURE.md): :class:`Generator` with ``z_dim``,
 ``w_dim``, ``num_ws``, ``img_resolution``, ``img_channels``, ``mapping(z, truncation_psi,
@@ -35,7 +35,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glomssl.datagan.resample import (
+    blur2d,
+    conv2d_resample,
+    conv2d_resample_reference,
+    downsample2d,
+    upsample2d,
+)
 from glomssl.errors import GlomsslError
+
+# blur2d / downsample2d / upsample2d are re-exported: older callers import them from here
+__all__ = [
+    "Discriminator",
+    "Generator",
+    "blur2d",
+    "create_discriminator",
+    "create_generator",
+    "downsample2d",
+    "modulated_conv2d",
+    "upsample2d",
+]
 
 SQRT2 = math.sqrt(2.0)
 
@@ -83,51 +102,6 @@ def resolve_config(cfg: str, resolution: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Resampling with the [1, 3, 3, 1] filter
-
-
-_TAPS = (1.0, 3.0, 3.0, 1.0)  # separable low-pass filter, normalised to sum 1 per dimension
-
-
-def _fir(
-    x: torch.Tensor, pads: tuple[int, int], stride: int = 1, gain: float = 1.0
-) -> torch.Tensor:
-    """Separable [1,3,3,1] filter over H and W as weighted sums of shifted slices.
-
-    Elementwise ops instead of a depthwise convolution: the same result, and far cheaper to
-    differentiate twice (R1) than PyTorch's grouped-conv double backward on CPU.
-    ``pads`` = (before, after) zero padding per spatial dimension; output n = (len + pads - 4) // s + 1.
-    """
-    x = F.pad(x, [pads[0], pads[1], pads[0], pads[1]])
-    taps = [t / sum(_TAPS) * math.sqrt(gain) for t in _TAPS]
-    n_h = (x.shape[2] - 4) // stride + 1
-    rows = [t * x[:, :, k : k + stride * (n_h - 1) + 1 : stride] for k, t in enumerate(taps)]
-    x = rows[0] + rows[1] + rows[2] + rows[3]  # (B, C, n_h, W)
-    n_w = (x.shape[3] - 4) // stride + 1
-    cols = [t * x[:, :, :, k : k + stride * (n_w - 1) + 1 : stride] for k, t in enumerate(taps)]
-    return cols[0] + cols[1] + cols[2] + cols[3]  # (B, C, n_h, n_w)
-
-
-def upsample2d(x: torch.Tensor) -> torch.Tensor:
-    """2x upsampling: zero insertion + low-pass filter with gain 4 (keeps the mean)."""
-    b, c, h, w = x.shape
-    z = torch.zeros_like(x)
-    y = torch.stack([torch.stack([x, z], dim=-1), torch.stack([z, z], dim=-1)], dim=3)
-    y = y.reshape(b, c, 2 * h, 2 * w)  # (B, C, 2H, 2W), x at even rows/cols
-    return _fir(y, (2, 1), 1, gain=4.0)  # (B, C, 2H, 2W)
-
-
-def blur2d(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """[1,3,3,1] blur of every channel with symmetric zero padding ``pad`` (output H + 2*pad - 3)."""
-    return _fir(x, (pad, pad))
-
-
-def downsample2d(x: torch.Tensor) -> torch.Tensor:
-    """2x downsampling: low-pass filter then keep every second pixel."""
-    return _fir(x, (1, 1), stride=2)  # (B, C, H/2, W/2)
-
-
-# --------------------------------------------------------------------------------------------------
 # Equalised-learning-rate building blocks
 
 
@@ -161,8 +135,8 @@ class FullyConnected(nn.Module):
 class Conv2dLayer(nn.Module):
     """Discriminator convolution with equalised learning rate, optional 2x downsampling.
 
-    With ``down``, a k>1 conv blurs first (pad 2) and strides by 2 (anti-aliased, as in the papers);
-    a 1x1 conv downsamples first (cheaper, same result up to the filter's position)."""
+    With ``down``, a 3x3 conv blurs first (pad 2) and strides by 2 (anti-aliased, as in the papers);
+    a 1x1 conv filters and downsamples first (see :func:`conv2d_resample`)."""
 
     def __init__(
         self,
@@ -185,20 +159,41 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain
-        k = self.kernel_size
-        if self.down and k > 1:
-            x = F.conv2d(blur2d(x, 2), w, stride=2)  # (B, out, H/2, W/2)
-        elif self.down:
-            x = F.conv2d(downsample2d(x), w)
-        else:
-            x = F.conv2d(x, w, padding=k // 2)
-        if self.bias is not None:
-            x = x + self.bias.to(x.dtype)[None, :, None, None]
-        if self.activation == "lrelu":
-            x = F.leaky_relu(x, 0.2) * SQRT2
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        x = conv2d_resample(x, w, down=self.down)  # (B, out, H or H/2, W or W/2)
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        act = self.activation == "lrelu"
+        return _epilogue(x, b, None, act, self.conv_clamp)
+
+
+def _epilogue(
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    lrelu: bool,
+    clamp: float | None,
+) -> torch.Tensor:
+    """x + noise + bias, leaky ReLU (gain sqrt 2), clamp. In place when nothing needs gradients
+    (generation, labelling), so a layer's epilogue allocates nothing; ``x`` must then be a fresh
+    tensor the caller owns (a convolution's output)."""
+    if not torch.is_grad_enabled():
+        if noise is not None:
+            x.add_(noise)
+        if bias is not None:
+            x.add_(bias[None, :, None, None])
+        if lrelu:
+            F.leaky_relu_(x, 0.2).mul_(SQRT2)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
         return x
+    if noise is not None:
+        x = x + noise
+    if bias is not None:
+        x = x + bias[None, :, None, None]
+    if lrelu:
+        x = F.leaky_relu(x, 0.2) * SQRT2
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
 
 
 def modulated_conv2d(
@@ -208,36 +203,49 @@ def modulated_conv2d(
     demodulate: bool = True,
     up: bool = False,
     fused: bool = True,
+    down: bool = False,
+    reference: bool = False,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """StyleGAN2 modulated convolution (eq. 1-3 of the paper).
+    """StyleGAN2 modulated convolution (eq. 1-3 of the paper), with optional 2x up/downsampling.
 
     x: (B, Cin, H, W); weight: (Cout, Cin, k, k) already scaled; styles: (B, Cin).
     ``fused`` runs one grouped convolution with a per-sample kernel (groups = B); otherwise the
     modulation scales the input, a shared convolution runs, and demodulation scales the output,
     which is mathematically the same and faster for large batches on some back ends.
-    Returns (B, Cout, H', W') with H' = 2H when ``up``.
+    Resampling goes through :func:`conv2d_resample` (transposed convolution + filter for ``up``);
+    ``reference`` uses the literal zero-insert path instead (for tests). ``noise`` (broadcastable to
+    the output) is added after demodulation, in the same pass where possible.
+    Returns (B, Cout, H', W') with H' = 2H for ``up``, H/2 for ``down``.
     """
+    conv = conv2d_resample_reference if reference else conv2d_resample
     b, cin, h, w_ = x.shape
     cout, _, k, _ = weight.shape
-    if up:
-        # Upsample (zero insertion + low-pass) then a 3x3 conv at the output resolution; StyleGAN2
-        # fuses these into a transposed conv + blur, which spans the same family of filters.
-        x = upsample2d(x)  # (B, Cin, 2H, 2W)
     dcoefs = None
     if demodulate:
-        wmod = weight[None] * styles[:, None, :, None, None]  # (B, Cout, Cin, k, k)
-        dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, Cout)
+        # sum_ik (s_i w_oik)^2 = sum_i s_i^2 sum_k w_oik^2: a (B, Cin) x (Cin, Cout) product, without
+        # the (B, Cout, Cin, k, k) modulated weights (and their costly backward) that eq. 3 suggests
+        wsq = weight.square().sum(dim=[2, 3])  # (Cout, Cin)
+        dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # (B, Cout)
     if fused:
-        if dcoefs is None:
-            wmod = weight[None] * styles[:, None, :, None, None]  # (B, Cout, Cin, k, k)
-        else:
+        wmod = weight[None] * styles[:, None, :, None, None]  # (B, Cout, Cin, k, k)
+        if dcoefs is not None:
             wmod = wmod * dcoefs[:, :, None, None, None]
-        xg = x.reshape(1, b * cin, x.shape[2], x.shape[3])  # (1, B*Cin, H, W)
-        y = F.conv2d(xg, wmod.reshape(b * cout, cin, k, k), padding=k // 2, groups=b)
-        return y.reshape(b, cout, y.shape[2], y.shape[3])  # (B, Cout, H, W)
-    y = F.conv2d(x * styles[:, :, None, None], weight, padding=k // 2)  # (B, Cout, H, W)
+        xg = x.reshape(1, b * cin, h, w_)  # (1, B*Cin, H, W)
+        y = conv(xg, wmod.reshape(b * cout, cin, k, k), up, down, groups=b)
+        y = y.reshape(b, cout, y.shape[2], y.shape[3])  # (B, Cout, H', W')
+        if noise is None:
+            return y
+        return y.add_(noise) if not torch.is_grad_enabled() else y + noise
+    y = conv(x * styles[:, :, None, None], weight, up, down)  # (B, Cout, H', W')
+    grad = torch.is_grad_enabled()
     if dcoefs is not None:
-        y = y * dcoefs[:, :, None, None]
+        d = dcoefs[:, :, None, None]
+        if noise is not None and grad:
+            return torch.addcmul(noise, y, d)  # y * d + noise in one pass
+        y = y * d if grad else y.mul_(d)
+    if noise is not None:
+        y = y + noise if grad else y.add_(noise)
     return y
 
 
@@ -317,17 +325,15 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
         styles = self.affine(w)  # (B, Cin)
         weight = self.weight.to(x.dtype) * self.weight_gain
-        x = modulated_conv2d(x, weight, styles.to(x.dtype), True, self.up, self.fused)
+        fused = self.fused or x.shape[0] == 1  # one sample: modulate the weights, not the input
+        noise = None
         if noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device)
-            x = x + (noise * self.noise_strength).to(x.dtype)
+            noise = (noise * self.noise_strength).to(x.dtype)
         elif noise_mode == "const":
-            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        x = x + self.bias.to(x.dtype)[None, :, None, None]
-        x = F.leaky_relu(x, 0.2) * SQRT2
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
-        return x  # (B, Cout, res, res)
+            noise = (self.noise_const * self.noise_strength).to(x.dtype)
+        x = modulated_conv2d(x, weight, styles.to(x.dtype), True, self.up, fused, noise=noise)
+        return _epilogue(x, self.bias.to(x.dtype), None, True, self.conv_clamp)  # (B, Cout, R, R)
 
 
 class ToRGB(nn.Module):
@@ -346,13 +352,9 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # (B, Cin)
-        x = modulated_conv2d(
-            x, self.weight.to(x.dtype), styles.to(x.dtype), False, False, self.fused
-        )
-        x = x + self.bias.to(x.dtype)[None, :, None, None]
-        if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
-        return x  # (B, 3, H, W)
+        fused = self.fused or x.shape[0] == 1
+        x = modulated_conv2d(x, self.weight.to(x.dtype), styles.to(x.dtype), False, False, fused)
+        return _epilogue(x, self.bias.to(x.dtype), None, False, self.conv_clamp)  # (B, 3, H, W)
 
 
 class SynthesisBlock(nn.Module):
@@ -409,7 +411,12 @@ class SynthesisBlock(nn.Module):
         if feats is not None:
             feats.append(x)
         y = self.torgb(x, ws[:, i]).float()
-        img = y if img is None else upsample2d(img) + y  # (B, 3, res, res)
+        if img is None:
+            img = y
+        elif torch.is_grad_enabled():
+            img = upsample2d(img) + y  # (B, 3, res, res)
+        else:
+            img = y.add_(upsample2d(img))
         return x, img
 
 

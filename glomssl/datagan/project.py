@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,12 +186,13 @@ class ProjectConfig:
     images: str
     out: str
     masks: str | None = None
-    steps: int = 300
+    mask_threshold: int = opt(127, ge=0, le=254)  # black/white masks: foreground above this
+    steps: int = opt(300, ge=1)
     lr: float = opt(0.05, gt=0)
     optimize_noise: bool = True
     encoder: str | None = None
-    encoder_weight: float = 1.0
-    ssim_weight: float = 1.0
+    encoder_weight: float = opt(1.0, ge=0)
+    ssim_weight: float = opt(1.0, ge=0)
     seed: int = opt(0, ge=0)
     device: str = "cpu"
     quiet: bool = False
@@ -199,10 +201,6 @@ class ProjectConfig:
         from glomssl.engine import resolve_device
 
         resolve_device(self.device)
-        if self.steps < 1:
-            raise GlomsslError("--steps must be at least 1")
-        if self.lr <= 0:
-            raise GlomsslError("--lr must be positive")
 
 
 def _find_mask(masks: Path, stem: str) -> Path | None:
@@ -212,12 +210,56 @@ def _find_mask(masks: Path, stem: str) -> Path | None:
     return None
 
 
-def _square(im: Any, res: int, resample: int) -> Any:
-    """Centre-crop to a square and resize to res x res."""
-    w, h = im.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return im.crop(box).resize((res, res), resample)
+MAX_CLASS_ID = 63  # grey values above this (except 255 = unlabelled) are not read as class ids
+_EXTREME = 0.9  # a black/white export has at least this share of near-black or near-white pixels
+
+
+def mask_class_ids(path: Path, threshold: int = 127) -> Any:
+    """A mask file -> class ids (H, W) uint8, validated where it enters (issue 10, item 17).
+
+    * class-id masks (grey or palette values 0..63, 255 = unlabelled) are kept as they are;
+    * black/white exports of painting tools (grey or RGB 0-255, anti-aliased edges; also coloured
+      strokes on black, read by their brightest channel) become 0/1 at ``threshold``;
+    * anything else is a one-line error that says what the file holds.
+    """
+    import numpy as np
+
+    from glomssl.data.images import _open_checked
+
+    try:
+        with _open_checked(path) as im:
+            mode = im.mode
+            arr = np.asarray(im)
+    except Exception as exc:  # PIL raises many types for broken files; reported by the caller
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+    colour = False
+    if arr.ndim == 3:
+        rgb = arr[..., :3]
+        colour = not bool((rgb == rgb[..., :1]).all())
+        arr = rgb.max(axis=-1) if colour else rgb[..., 0]
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise GlomsslError(
+                f"mask {path} is a {mode} image with values up to {arr.max()}; save it as an 8-bit "
+                "PNG (class ids, or black/white)"
+            )
+        arr = arr.astype(np.uint8)
+    values = set(np.unique(arr).tolist())
+    black_white = 255 in values and values <= {0, 255}  # read as object/background, not unlabelled
+    ids = values <= set(range(MAX_CLASS_ID + 1)) | {255}
+    if ids and not colour and not black_white:
+        return arr  # class ids as painted
+    extreme = float(((arr <= 8) | (arr >= 247)).mean()) if arr.size else 1.0
+    if extreme >= _EXTREME:
+        return (arr > threshold).astype(np.uint8)  # black/white export -> background 0, object 1
+    lo, hi = int(arr.min()), int(arr.max())
+    raise GlomsslError(
+        f"mask {path} holds grey levels {lo}..{hi} ({len(values)} distinct) that are neither class "
+        f"ids (0..{MAX_CLASS_ID}, 255 = unlabelled) nor a black/white mask; save class ids as grey "
+        "values, or export the mask in black and white"
+    )
 
 
 def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[str, Any]:
@@ -225,10 +267,11 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     import numpy as np
     import torch
     from PIL import Image
-    from tqdm import tqdm
 
+    from glomssl.data.images import centre_square, image_ok, load_rgb
     from glomssl.datagan.factory import _save_png, to_uint8
     from glomssl.datagan.features import load_network, save_latent
+    from glomssl.datagan.progress import Progress
     from glomssl.fsutil import atomic_write_text, ensure_writable_dir
     from glomssl.manifest import list_images
 
@@ -242,43 +285,60 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     if masks_dir is not None and not masks_dir.is_dir():
         raise GlomsslError(f"--masks {masks_dir} is not a folder; check the path")
     pairs = []
-    for f in files:
+    unreadable: list[dict[str, str]] = []
+    for f in files:  # every input is checked before the first (slow) projection
         mask = _find_mask(masks_dir, f.stem) if masks_dir else None
         if masks_dir is not None and mask is None:
             raise GlomsslError(
                 f"image {f.name} has no mask in {masks_dir} (looked for {f.stem}_mask.png or "
                 f"{f.stem}.png); add it or move the image out of --images"
             )
+        reason = image_ok(f)
+        if reason is None and mask is not None:
+            try:
+                mask_class_ids(mask, cfg.mask_threshold)
+            except OSError as exc:
+                reason = f"mask {mask.name}: {exc}"[:200]
+        if reason is not None:
+            unreadable.append({"path": str(f), "reason": reason})
+            continue
         pairs.append((f, mask))
     out = ensure_writable_dir(cfg.out)
     (out / "reconstructions").mkdir(exist_ok=True)
+    if unreadable:
+        atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(r) + "\n" for r in unreadable))
+        print(
+            f"datagan project: skipped {len(unreadable)} of {len(files)} images that cannot be "
+            f"read (listed in {out / 'skipped.jsonl'})",
+            file=sys.stderr,
+        )
+    if not pairs:
+        raise GlomsslError(f"--images {src} holds no readable image; see {out / 'skipped.jsonl'}")
     from glomssl.engine import resolve_device
 
     device = resolve_device(cfg.device)
     G = load_network(G if G is not None else cfg.network, device)
     encoder = None
     if cfg.encoder:
-        from glomssl.ssl.embed import load_backbone
+        from glomssl.models.encoder import load_backbone
 
         encoder, _info = load_backbone(cfg.encoder, device, layers=(2, 3, 4))
         encoder.requires_grad_(False)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     done = skipped = 0
     losses = []
-    for f, mask in tqdm(pairs, desc="project", disable=cfg.quiet, unit="img"):
+    bar = Progress("datagan project", len(pairs), 0, cfg.quiet, every=10)
+    for f, mask in pairs:
+        bar.update(1)
         name = f.stem
         if (out / f"{name}.npz").is_file():
             skipped += 1
             continue
-        try:
-            with Image.open(f) as im:
-                real = _square(im.convert("RGB"), res, Image.Resampling.LANCZOS)
-            m = None
-            if mask is not None:
-                with Image.open(mask) as mi:
-                    m = _square(mi, res, Image.Resampling.NEAREST)
-        except (OSError, ValueError) as exc:
-            raise GlomsslError(f"{f} or its mask is not a readable image ({exc})") from exc
+        real = centre_square(load_rgb(f), res)
+        m = None
+        if mask is not None:
+            ids = mask_class_ids(mask, cfg.mask_threshold)
+            m = centre_square(Image.fromarray(ids), res, Image.Resampling.NEAREST)
         arr = np.asarray(real, dtype=np.float32) / 127.5 - 1.0
         target = torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)  # (1, 3, H, W)
         ws, noise, terms = project_image(
@@ -303,9 +363,16 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         save_latent(out / f"{name}.npz", ws, noise, source=str(f.name), **terms)
         losses.append({"image": f.name, **terms})
         done += 1
+    bar.close()
     if losses:
         log = out / "projection.jsonl"
         old = log.read_text(encoding="utf-8") if log.is_file() else ""
         atomic_write_text(log, old + "".join(json.dumps(r) + "\n" for r in losses))
     mean_mse = float(np.mean([r["mse"] for r in losses])) if losses else float("nan")
-    return {"out": str(out), "projected": done, "skipped": skipped, "mean_mse": mean_mse}
+    return {
+        "out": str(out),
+        "projected": done,
+        "skipped": skipped,
+        "unreadable": len(unreadable),
+        "mean_mse": mean_mse,
+    }

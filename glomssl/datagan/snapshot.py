@@ -10,8 +10,10 @@ networks from keyword arguments and copies tensors in.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,25 @@ def list_snapshots(run_dir: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def is_complete(snapshot: Path) -> bool:
+    """True when a snapshot's JSON sidecar exists and is ours (weights alone, left by a crash
+    between writing the two files, are not a snapshot)."""
+    from glomssl.runs import sidecar_path
+
+    side = sidecar_path(snapshot)
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 def resolve_snapshot(path_or_run_dir: str | os.PathLike[str]) -> Path:
-    """A snapshot file, or the latest snapshot of a run folder; one-line errors otherwise."""
+    """A snapshot file, or the newest complete snapshot of a run folder; one-line errors otherwise."""
     p = Path(path_or_run_dir)
     if p.is_dir():
         snaps = list_snapshots(p)
@@ -47,7 +66,15 @@ def resolve_snapshot(path_or_run_dir: str | os.PathLike[str]) -> Path:
                 f"run folder {p} holds no snapshot-*.safetensors; train with `glomssl gan train` "
                 "first or pass a snapshot file"
             )
-        return snaps[-1]
+        for snap in reversed(snaps):
+            if is_complete(snap):
+                if snap != snaps[-1]:
+                    _warn(f"{snaps[-1].name} in {p} is incomplete (no sidecar); using {snap.name}")
+                return snap
+        raise GlomsslError(
+            f"run folder {p} holds no complete snapshot (every .safetensors lacks its .json "
+            "sidecar); resume training or pass a snapshot written by `glomssl gan train`"
+        )
     if p.is_file():
         return p
     raise GlomsslError(f"--network {p} does not exist; pass a gan run folder or a snapshot file")
@@ -150,6 +177,28 @@ def load_snapshot(path_or_run_dir: str | os.PathLike[str], device: str = "cpu") 
         "path": src,
         "tensors": tensors,
     }
+
+
+def latest_complete_snapshot(
+    run_dir: str | os.PathLike[str], device: str = "cpu", warn: bool = True
+) -> dict[str, Any]:
+    """Load the newest snapshot of a run folder that loads; newer ones that do not (a crash while
+    writing them) are skipped with a warning, so ``--resume`` continues from the last good one."""
+    snaps = list_snapshots(run_dir)
+    problems = []
+    for path in reversed(snaps):
+        try:
+            snap = load_snapshot(path, device)
+        except GlomsslError as exc:
+            problems.append(f"{path.name} ({str(exc).split(';')[0]})")
+            continue
+        if problems and warn:
+            _warn(f"skipping incomplete snapshot(s) {', '.join(problems)}; resuming {path.name}")
+        return snap
+    raise GlomsslError(
+        f"run folder {run_dir} holds no loadable snapshot ({'; '.join(problems) or 'none'}); "
+        "start a new --out"
+    )
 
 
 def load_generator(

@@ -16,120 +16,30 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.utils.data as tud
 
-from glomssl.config import opt
+from glomssl.datagan.dataset import (  # noqa: F401  (re-exported for callers of this module)
+    ImageDataset,
+    SlideDataset,
+    _report_skipped,
+    build_loader,
+    infinite_batches,
+    iter_images,
+    make_dataset,
+    real_grid,
+)
+from glomssl.datagan.train_config import (  # noqa: F401
+    PRECISIONS,
+    GanTrainConfig,
+    network_config,
+    resolved_hparams,
+)
 from glomssl.errors import GlomsslError
-
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
-
-
-@dataclass
-class GanTrainConfig:
-    """Options of ``glomssl gan train`` (defaults follow StyleGAN2-ADA's "auto" config)."""
-
-    data: list[str] = field(default_factory=list)  # FOLDER | MANIFEST | SLIDE...
-    out: str = ""  # the run folder
-    resolution: int = 256
-    cfg: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
-    channel_max: int | None = None  # override the config's widest layer (smaller = faster, weaker)
-    batch_size: int = 32  # total over all processes
-    kimg: float = 5000.0  # training length in thousands of real images shown to D
-    max_minutes: float | None = None  # wall-clock budget: stop (with a snapshot) after this long
-    gamma: float | None = None  # R1 weight; None -> 0.0002 * res^2 / batch (auto) or the paper's
-    mirror: bool = False  # random x-flips of the training data
-    aug: Literal["ada", "noaug", "fixed"] = "ada"
-    aug_p: float = 0.2  # p for --aug fixed (and the starting p for ada when resuming fails)
-    target: float = 0.6  # ADA over-fitting target for E[sign(D(real))]
-    ada_kimg: float = 500.0  # p can move from 0 to 1 in this many kimg
-    ada_interval: int = 4
-    lr: float | None = opt(None, gt=0)  # None -> 0.0025 (0.002 at 1024)
-    ema_kimg: float | None = None  # None -> batch * 10 / 32
-    ema_rampup: float | None = 0.05
-    pl_weight: float | None = opt(None, ge=0)  # None -> 2 (0 for "small")
-    style_mixing: float = 0.9
-    g_reg_interval: int = 4
-    d_reg_interval: int = 16
-    snap: float = 50.0  # kimg between snapshots
-    tick: float = 4.0  # kimg between metrics.jsonl lines
-    grid: int = 8  # fakes grid is grid x grid images
-    seed: int = opt(0, ge=0)
-    workers: int = opt(2, ge=0)
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = (
-        "auto"  # auto -> ddp when devices * num_nodes > 1; ddp_spawn for notebooks/tests
-    )
-    precision: str = "auto"  # auto -> bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, else 32
-    resume: bool = False
-    slide_level: int = opt(0, ge=0)
-    slide_mpp: float | None = opt(None, gt=0)
-    metric_encoder: str | None = None  # glomssl pretrain run/backbone for FID/KID per snapshot
-    metric_inception: str | None = None  # local Inception-v3 weights for standard FID/KID
-    metric_num: int = opt(1000, ge=2)  # images (real and fake) per FID/KID evaluation
-    quiet: bool = False
-
-    def validate(self) -> None:
-        from glomssl.datagan.networks import RESOLUTIONS
-
-        if self.resolution not in RESOLUTIONS:
-            raise GlomsslError(
-                f"--resolution {self.resolution} must be one of {', '.join(map(str, RESOLUTIONS))}"
-            )
-        if self.batch_size < 1:
-            raise GlomsslError(f"--batch-size {self.batch_size} must be at least 1")
-        if self.kimg < 0:
-            raise GlomsslError(f"--kimg {self.kimg} must be >= 0")
-        if not 0 <= self.target <= 1:
-            raise GlomsslError(f"--target {self.target} must lie in [0, 1]")
-        if not 0 <= self.aug_p <= 1:
-            raise GlomsslError(f"--aug-p {self.aug_p} must lie in [0, 1]")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise GlomsslError(f"--max-minutes {self.max_minutes} must be positive")
-        if self.snap <= 0 or self.tick <= 0:
-            raise GlomsslError("--snap and --tick must be positive (kimg)")
-        if self.precision not in PRECISIONS:
-            raise GlomsslError(
-                f"--precision {self.precision} is not one of {', '.join(PRECISIONS)}"
-            )
-        if self.devices < 1 or self.num_nodes < 1:
-            raise GlomsslError("--devices and --num-nodes must be at least 1")
-        if self.batch_size % (self.devices * self.num_nodes):
-            raise GlomsslError(
-                f"--batch-size {self.batch_size} must be divisible by devices x nodes "
-                f"({self.devices * self.num_nodes})"
-            )
-        if self.channel_max is not None and self.channel_max < 4:
-            raise GlomsslError(f"--channel-max {self.channel_max} must be at least 4")
-        if self.gamma is not None and self.gamma < 0:
-            raise GlomsslError(f"--gamma {self.gamma} must be >= 0")
-        if self.metric_inception is not None and not Path(self.metric_inception).is_file():
-            raise GlomsslError(
-                f"--metric-inception {self.metric_inception} does not exist; save torchvision's "
-                "inception_v3 state dict there (see README) or drop the option"
-            )
-        if (self.metric_encoder or self.metric_inception) and self.metric_num < 2:
-            raise GlomsslError(f"--metric-num {self.metric_num} must be at least 2 for FID/KID")
-
-
-def resolved_hparams(cfg: GanTrainConfig) -> dict[str, float]:
-    """Hyper-parameters left as None, filled in like StyleGAN2-ADA's configs."""
-    res, mb = cfg.resolution, cfg.batch_size
-    paper_gamma = {"paper256": 1.0, "paper512": 0.5, "paper1024": 2.0}
-    gamma = cfg.gamma
-    if gamma is None:
-        gamma = paper_gamma.get(cfg.cfg, 0.0002 * res * res / mb)
-    lr = cfg.lr if cfg.lr is not None else (0.002 if res >= 1024 else 0.0025)
-    ema = cfg.ema_kimg if cfg.ema_kimg is not None else mb * 10 / 32
-    pl = cfg.pl_weight if cfg.pl_weight is not None else (0.0 if cfg.cfg == "small" else 2.0)
-    return {"gamma": float(gamma), "lr": float(lr), "ema_kimg": float(ema), "pl_weight": float(pl)}
 
 
 def _flat_all_reduce(fabric: Any, params: list[Any], sanitize: bool = True) -> None:
@@ -211,31 +121,44 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     from glomssl.datagan.metrics import MetricState
     from glomssl.datagan.networks import create_discriminator, create_generator
     from glomssl.datagan.snapshot import (
+        latest_complete_snapshot,
         list_snapshots,
         load_optimizer_state,
-        load_snapshot,
         save_snapshot,
         snapshot_name,
     )
+    from glomssl.engine import truncate_metrics
     from glomssl.fsutil import atomic_write_text
     from glomssl.runs import MetricsLogger
 
+    t_start = time.time()  # --max-minutes counts from here (start-up included)
     run = Path(cfg.out)
     rank0 = fabric.global_rank == 0
     dataset = make_dataset(cfg)  # bad data fails before anything is written
     if rank0:
         run.mkdir(parents=True, exist_ok=True)
+        _report_skipped(dataset, run)
     fabric.barrier()
     existing = list_snapshots(run) if run.is_dir() else []
     if existing and not cfg.resume:
         raise GlomsslError(
             f"{run} already holds snapshots; pass --resume to continue it or choose a new --out"
         )
-    hp = resolved_hparams(cfg)
+    dev = fabric.device
+    snap = None
+    if existing:  # the newest snapshot that loads; a half-written newer one is reported and skipped
+        snap = latest_complete_snapshot(run, device=str(dev), warn=rank0)
+    net_cfg = network_config(cfg, dev.type == "cuda", snap["meta"]["config"] if snap else None)
+    if rank0 and snap is None and net_cfg != cfg.cfg:
+        print(
+            f"gan train: CPU run, --cfg {cfg.cfg} uses the '{net_cfg}' networks (the full ones "
+            "take hours per kimg on a CPU); pass --cfg paper256 (or another) to force them",
+            file=sys.stderr,
+        )
+    hp = resolved_hparams(cfg, net_cfg)
     mixed = precision != "32-true"
     sanitize = precision != "16-mixed"
     conv_clamp = 256.0 if mixed else None
-    dev = fabric.device
     if dev.type == "cpu" and fabric.world_size > 1:  # share the cores, no OpenMP oversubscription
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, cfg.devices)))
 
@@ -243,8 +166,8 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     net_kw: dict[str, Any] = {"conv_clamp": conv_clamp}
     if cfg.channel_max is not None:
         net_kw["channel_max"] = cfg.channel_max
-    G = create_generator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
-    D = create_discriminator(cfg.cfg, cfg.resolution, **net_kw).to(dev)
+    G = create_generator(net_cfg, cfg.resolution, **net_kw).to(dev)
+    D = create_discriminator(net_cfg, cfg.resolution, **net_kw).to(dev)
     G.set_fused(dev.type == "cuda")
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     pipe = AugmentPipe(cfg.aug_p if cfg.aug == "fixed" else 0.0).to(dev)
@@ -257,11 +180,10 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     opt_G = adam(G, cfg.g_reg_interval if hp["pl_weight"] > 0 else 0)
     opt_D = adam(D, cfg.d_reg_interval)
     cur_nimg = 0
-    if existing:
-        snap = load_snapshot(existing[-1], device=str(dev))
+    if snap is not None:
         if snap["meta"]["G_kwargs"] != G.init_kwargs or snap["meta"]["D_kwargs"] != D.init_kwargs:
             raise GlomsslError(
-                f"{existing[-1]} was trained with other network settings "
+                f"{snap['path']} was trained with other network settings "
                 f"({snap['meta']['G_kwargs']}); resume with the run's own --cfg/--resolution/"
                 "--channel-max/--precision, or start a new --out"
             )
@@ -272,17 +194,24 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         cur_nimg = int(snap["meta"]["cur_nimg"])
         if cfg.aug == "ada":
             pipe.p.fill_(snap["augment_p"])
+        if rank0:  # lines a killed run logged after this snapshot would be logged twice
+            # kimg is fractional; engine.truncate_metrics compares numbers (its hint says int)
+            truncate_metrics(run / "metrics.jsonl", cur_nimg / 1000, key="kimg")
+        del snap
     opt_G, opt_D = fabric.setup_optimizers(opt_G, opt_D)
     cfg_dict = to_dict(cfg)
     cfg_dict["resolved"] = hp
     cfg_dict["precision_resolved"] = precision
+    cfg_dict["cfg_resolved"] = net_cfg
     if rank0:  # reusable with --config; what the automatic values resolved to, as comments
         resolved = "".join(
-            f"# resolved {k}: {v}\n" for k, v in {**hp, "precision": precision}.items()
+            f"# resolved {k}: {v}\n"
+            for k, v in {**hp, "precision": precision, "cfg": net_cfg}.items()
         )
         atomic_write_text(run / "config.yaml", to_yaml(cfg) + resolved)
     logger = MetricsLogger(run / "metrics.jsonl")
-    grid_z = torch.randn(cfg.grid * cfg.grid, G.z_dim, generator=torch.Generator().manual_seed(123))
+    grid = cfg.grid or grid_size(cfg.resolution)
+    grid_z = torch.randn(grid * grid, G.z_dim, generator=torch.Generator().manual_seed(123))
 
     def snapshot() -> Path:
         path = run / snapshot_name(cur_nimg)
@@ -298,12 +227,12 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
                 opt_G.optimizer,
                 opt_D.optimizer,
             )
-            save_grid(G_ema, grid_z, cfg.grid, path.with_name(f"fakes-{cur_nimg // 1000:06d}.png"))
+            save_grid(G_ema, grid_z, grid, path.with_name(f"fakes-{cur_nimg // 1000:06d}.png"))
         fabric.barrier()
         return path
 
     if rank0 and not existing:
-        real_grid(dataset, cfg.grid, run / "reals.png")
+        real_grid(dataset, grid, run / "reals.png")
     if cfg.kimg == 0 or cur_nimg >= cfg.kimg * 1000:
         last = snapshot()
         p_now = float(pipe.p)
@@ -336,15 +265,21 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     def record(key: str, value: Any) -> None:
         acc.setdefault(key, []).append(float(value))
 
-    def out_of_time(t0: float) -> bool:
-        """True once ``max_minutes`` have passed; rank 0's clock decides for every rank."""
+    step_sec = 0.0  # the last step's duration: the next one is expected to take as long
+
+    def out_of_time() -> bool:
+        """True when one more step would end past ``max_minutes`` (counted from the start of the
+        command, start-up included); rank 0's clock decides for every rank."""
         if cfg.max_minutes is None:
             return False
-        late = time.time() - t0 >= cfg.max_minutes * 60
+        late = time.time() - t_start + step_sec >= cfg.max_minutes * 60
         return bool(fabric.broadcast(late, src=0)) if fabric.world_size > 1 else late
 
+    log_lines = rank0 and not cfg.quiet and bar is None  # no terminal: plain lines for the log
+    loop_t0, start_nimg, last_line = time.perf_counter(), cur_nimg, time.time()
     done = False
     while not done:
+        step_t0 = time.time()
         real = next(batches).to(dev).float() / 127.5 - 1  # (b, 3, R, R) in [-1, 1]
         # --- G main
         G.requires_grad_(True)
@@ -402,8 +337,13 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
             ada.update(cfg.batch_size * cfg.ada_interval, red)
         if bar is not None:
             bar.update(cfg.batch_size)
-        done = cur_nimg >= total or out_of_time(start_time)
-        if cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap:
+        step_sec = time.time() - step_t0
+        done = cur_nimg >= total or out_of_time()
+        tick = cur_nimg - tick_start_nimg >= cfg.tick * 1000 or done or cur_nimg >= next_snap
+        if log_lines and (tick or time.time() - last_line >= 60):
+            _log_line(cur_nimg, start_nimg, total, loop_t0, acc, float(pipe.p))
+            last_line = time.time()
+        if tick:
             now = time.time()
             row = _tick_row(acc, cur_nimg, float(pipe.p), now, tick_start_time, tick_start_nimg)
             row["total_sec"] = now - start_time
@@ -427,6 +367,12 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         "kimg": cur_nimg / 1000,
         "augment_p": float(pipe.p),
     }
+
+
+def grid_size(resolution: int) -> int:
+    """Default side of the reals/fakes grids: 8 images, fewer above 512 px so the PNG stays within
+    4096 px (1024 px: 4 x 4)."""
+    return max(2, min(8, 4096 // resolution))
 
 
 def ema_beta(batch: int, cur_nimg: int, ema_kimg: float, rampup: float | None) -> float:
@@ -476,192 +422,24 @@ def _tick_row(
     return row
 
 
-def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
-    import sys
+def _log_line(
+    nimg: int, start: int, total: int, t0: float, acc: dict[str, list[float]], p: float
+) -> None:
+    """One plain progress line on stderr (runs without a terminal: nohup, sbatch, CI)."""
+    from glomssl.engine import progress_line
 
+    extra: dict[str, Any] = {"kimg": round(nimg / 1000, 3)}
+    for key in ("loss_G", "loss_D"):
+        if acc.get(key):
+            extra[key] = round(sum(acc[key]) / len(acc[key]), 4)
+    extra["augment_p"] = round(p, 3)
+    print(progress_line("gan train img", nimg - start, total - start, t0, **extra), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _progress(cfg: GanTrainConfig, rank0: bool, total: int, start: int) -> Any:
     if cfg.quiet or not rank0 or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="img", desc="gan train")
-
-
-# --------------------------------------------------------------------------------------------------
-# Training data: folders / manifests (map-style) or whole-slide images (patches sampled on the fly)
-
-
-def _to_square(img: Any, size: int) -> Any:
-    """Centre-crop a PIL image to a square and resize it to ``size`` (Lanczos when shrinking)."""
-    from PIL import Image
-
-    w, h = img.size
-    s = min(w, h)
-    if w != h:
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if s != size:
-        img = img.resize(
-            (size, size), Image.Resampling.LANCZOS if s > size else Image.Resampling.BICUBIC
-        )
-    return img
-
-
-class ImageDataset:
-    """Images from folders/manifests as uint8 tensors (3, R, R); x-flipped at random with mirror."""
-
-    def __init__(self, paths: list[Path], resolution: int, mirror: bool) -> None:
-        self.paths = paths
-        self.resolution = resolution
-        self.mirror = mirror
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> Any:
-        import numpy as np
-        from PIL import Image
-
-        p = self.paths[i]
-        try:
-            with Image.open(p) as im:
-                img = _to_square(im.convert("RGB"), self.resolution)
-        except (OSError, ValueError) as exc:
-            raise GlomsslError(f"training image {p} cannot be read ({exc}); remove it") from exc
-        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, R, R) uint8
-        if self.mirror and torch.rand(()) < 0.5:
-            x = x.flip(2)
-        return x
-
-
-class SlideDataset:
-    """Endless random tissue patches from whole-slide images, as uint8 tensors (3, R, R)."""
-
-    def __init__(self, cfg: GanTrainConfig, slides: list[str | os.PathLike[str]]) -> None:
-        from glomssl.wsi import SlidePatchSampler
-
-        self.sampler = SlidePatchSampler(
-            slides, patch_size=cfg.resolution, level=cfg.slide_level, mpp=cfg.slide_mpp
-        )
-        self.resolution = cfg.resolution
-        self.mirror = cfg.mirror
-        self.seed = cfg.seed
-
-    def stream(self, seed: int) -> Any:
-        import numpy as np
-
-        rng = np.random.default_rng(seed)
-        while True:
-            img = _to_square(self.sampler.sample(rng), self.resolution)
-            x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)  # (3, R, R)
-            if self.mirror and rng.random() < 0.5:
-                x = x.flip(2)
-            yield x
-
-
-def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
-    """Folders/manifests -> ImageDataset (headers checked up front); slides -> SlideDataset."""
-    from PIL import Image
-
-    from glomssl.manifest import load_image_list
-    from glomssl.wsi import is_slide_path
-
-    slides: list[str | os.PathLike[str]] = [
-        d for d in cfg.data if is_slide_path(d) and Path(d).is_file()
-    ]
-    if slides and len(slides) != len(cfg.data):
-        raise GlomsslError(
-            "--data mixes slides with folders/manifests; train on one kind at a time"
-        )
-    if slides:
-        return SlideDataset(cfg, slides)
-    paths: list[Path] = []
-    for src in cfg.data:
-        paths.extend(p for p, _row in load_image_list(src))
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.verify()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise GlomsslError(
-                f"training image {p} is not a readable image ({exc}); remove it"
-            ) from exc
-    return ImageDataset(paths, cfg.resolution, cfg.mirror)
-
-
-class _InfiniteShard:
-    """Endless shuffled indices, one shard per process (each epoch a new seeded permutation)."""
-
-    def __init__(self, n: int, rank: int, world: int, seed: int) -> None:
-        self.n, self.rank, self.world, self.seed = n, rank, world, seed
-
-    def __iter__(self) -> Any:
-        import numpy as np
-
-        epoch = 0
-        while True:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            if self.n < self.world:
-                perm = np.resize(perm, self.world)
-            yield from perm[self.rank :: self.world].tolist()
-            epoch += 1
-
-
-class _SlideStream(tud.IterableDataset):  # type: ignore[type-arg]
-    """Per-process, per-worker seeded stream of slide patches."""
-
-    def __init__(self, ds: SlideDataset, rank: int) -> None:
-        super().__init__()
-        self.ds, self.rank = ds, rank
-
-    def __iter__(self) -> Any:
-        info = tud.get_worker_info()
-        wid = info.id if info is not None else 0
-        return self.ds.stream(self.ds.seed * 100003 + self.rank * 101 + wid)
-
-
-def build_loader(ds: Any, batch: int, cfg: GanTrainConfig, rank: int, world: int) -> Any:
-    """A DataLoader that never ends: per-process shards of folder data, or per-worker slide streams."""
-    if isinstance(ds, SlideDataset):
-        return tud.DataLoader(_SlideStream(ds, rank), batch_size=batch, num_workers=cfg.workers)
-    sampler = _InfiniteShard(len(ds), rank, world, cfg.seed)
-    return tud.DataLoader(
-        ds,
-        batch_size=batch,
-        sampler=sampler,  # type: ignore[arg-type]
-        num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0,
-        drop_last=True,
-    )
-
-
-def infinite_batches(loader: Any) -> Any:
-    while True:
-        yield from loader
-
-
-def iter_images(ds: Any, n: int, seed: int = 0) -> Any:
-    """The first ``n`` images (uint8 (3, R, R)) of a random order of a dataset or a slide stream."""
-    import numpy as np
-
-    if isinstance(ds, SlideDataset):
-        stream = ds.stream(seed)
-        for _ in range(n):
-            yield next(stream)
-        return
-    order = np.random.default_rng(seed).permutation(len(ds))
-    for i in np.resize(order, n) if n > len(ds) else order[:n]:
-        yield ds[int(i)]
-
-
-def real_grid(ds: Any, n: int, path: Path) -> None:
-    """Save an n x n grid of training images (what D sees before augmentation) as PNG."""
-    import numpy as np
-    from PIL import Image
-
-    from glomssl.fsutil import atomic_open
-
-    x = torch.stack(list(iter_images(ds, n * n)))  # (n*n, 3, R, R)
-    r = x.shape[-1]
-    grid = x.reshape(n, n, 3, r, r).permute(0, 3, 1, 4, 2).reshape(n * r, n * r, 3)
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(np.ascontiguousarray(grid.numpy())).save(fh, format="PNG")

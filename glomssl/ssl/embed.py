@@ -1,8 +1,7 @@
 """``glomssl embed``: images -> pooled encoder features, in input order, saved as ``.npz``.
 
-:func:`load_backbone` is the shared contract with later stages: it rebuilds the torchvision trunk named
-in ``backbone.json``, loads ``backbone.safetensors`` and wraps it so that images (B, 3, H, W) in [0, 1]
-map to (B, feature_dim) features, with the sidecar's normalisation applied inside.
+The encoder comes from :func:`glomssl.models.encoder.load_backbone` (re-exported here for callers that
+imported it from this module before the models layer existed).
 """
 
 from __future__ import annotations
@@ -18,67 +17,9 @@ from torch import nn
 
 from glomssl.config import opt
 from glomssl.errors import GlomsslError
+from glomssl.models.encoder import Encoder, load_backbone, resolve_weights
 
-
-class Encoder(nn.Module):
-    """Normalise with (mean, std), run the trunk, global-average-pool: (B,3,H,W) -> (B, D).
-
-    ``layers`` selects which stages are pooled and concatenated (default: layer4 only, the contract's
-    feature vector; e.g. ``(3, 4)`` gives a richer multi-scale descriptor for probes).
-    """
-
-    def __init__(
-        self, trunk: Any, mean: list[float], std: list[float], layers: tuple[int, ...] = (4,)
-    ):
-        super().__init__()
-        self.trunk = trunk
-        self.layers = tuple(layers)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stages = self.trunk.stages((x - self.mean) / self.std)  # [stem, l1, l2, l3, l4]
-        pooled = [stages[i].mean(dim=(2, 3)) for i in self.layers]  # each (B, C_i)
-        return torch.cat(pooled, dim=1)  # (B, sum C_i)
-
-
-def resolve_weights(path: str | os.PathLike[str]) -> Path:
-    """A run folder -> its ``backbone.safetensors``; a file is returned as is."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "backbone.safetensors"
-        if not p.is_file():
-            raise GlomsslError(
-                f"{path} holds no backbone.safetensors; is it a `glomssl pretrain` run?"
-            )
-    return p
-
-
-def load_backbone(
-    path: str | os.PathLike[str], device: str = "cpu", layers: tuple[int, ...] = (4,)
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load an exported encoder (run folder or .safetensors) as an eval-mode :class:`Encoder`."""
-    from glomssl.runs import load_weights
-    from glomssl.ssl.backbones import IMAGENET_MEAN, IMAGENET_STD, ResNetTrunk, stage_channels
-
-    wpath = resolve_weights(path)
-    tensors, meta = load_weights(wpath)
-    arch = meta.get("arch")
-    if not arch:
-        raise GlomsslError(f"{wpath} has no backbone.json sidecar naming its arch; re-export it")
-    trunk = ResNetTrunk(str(arch))
-    trunk.load_trunk_state_dict(tensors, str(wpath))
-    if any(i not in (1, 2, 3, 4) for i in layers):
-        raise GlomsslError(f"--layers must be among 1,2,3,4; got {layers}")
-    enc = Encoder(
-        trunk, meta.get("mean", list(IMAGENET_MEAN)), meta.get("std", list(IMAGENET_STD)), layers
-    )
-    info = dict(meta)
-    info["feature_dim"] = int(sum(stage_channels(str(arch))[i - 1] for i in layers))
-    return enc.to(device).eval(), info
+__all__ = ["EmbedConfig", "Encoder", "load_backbone", "resolve_weights", "run_embed"]
 
 
 @dataclass
@@ -156,13 +97,15 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed every image of ``cfg.input`` (FOLDER or MANIFEST) and write ``paths`` + ``embeddings``."""
     import sys
 
-    from glomssl.fsutil import atomic_open
+    from glomssl.engine import resolve_device
+    from glomssl.fsutil import atomic_open, ensure_writable_dir
     from glomssl.manifest import load_image_list
 
     cfg.validate()
-    from glomssl.engine import resolve_device
-
     device = resolve_device(cfg.device)
+    ensure_writable_dir(Path(cfg.out).absolute().parent, "--out's folder")
+    if cfg.faiss_index:
+        ensure_writable_dir(Path(cfg.faiss_index).absolute().parent, "--faiss-index's folder")
     layers = tuple(cfg.layers) if cfg.layers else (4,)
     encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
     size = cfg.image_size or int(meta.get("image_size", 224))
@@ -171,6 +114,11 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     names = [str(r["path"]) for _, r in items]
     progress = not cfg.quiet and sys.stderr.isatty()
     emb, ok = embed_paths(encoder, files, size, cfg.batch_size, cfg.workers, device, progress)
+    if not np.isfinite(emb[np.asarray(ok, bool)]).all():
+        raise GlomsslError(
+            f"the encoder {cfg.checkpoint} gives NaN or infinite embeddings (a diverged run?); "
+            "pretrain again with a lower --lr"
+        )
     failed = [n for n, good in zip(names, ok, strict=True) if not good]
     keep = np.flatnonzero(ok)
     with atomic_open(cfg.out, "wb") as fh:

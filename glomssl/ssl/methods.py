@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from glomssl.errors import GlomsslError
-from glomssl.ssl.backbones import ResNetTrunk, create_backbone
+from glomssl.models.backbones import ResNetTrunk, create_backbone
 
 
 class BYOL(nn.Module):

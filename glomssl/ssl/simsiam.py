@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from glomssl.ssl.backbones import ResNetTrunk
+from glomssl.models.backbones import ResNetTrunk
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:

@@ -150,10 +150,44 @@ def test_kimg_zero_and_generate_through_the_cli(images: Path, tmp_path: Path) ->
     assert dry.exit_code == 0 and "resolution: 32" in dry.output and not (tmp_path / "r").exists()
 
 
-def test_bad_images_and_options_raise(images: Path, tmp_path: Path) -> None:
+def _bomb_png(path: Path, side: int = 20000) -> None:
+    """A PNG whose header claims side x side pixels (a decompression bomb) in a few bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def test_unreadable_images_and_bombs_are_skipped_and_listed(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(GlomsslError, match="broken.png"):
-        make_dataset(_cfg(images, tmp_path / "x"))
+    _bomb_png(images / "bomb.png")
+    ds = make_dataset(_cfg(images, tmp_path / "x"))
+    assert len(ds) == 8 and sorted(Path(p).name for p, _ in ds.skipped) == [
+        "bomb.png",
+        "broken.png",
+    ]
+    run = tmp_path / "skiprun"
+    run_gan_train(_cfg(images, run, kimg=0))
+    rows = [json.loads(line) for line in (run / "skipped.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in rows) == ["bomb.png", "broken.png"]
+    assert any("DecompressionBomb" in r["reason"] for r in rows)
+    assert "skipped 2 of 10 images" in capsys.readouterr().err
+    empty = tmp_path / "only-bad"
+    empty.mkdir()
+    (empty / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(GlomsslError, match="no readable image"):
+        make_dataset(_cfg(empty, tmp_path / "y"))
+
+
+def test_bad_options_raise(images: Path, tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="divisible"):
         _cfg(images, tmp_path / "x", devices=3).validate()
     with pytest.raises(GlomsslError, match="--resolution"):
@@ -307,3 +341,62 @@ def test_max_minutes_stops_early_with_a_snapshot(images: Path, tmp_path: Path) -
     assert [r["kimg"] for r in read_metrics(run / "metrics.jsonl")] == [0.004]
     with pytest.raises(GlomsslError, match="--max-minutes"):
         _cfg(images, tmp_path / "x", max_minutes=0).validate()
+
+
+def test_resume_does_not_repeat_metrics_logged_after_the_last_snapshot(
+    images: Path, tmp_path: Path
+) -> None:
+    """A run killed after its last snapshot may have logged later ticks; --resume trains them again,
+    so those lines are dropped first (issue 10, item 10)."""
+    run = tmp_path / "run"
+    run_gan_train(_cfg(images, run))
+    with open(run / "metrics.jsonl", "a") as fh:  # what the killed run logged after the snapshot
+        fh.write(json.dumps({"kimg": 0.012, "loss_G": 1.0}) + "\n")
+    run_gan_train(_cfg(images, run, kimg=0.016, resume=True))
+    kimgs = [r["kimg"] for r in read_metrics(run / "metrics.jsonl")]
+    assert kimgs == [0.004, 0.008, 0.012, 0.016]
+    assert read_metrics(run / "metrics.jsonl")[2]["loss_G"] != 1.0
+
+
+def test_resume_and_generate_fall_back_to_the_newest_complete_snapshot(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Weights without their JSON sidecar (a crash between the two writes) must not block --resume
+    or `gan generate` (issue 10, item 11)."""
+    import shutil
+
+    from glomssl.datagan.snapshot import resolve_snapshot
+
+    run = tmp_path / "run"
+    run_gan_train(_cfg(images, run))
+    good = list_snapshots(run)[-1]
+    shutil.copy(good, run / "snapshot-000099.safetensors")  # newer, but its sidecar never came
+    assert resolve_snapshot(run) == good
+    out = run_gan_train(_cfg(images, run, kimg=0.012, resume=True))
+    assert out["kimg"] == pytest.approx(0.012)
+    assert "skipping incomplete snapshot" in capsys.readouterr().err
+
+
+def test_auto_config_on_a_cpu_uses_the_small_networks(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "auto"
+    run_gan_train(_cfg(images, run, cfg="auto", channel_max=None, kimg=0))
+    err = capsys.readouterr().err
+    assert "uses the 'small' networks" in err and len(err.strip().splitlines()) == 1
+    snap = load_snapshot(run)
+    assert (
+        snap["meta"]["G_kwargs"]["channel_base"] == 2048 and snap["meta"]["G_kwargs"]["z_dim"] == 64
+    )
+    assert "# resolved cfg: small" in (run / "config.yaml").read_text()
+    # resuming keeps the networks the run started with
+    run_gan_train(_cfg(images, run, cfg="auto", channel_max=None, kimg=0.004, resume=True))
+    assert load_snapshot(run)["meta"]["config"]["cfg_resolved"] == "small"
+
+
+def test_progress_lines_without_a_terminal(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_gan_train(_cfg(images, tmp_path / "run", quiet=False))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gan train img")]
+    assert len(lines) >= 2 and "kimg=0.008" in lines[-1] and "loss_G=" in lines[-1]

@@ -4,6 +4,7 @@ filters against reference convolutions, truncation, configs and bad input."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,3 +159,96 @@ def test_bad_config_and_resolution_raise() -> None:
     G = create_generator("small", 32, channel_max=8)
     with pytest.raises(GlomsslError, match="noise_mode"):
         G.synthesis(G.mapping(torch.randn(1, G.z_dim)), noise_mode="loud")
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 16: fused resampling (transposed conv + filter, filter + strided conv) against the literal path
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("mode", ["up", "down", "none"])
+def test_fused_resampling_conv_equals_zero_insert_reference(k: int, groups: int, mode: str) -> None:
+    from glomssl.datagan.resample import conv2d_resample, conv2d_resample_reference
+
+    torch.manual_seed(10)
+    x = torch.randn(2, 6, 8, 6, dtype=torch.float64)  # non-square on purpose
+    w = torch.randn(9, 6 // groups, k, k, dtype=torch.float64)
+    up, down = mode == "up", mode == "down"
+    fast = conv2d_resample(x, w, up, down, groups)
+    ref = conv2d_resample_reference(x, w, up, down, groups)
+    scale = 2.0 if up else (0.5 if down else 1.0)
+    assert fast.shape == ref.shape == (2, 9, int(8 * scale), int(6 * scale))
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    # the border rows/columns are where a transposed conv + filter alone would differ
+    assert float(ref[:, :, 0].abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("up,down", [(True, False), (False, True)])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demod", [True, False])
+def test_modulated_resampling_equals_reference(
+    up: bool, down: bool, fused: bool, demod: bool
+) -> None:
+    torch.manual_seed(11)
+    x = torch.randn(3, 5, 8, 8)
+    weight = torch.randn(4, 5, 3, 3) / 3
+    styles = torch.randn(3, 5) + 1
+    noise = torch.randn(1, 1, 16 if up else 4, 16 if up else 4)
+    fast = modulated_conv2d(x, weight, styles, demod, up, fused, down=down, noise=noise)
+    ref = modulated_conv2d(x, weight, styles, demod, up, fused, down=down, reference=True)
+    torch.testing.assert_close(fast, ref + noise, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the in-place (generation) branch gives the same numbers
+        torch.testing.assert_close(
+            modulated_conv2d(x, weight, styles, demod, up, fused, down=down, noise=noise), fast
+        )
+
+
+def test_polyphase_upsample_equals_zero_insertion() -> None:
+    from glomssl.datagan.resample import upsample2d_reference
+
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(upsample2d(x), upsample2d_reference(x), rtol=1e-12, atol=1e-12)
+
+
+def test_filter_gradients_of_first_and_second_order() -> None:
+    """R1 and path-length regularisation differentiate through the filters twice."""
+    from glomssl.datagan.resample import conv2d_resample, fir_dim, fir_dim_adjoint
+
+    torch.manual_seed(12)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    for pads, stride in (((1, 1), 1), ((2, 2), 1), ((1, 1), 2), ((3, 2), 1)):
+        f = lambda t, p=pads, s=stride: fir_dim(t, 2, p, s, 4.0)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x,)) and torch.autograd.gradgradcheck(f, (x,))
+    g = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    adj = lambda t: fir_dim_adjoint(t, 3, 12, (1, 1), 2, 4.0)  # noqa: E731
+    assert torch.autograd.gradcheck(adj, (g,)) and torch.autograd.gradgradcheck(adj, (g,))
+    w = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    xs = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    for up in (True, False):
+        conv = lambda a, b, u=up: conv2d_resample(a, b, up=u, down=not u)  # noqa: E731
+        assert torch.autograd.gradcheck(conv, (xs, w))
+        assert torch.autograd.gradgradcheck(conv, (xs, w))
+
+
+def test_snapshot_written_before_the_fusion_reproduces_its_images() -> None:
+    """A snapshot saved by the zero-insert networks (tests/datagan/data, written before issue 16)
+    loads unchanged and gives the same images and logits it gave then."""
+    import numpy as np
+
+    from glomssl.datagan.snapshot import load_snapshot
+
+    data = Path(__file__).parent / "data"
+    snap = load_snapshot(data / "legacy-v1-snapshot-000000.safetensors")
+    want = np.load(data / "legacy-v1-outputs.npz")
+    z = torch.from_numpy(want["z"])
+    with torch.no_grad():
+        img = snap["G_ema"](z, truncation_psi=0.8, noise_mode="const")
+        one = snap["G_ema"](z[1:2], truncation_psi=0.8, noise_mode="const")  # fused path (B = 1)
+        logits = snap["D"](torch.from_numpy(np.random.RandomState(1).randn(3, 3, 32, 32)).float())
+    torch.testing.assert_close(img, torch.from_numpy(want["img"]), rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(one[0], img[1], rtol=1e-5, atol=2e-5)
+    torch.testing.assert_close(logits, torch.from_numpy(want["d_logits"]), rtol=1e-5, atol=1e-6)
+    # and with gradients on (the training branch)
+    img_g = snap["G"].eval()(z, truncation_psi=0.8, noise_mode="const")
+    torch.testing.assert_close(img_g.detach(), img, rtol=1e-5, atol=2e-5)

@@ -65,8 +65,8 @@ def test_projection_fits_a_generated_target(G: torch.nn.Module) -> None:
 
 
 def test_projection_with_glomssl_encoder(G: torch.nn.Module, tmp_path: Path) -> None:
+    from glomssl.models.backbones import ResNetTrunk
     from glomssl.runs import save_weights
-    from glomssl.ssl.backbones import ResNetTrunk
 
     trunk = ResNetTrunk("resnet18")
     meta = {"arch": "resnet18", "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -129,3 +129,75 @@ def test_run_project_writes_annotation_folder(G: torch.nn.Module, tmp_path: Path
     cfg.out = str(tmp_path / "ann2")
     with pytest.raises(GlomsslError, match="image glom1.png has no mask"):
         pj.run_datagan_project(cfg)
+
+
+def test_painting_tool_masks_are_thresholded_and_validated(tmp_path: Path) -> None:
+    """0-255 black/white exports (grey or RGB, anti-aliased, or coloured strokes on black) become
+    0/1 at --mask-threshold; class-id masks stay; anything else is a one-line error (issue 10,
+    item 17)."""
+    yy, xx = np.mgrid[:40, :40]
+    disk = np.hypot(yy - 20, xx - 20)
+    grey = np.clip((14 - disk) * 128 + 128, 0, 255).astype(np.uint8)  # soft (anti-aliased) edge
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.png")
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = grey
+    Image.fromarray(red).save(tmp_path / "red.png")
+    want = (grey > 127).astype(np.uint8)
+    for name in ("grey.png", "rgb.png", "red.png"):
+        got = pj.mask_class_ids(tmp_path / name)
+        assert np.array_equal(got, want), name
+    assert pj.mask_class_ids(tmp_path / "grey.png", threshold=250).sum() < want.sum()
+    ids = np.zeros((40, 40), np.uint8)
+    ids[5:15] = 2
+    ids[30:] = 255  # unlabelled
+    Image.fromarray(ids).save(tmp_path / "ids.png")
+    assert np.array_equal(pj.mask_class_ids(tmp_path / "ids.png"), ids)
+    photo = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    with pytest.raises(GlomsslError, match="neither class ids"):
+        pj.mask_class_ids(tmp_path / "photo.png")
+
+
+def test_project_reads_exported_masks_and_skips_unreadable_images(
+    G: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from click.testing import CliRunner
+
+    from glomssl.cli.datagan import datagan
+
+    run = tmp_path / "run"
+    save_snapshot(
+        run / "snapshot-000000.safetensors",
+        G,
+        create_discriminator("small", RES),
+        copy.deepcopy(G),
+        0.0,
+        0,
+    )
+    imgs, masks = tmp_path / "real", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(imgs / "a.png")
+    bw = np.zeros((32, 32, 3), np.uint8)
+    bw[8:24, 8:24] = 255
+    bw[8, 8:24] = 254  # an anti-aliased edge, the case that used to fail ("class id 254")
+    Image.fromarray(bw).save(masks / "a_mask.png")
+    (imgs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # unreadable: skipped, listed
+    Image.fromarray(bw).save(masks / "b_mask.png")
+    out = tmp_path / "ann"
+    args = ["project", "--network", str(run), "--images", str(imgs), "--masks", str(masks)]
+    r = CliRunner().invoke(datagan, [*args, "--out", str(out), "--steps", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["projected"] == 1 and summary["unreadable"] == 1
+    mask = np.asarray(Image.open(out / "a_mask.png"))
+    assert set(np.unique(mask)) == {0, 1} and mask.sum() == 16 * 16
+    skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [Path(s["path"]).name for s in skipped] == ["b.png"]
+    photo = rng.integers(0, 255, (32, 32), dtype=np.uint8)
+    Image.fromarray(photo).save(masks / "a_mask.png")
+    r = CliRunner().invoke(datagan, [*args, "--out", str(tmp_path / "ann2"), "--steps", "2"])
+    assert r.exit_code == 2 and "neither class ids" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,43 @@ def test_parse_seeds() -> None:
     for bad in ("", "a-b", "5-1", "1;2"):
         with pytest.raises(GlomsslError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_huge_seed_ranges_are_refused_before_expansion() -> None:
+    """`--seeds 0-9999999999` was a MemoryError during validation (issue 10, item 5)."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(GlomsslError, match="seeds go up to"):
+        parse_seeds("0-9999999999")
+    with pytest.raises(GlomsslError, match="more than 1,000,000 seeds"):
+        parse_seeds("0-4000000000")
+    with pytest.raises(GlomsslError, match="seeds go up to"):
+        parse_seeds("99999999999")
+    assert time.perf_counter() - t0 < 1.0
+    assert len(parse_seeds("0-999999")) == 1_000_000
+
+
+def test_batch_size_does_not_change_the_images(tmp_path: Path) -> None:
+    """gan generate draws as many images per pass as the memory budget allows; each image must be
+    the one it would be when drawn alone."""
+    from PIL import Image
+
+    run = tmp_path / "run"
+    _snap(run, 0)
+    outs = {}
+    for bs in (1, 5):
+        out = tmp_path / f"b{bs}"
+        cfg = GenerateConfig(network=str(run), seeds="0-4", out=str(out), batch_size=bs, quiet=True)
+        run_generate(cfg)
+        outs[bs] = out
+    default = tmp_path / "budget"
+    run_generate(GenerateConfig(network=str(run), seeds="0-4", out=str(default), quiet=True))
+    for s in range(5):
+        one = np.asarray(Image.open(outs[1] / f"seed{s:04d}.png"), dtype=int)
+        for other in (outs[5], default):
+            img = np.asarray(Image.open(other / f"seed{s:04d}.png"), dtype=int)
+            assert np.abs(img - one).max() <= 1  # float rounding may move a value across .5
 
 
 def test_generate_is_deterministic_by_seed_and_resumes(tmp_path: Path) -> None:

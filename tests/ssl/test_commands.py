@@ -174,13 +174,13 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
     assert [r["step"] for r in rows] == [1, 2]  # one line per step: rank zero alone writes
     assert all(r["effective_batch"] == 8 for r in rows)  # 4 per device x 2 processes
     _, meta = load_weights(run / "backbone.safetensors")
-    assert meta["step"] == 2 and meta["config"]["devices"] == 2
+    assert meta["step"] == 2 and meta["config"]["hardware"]["devices"] == 2
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def _small_heads(tmp_path: Path) -> Path:
     f = tmp_path / "small.yaml"
-    f.write_text("proj_dim: 32\npred_hidden: 8\nlog_every: 1\n")
+    f.write_text("proj_dim: 32\nlog_every: 1\n")
     return f
 
 

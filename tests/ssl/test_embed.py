@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from glomssl.errors import GlomsslError
+from glomssl.models.backbones import create_backbone
 from glomssl.runs import save_weights
-from glomssl.ssl.backbones import create_backbone
 from glomssl.ssl.embed import EmbedConfig, load_backbone, run_embed
 
 

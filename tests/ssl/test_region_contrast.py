@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glomssl.ssl.backbones import create_backbone
-from glomssl.ssl.region_contrast import RegionContrast, UNetDecoder
+from glomssl.models.backbones import create_backbone
+from glomssl.models.unet import UNetDecoder
+from glomssl.ssl.region_contrast import RegionContrast
 
 
 def test_decoder_output_resolution() -> None:

@@ -28,14 +28,15 @@ def tiny_cfg(data: Path, out: Path, **kw) -> PretrainConfig:
         batch_size=4,
         max_steps=2,
         workers=0,
-        accelerator="cpu",
+        hardware={"accelerator": "cpu"},
         quiet=True,
         log_every=1,
         ckpt_every=1,
         proj_dim=32,
-        pred_hidden=8,
     )
     base.update(kw)
+    if base["method"] == "simsiam":
+        base.setdefault("pred_hidden", 8)
     return build_config(PretrainConfig, overrides=base)
 
 
@@ -149,10 +150,61 @@ def test_warmup_then_cosine_decay(tmp_path: Path, image_folder: Path) -> None:
 def test_divergence_stops_with_a_clear_error_and_exports_nothing(
     tmp_path: Path, image_folder: Path
 ) -> None:
-    cfg = tiny_cfg(image_folder, tmp_path / "d", method="vicreg", lr=1e12, max_steps=6)
-    with pytest.raises(GlomsslError, match=r"diverged: the vicreg loss became (nan|inf).*--lr"):
+    cfg = tiny_cfg(image_folder, tmp_path / "d", method="vicreg", lr=100.0, max_steps=6)
+    with pytest.raises(GlomsslError, match=r"\(vicreg\) diverged: the loss became (nan|inf).*--lr"):
         run_pretrain(cfg)
     assert not (tmp_path / "d" / "backbone.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("lr", "message"), [("nan", "not a finite"), ("inf", "not a finite"), ("1e30", "<= 100")]
+)
+def test_non_finite_or_absurd_lr_is_refused_before_work(
+    tmp_path: Path, image_folder: Path, lr: str, message: str
+) -> None:
+    with pytest.raises(GlomsslError, match=f"--lr .*{message}|--lr must be {message}"):
+        tiny_cfg(image_folder, tmp_path / "lr", lr=float(lr))
+    assert not (tmp_path / "lr").exists()
+
+
+def test_the_last_step_is_always_logged(tmp_path: Path, image_folder: Path) -> None:
+    run_pretrain(tiny_cfg(image_folder, tmp_path / "short", max_steps=3, log_every=100))
+    assert [r["step"] for r in read_metrics(tmp_path / "short" / "metrics.jsonl")] == [3]
+
+
+def test_resume_drops_metrics_written_after_the_last_checkpoint(trained, tmp_path: Path) -> None:
+    """A run killed after its checkpoint logged steps that --resume trains again: no duplicates."""
+    import shutil
+
+    data, run, _ = trained
+    run2 = tmp_path / "killed"
+    shutil.copytree(run, run2)
+    with open(run2 / "metrics.jsonl", "a") as fh:  # steps 3 and 4 ran, then kill -9 (no checkpoint)
+        fh.write('{"step": 3, "loss": 1.0}\n{"step": 4, "loss": 1.0}\n{"step": 5, "lo')
+    run_pretrain(tiny_cfg(data, run2, max_steps=4, resume=True))
+    assert [r["step"] for r in read_metrics(run2 / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_options_of_other_methods_are_refused(tmp_path: Path, image_folder: Path) -> None:
+    with pytest.raises(GlomsslError, match="--regions is a regcon option"):
+        tiny_cfg(image_folder, tmp_path / "v", method="vicreg", regions=4)
+    with pytest.raises(GlomsslError, match="pred_hidden is a simsiam option"):
+        tiny_cfg(image_folder, tmp_path / "v", method="vicreg", pred_hidden=4)
+    cfg = tiny_cfg(image_folder, tmp_path / "b", method="byol", proj_dim=None)
+    assert cfg.method_kwargs() == {"proj_dim": 256}  # BYOL's own width, not the global 2048
+
+
+def test_validate_does_not_change_the_config(tmp_path: Path, image_folder: Path) -> None:
+    cfg = tiny_cfg(image_folder, tmp_path / "v", image_size=48)
+    before = repr(cfg)
+    cfg.validate()
+    assert repr(cfg) == before and cfg.augment.image_size == 224
+    assert cfg.augment_spec().image_size == 48
+
+
+def test_warmup_longer_than_the_run_warns(tmp_path: Path, image_folder: Path, capsys) -> None:
+    run_pretrain(tiny_cfg(image_folder, tmp_path / "warm", warmup_steps=40, max_steps=2))
+    assert "--warmup-steps 40 is longer than the run (2 steps)" in capsys.readouterr().err
 
 
 def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
@@ -197,3 +249,22 @@ def test_backbone_bn_mode_decides_whether_bn_statistics_move(
         assert not torch.equal(t["bn1.weight"], init["bn1.weight"])  # affine weights still learn
     with pytest.raises(GlomsslError, match="backbone_bn"):
         tiny_cfg(image_folder, tmp_path / "x", backbone_bn="half")
+
+
+def test_progress_lines_without_a_terminal(tmp_path: Path, image_folder: Path, capsys) -> None:
+    """In a log file (no terminal) training prints plain progress lines, not a progress bar."""
+    run_pretrain(tiny_cfg(image_folder, tmp_path / "log", quiet=False, max_steps=2))
+    err = capsys.readouterr().err
+    assert "train step 1/2 (50%)" in err and "train step 2/2 (100%)" in err
+    assert "\r" not in err
+
+
+def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path: Path) -> None:
+    import shutil
+
+    data, run, _ = trained
+    run2 = tmp_path / "corrupt"
+    shutil.copytree(run, run2)
+    (run2 / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(GlomsslError, match="last.ckpt cannot be read safely"):
+        run_pretrain(tiny_cfg(data, run2, max_steps=4, resume=True))

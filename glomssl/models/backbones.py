@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from glomssl.errors import GlomsslError
+from glomssl.models.registry import register_model
 
 #: arch -> (torchvision builder name, pooled feature dim, channels of layer1..layer4)
 ARCHS: dict[str, tuple[str, int, tuple[int, int, int, int]]] = {
@@ -124,5 +125,19 @@ class ResNetTrunk(nn.Module):
 
 
 def create_backbone(arch: str, frozen_bn: bool = False) -> ResNetTrunk:
-    """Registry entry point: build a randomly initialised trunk by name."""
+    """Build a randomly initialised trunk by name (also registered as models ``resnet18`` ...)."""
     return ResNetTrunk(arch, frozen_bn=frozen_bn)
+
+
+def _register_trunks() -> None:
+    for name in ARCHS:
+
+        def build(frozen_bn: bool = False, _arch: str = name) -> ResNetTrunk:
+            return ResNetTrunk(_arch, frozen_bn=frozen_bn)
+
+        register_model(name, f"{name} trunk (torchvision layout, random init), pooled features")(
+            build
+        )
+
+
+_register_trunks()

@@ -1,12 +1,9 @@
-"""The training engine shared by every command that trains or runs a network.
+"""Hardware and run bookkeeping shared by every command that trains or runs a network (light imports).
 
 - :func:`resolve_device`: one reading of ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) for the
   commands that run a network on one device, with a one-line error for a device that does not exist.
 - :class:`HardwareConfig`: one vocabulary for accelerator, devices, nodes, strategy and precision,
   nested in every training config (its click options live in ``glomssl.cli.common``).
-- :func:`make_trainer`: a Lightning Trainer from a HardwareConfig, quiet and with glomssl's callbacks.
-- module-level callbacks: :class:`JsonlMetrics` (a JSON line every ``log_every`` steps, and always the
-  final step), :class:`DivergenceGuard` (stops a run whose loss is no longer finite).
 - :func:`truncate_metrics`: after ``--resume``, drop the ``metrics.jsonl`` lines a killed run wrote
   after its last checkpoint, so no step is logged twice.
 """
@@ -143,7 +140,7 @@ def quiet_third_party() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def truncate_metrics(path: str | os.PathLike[str], step: int, key: str = "step") -> int:
+def truncate_metrics(path: str | os.PathLike[str], step: float, key: str = "step") -> int:
     """Keep the lines of ``metrics.jsonl`` whose ``key`` is at most ``step``; returns lines dropped.
 
     A run killed after its last checkpoint logged steps that ``--resume`` will train (and log) again.
