@@ -132,7 +132,7 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
     from glomssl.finetune.classifier.linear import write_json
     from glomssl.finetune.classifier.metrics import confusion_png, evaluate
     from glomssl.fsutil import atomic_open
-    from glomssl.manifest import dumps_row
+    from glomssl.manifest import dumps_row, write_jsonl
 
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -167,7 +167,7 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
             }
             fh.write(dumps_row(rec) + "\n")
     if skipped:
-        write_json(out.with_name(out.stem + ".skipped.json"), skipped)
+        write_jsonl(out.with_name(out.stem + ".skipped.jsonl"), skipped)
     summary: dict[str, Any] = {
         "out": str(out),
         "n": len(items),

@@ -73,8 +73,8 @@ def build_classifier(
             f"--backbone {backbone} is not a glomssl encoder ({str(exc).rstrip('.')}); pass a "
             "`glomssl pretrain` run folder or its backbone.safetensors"
         ) from exc
-    trunk: Any = enc.trunk
-    model = Classifier(trunk, num_classes, enc.mean.flatten().tolist(), enc.std.flatten().tolist())
+    e: Any = enc
+    model = Classifier(e.trunk, num_classes, e.mean.flatten().tolist(), e.std.flatten().tolist())
     info = {
         "source": str(resolve_weights(backbone)),
         "arch": str(meta["arch"]),

@@ -85,9 +85,10 @@ class ClassifierModule(L.LightningModule):
         idx = torch.cat([v[2] for v in self._val])
         self._val.clear()
         if self.trainer.world_size > 1:  # DistributedSampler pads: gather, then drop repeats
-            logits = self.all_gather(logits).flatten(0, 1)
-            y = self.all_gather(y).flatten()
-            idx = self.all_gather(idx).flatten()
+            gather: Any = self.all_gather
+            logits = gather(logits).flatten(0, 1)  # (world * N_rank, C)
+            y = gather(y).flatten()
+            idx = gather(idx).flatten()
         _, first = np.unique(idx.cpu().numpy(), return_index=True)
         logits, y = logits[first], y[first]
         self.val_loss = float(self.loss(logits, y))
@@ -153,7 +154,7 @@ def train_network(
     sampler = None
     if sampler_weights is not None:
         sampler = torch.utils.data.WeightedRandomSampler(
-            torch.as_tensor(sampler_weights, dtype=torch.double), len(train_idx), replacement=True
+            [float(w) for w in sampler_weights], len(train_idx), replacement=True
         )
     loader = torch.utils.data.DataLoader(
         train_set,

@@ -183,7 +183,7 @@ def _split(
     y: np.ndarray,
     g: np.ndarray,
     trval: np.ndarray,
-    k: int,
+    k: int | str,
     classes: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inner grouped train/validation split of ``trval``, then the label fraction of the train part."""
@@ -203,7 +203,7 @@ def run_finetune_cls(cfg: FinetuneClsConfig) -> dict[str, Any]:
     from glomssl.data.sources import write_skipped
     from glomssl.data.splits import grouped_kfold
     from glomssl.finetune.classifier.data import load_labelled
-    from glomssl.finetune.classifier.linear import load_images, write_json
+    from glomssl.finetune.classifier.linear import write_json
     from glomssl.finetune.classifier.metrics import confusion_png, summarise
     from glomssl.finetune.classifier.trainers import Trainers
     from glomssl.runs import is_rank_zero
@@ -233,8 +233,7 @@ def run_finetune_cls(cfg: FinetuneClsConfig) -> dict[str, Any]:
         f"{len(np.unique(data.groups))} groups; {len(data.skipped)} unreadable skipped; "
         f"mode {cfg.mode}, {cfg.label_fraction:.0%} of the labels, {size} px",
     )
-    images = load_images(data.paths, size, max(1, cfg.workers), quiet=cfg.quiet)
-    trainers.set_images(images)
+    trainers.prepare_inputs()
     y, g = data.labels, data.groups
     records: list[dict[str, Any]] = []
     for k, (trval, te) in enumerate(splits):
@@ -288,6 +287,7 @@ def run_finetune_cls(cfg: FinetuneClsConfig) -> dict[str, Any]:
         summary["per_fold"] = [
             {
                 "fold": r["fold"],
+                "n_train_labelled": r["n_train_labelled"],
                 "best_epoch": r["best_epoch"],
                 "val_balanced_accuracy": r["val"]["balanced_accuracy"],
                 **{

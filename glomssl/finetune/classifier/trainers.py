@@ -48,19 +48,34 @@ class Trainers:
         self.device = "cuda" if cfg.hardware.on_gpu() else "cpu"
 
     # -- data -------------------------------------------------------------------------------------
-    def set_images(self, images: torch.Tensor) -> None:
-        from glomssl.finetune.classifier.linear import cached_features, embed, features_key
+    def prepare_inputs(self) -> None:
+        """Load the images into memory; linear mode: embed them once (or reuse RUN/features.npz)."""
+        from glomssl.finetune.classifier.linear import (
+            cached_features,
+            embed,
+            features_key,
+            load_images,
+        )
 
-        self.images = images
-        if self.cfg.mode != "linear":
+        cfg = self.cfg
+
+        def images() -> torch.Tensor:
+            if self.images is None:
+                self.images = load_images(
+                    self.data.paths, self.image_size, max(1, cfg.workers), cfg.quiet
+                )
+            return self.images
+
+        if cfg.mode != "linear":
+            images()
             return
         key = features_key(self.backbone_info["source"], self.image_size, self.data.paths)
         model = self.base_model.to(self.device)
         self.features, hit = cached_features(
-            self.out / "features.npz", key, lambda: embed(model, images, 128, self.device)
+            self.out / "features.npz", key, lambda: embed(model, images(), 128, self.device)
         )
         self.base_model = model.cpu()
-        if hit and not self.cfg.quiet:
+        if hit and not cfg.quiet:
             import sys
 
             print("frozen features: reusing RUN/features.npz", file=sys.stderr)
