@@ -137,6 +137,7 @@ def test_finetune_trains_the_trunk_and_scratch_needs_no_backbone(
     trunk = model.trunk.trunk_state_dict()
     assert not torch.equal(trunk["conv1.weight"], backbone["conv1.weight"])
     assert meta["mode"] == "finetune" and meta["backbone"]["steps"] == 0
+    assert not list(out.rglob("*.ckpt"))  # no pickled Lightning checkpoints left behind
     rows = read_metrics(out / "metrics.jsonl")
     val = [r for r in rows if r.get("event") == "validation"]
     assert len(val) == 3 * 2 and all("val_balanced_accuracy" in r for r in val)  # 2 folds + final
@@ -184,3 +185,37 @@ def test_a_backbone_that_is_not_a_glomssl_encoder_is_refused(setup, tmp_path: Pa
             run_finetune_cls(_cfg(setup, tmp_path / "r", backbone=str(path)))
         msg = str(exc.value)
         assert "is not a glomssl encoder" in msg and "\n" not in msg, msg
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_does_not_redo_finished_folds(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "glomssl", "finetune", "cls", "--data", str(setup["csv"]),
+            "--out", str(run), "--backbone", str(setup["backbone"]), "--group", "slide",
+            "--folds", "3", "--epochs", "800", "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fold0 = run / "folds" / "fold-0.json"
+    t0 = time.time()
+    while not fold0.is_file() and proc.poll() is None and time.time() - t0 < 300:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert fold0.is_file() and not (run / "results.json").exists(), "killed too late"
+    stamp = fold0.stat().st_mtime_ns
+    p = subprocess.run([*args, "--resume", "--no-export"], env=env, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "fold 1/3: finished earlier, not redone" in p.stderr
+    assert fold0.stat().st_mtime_ns == stamp
+    res = json.loads((run / "results.json").read_text())
+    assert [f["fold"] for f in res["per_fold"]] == [0, 1, 2]

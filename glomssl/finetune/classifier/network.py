@@ -177,6 +177,8 @@ def train_network(
             JsonlMetrics(out / "metrics.jsonl", log_every=10, batch_size=batch_size, static=static),
             DivergenceGuard("classifier training", "Lower --lr."),
             best,
+            # the best epoch is kept in memory; this stops Lightning's default checkpoint files
+            L.pytorch.callbacks.ModelCheckpoint(save_top_k=0, save_last=False),
         ],
         max_epochs=epochs,
         quiet=quiet,

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, tuple[int, float]] = {
     "scratch": (70, 1e-4),
 }
 #: config keys that may differ between a run and its --resume
-RESUMABLE = ("resume", "quiet", "hardware", "workers")
+RESUMABLE = ("resume", "quiet", "hardware", "workers", "export")
 
 
 @dataclass
