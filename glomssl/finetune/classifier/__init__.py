@@ -10,6 +10,7 @@ answers that question for any labelled crop set:
 - :mod:`.model`: the classifier network (normalise -> ResNet trunk -> pool -> linear) and its export;
 - :mod:`.linear`: the frozen-backbone protocol on cached features;
 - :mod:`.network`: end-to-end training (``finetune``, ``scratch``) on Lightning;
+- :mod:`.trainers`: one interface over the three protocols for the cross-validation loop;
 - :mod:`.protocol`: the grouped K-fold protocol with inner 75/25 validation and label fractions;
 - :mod:`.infer`: ``load_classifier`` / ``classify_images`` (a stable API) and ``glomssl classify``.
 """
