@@ -25,6 +25,8 @@ from glomssl.errors import GlomsslError
 
 DEMO_DATA = Path(__file__).resolve().parent / "assets" / "demo"
 DEMO_QUERY = "microscopy OR histology"
+#: The demo corpus is bound to the bundled data, not to the port its replay happened to get.
+DEMO_ENDPOINT_ID = "glomssl-demo-replay"
 
 
 @dataclass
@@ -64,13 +66,14 @@ def mine(state: DemoState) -> None:
 
     corpus = state.out / "corpus"
     cfg_file = corpus / "config.yaml"
-    if cfg_file.is_file() and f"endpoint: {state.server.url}\n" not in cfg_file.read_text():
-        print(f"  {corpus} was mined from another replay address; starting it afresh")
+    if cfg_file.is_file() and f"endpoint_id: {DEMO_ENDPOINT_ID}\n" not in cfg_file.read_text():
+        print(f"  {corpus} was mined by an older demo; starting it afresh")
         shutil.rmtree(corpus)
     cfg = MineConfig(
         query=DEMO_QUERY,
         out=str(corpus),
         endpoint=state.server.url,
+        endpoint_id=DEMO_ENDPOINT_ID,  # the replay may listen on another port next time
         image_type="mc",
         page_size=10,
         rate=20.0,
@@ -80,7 +83,7 @@ def mine(state: DemoState) -> None:
     )
     print(
         f'  glomssl mine --query "{cfg.query}" --image-type mc --endpoint {cfg.endpoint} '
-        f"--out {corpus} --rate 20 --workers 4"
+        f"--out {corpus} --rate 20 --workers 4 --set endpoint_id={DEMO_ENDPOINT_ID}"
     )
     summary = run_mine(cfg)
     state.results["mine"] = summary

@@ -17,6 +17,17 @@ from typing import IO
 from glomssl.errors import GlomsslError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # there is no getter: set, then put it straight back
+    os.umask(mask)
+    return mask
+
+
+#: Mode for new files: 0o666 less the umask, what ``open(path, "w")`` gives (read once, at import,
+#: before any worker thread exists).
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", fsync: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
@@ -25,6 +36,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", fsync: bool = Tru
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     binary = "b" in mode
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 files; outputs follow the umask
         fh: IO = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
         with fh:
             yield fh

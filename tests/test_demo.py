@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -47,9 +48,22 @@ def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert 0 < len(rows) <= len(panels)
     assert all(resolve(manifest, r).is_file() for r in rows)
     first = manifest.read_bytes()
-    again = run_demo(tmp_path / "demo_out", quiet=True).results["mine"]
-    assert again.downloaded_now == 0 and manifest.read_bytes() == first
+    # the rerun finds the replay's usual port taken: the corpus is still the same corpus
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 8765))
+        busy.listen()
+    except OSError:
+        pass  # taken already (then the first run had another port too)
+    try:
+        rerun = run_demo(tmp_path / "demo_out", quiet=True)
+    finally:
+        busy.close()
+    again = rerun.results["mine"]
+    assert not rerun.server.url.endswith(":8765")
+    assert again.downloaded_now == 0 and again.requests == 0 and manifest.read_bytes() == first
     out = capsys.readouterr().out
+    assert "afresh" not in out
     assert "[3/4] What was built" in out and "failed: DEMO" in out
     assert "panels cut from them" in out and "corpus:" in out
     # the pretrain step exported an encoder and embedded every corpus image

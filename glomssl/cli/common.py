@@ -120,3 +120,24 @@ def run_command(
 def echo_json(result: Any) -> None:
     """One JSON line (for the commands whose summary is meant for machines)."""
     click.echo(json.dumps(result, default=str))
+
+
+def json_option(fn: F) -> F:
+    """``--json``: print one JSON object instead of the plain summary line (parameter ``as_json``)."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary line."
+    )(fn)
+
+
+def emit(result: Any, line: str, as_json: bool, quiet: bool = False) -> None:
+    """The one output style: ``line`` (one plain sentence) or, with ``--json``, ``result`` as one
+    JSON object; nothing when ``quiet`` (``--json`` wins over ``--quiet``). Warnings in
+    ``result["warnings"]`` go to stderr as ``warning: ...`` lines in plain mode."""
+    if as_json:
+        echo_json(result)
+        return
+    if quiet:
+        return
+    for w in result.get("warnings", []) if isinstance(result, dict) else []:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(line)

@@ -1,16 +1,25 @@
 """``glomssl curate`` (+ ``curate train``): keep light-microscopy tissue panels.
 
 Thin, like every glomssl command: check options -> build a dataclass config -> call one library
-function (:func:`glomssl.mining.curate.run_curate`, :func:`glomssl.mining.scorer.run_train_scorer`,
-:func:`glomssl.mining.dedup.run_dedup`) -> print a short result.
+function (:func:`glomssl.mining.curate.run_curate`, :func:`glomssl.mining.scorer.run_train_scorer`)
+-> print one summary line (or, with ``--json``, one JSON object).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.cli.common import reasons_text
+from glomssl.cli.common import (
+    config_options,
+    drop_none,
+    emit,
+    json_option,
+    reasons_text,
+    run_command,
+)
 from glomssl.errors import GlomsslError
 
 
@@ -22,55 +31,51 @@ from glomssl.errors import GlomsslError
 @click.option(
     "--min-side", type=int, default=None, help="Drop panels whose shorter side is below [64]."
 )
-@click.option("--config", "config_file", default=None, help="YAML file of options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@config_options
+@json_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.pass_context
 def curate(
     ctx: click.Context,
     input_: str | None,
-    out: str | None,
-    scorer: str | None,
-    threshold: float | None,
-    min_side: int | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
+    as_json: bool,
     quiet: bool,
+    **kw: Any,
 ) -> None:
     """Keep light-microscopy tissue panels; drop charts, text, diagrams, blank, fluorescence,
-    greyscale (EM) and tiny panels with a reason; optionally score the rest with a trained scorer.
+    false-colour maps, greyscale (EM) and tiny panels with a reason; optionally score the rest with
+    a trained scorer.
 
     \b
     Example:
       glomssl curate --input panels/manifest.jsonl --out curated/ --scorer scorer.json
 
-    Writes OUT/manifest.jsonl (kept), OUT/rejected.jsonl (reason, detail, score), OUT/failures.jsonl.
+    Writes OUT/manifest.jsonl (kept), OUT/rejected.jsonl (reason, detail, score) and
+    OUT/skipped.jsonl (unreadable files, if any).
     """
     if ctx.invoked_subcommand is not None:
         return
-    from glomssl.config import build_config, to_yaml
     from glomssl.mining.curate import CurateConfig, run_curate
 
-    overrides = {
-        "input": input_,
-        "out": out,
-        "scorer": scorer,
-        "threshold": threshold,
-        "min_side": min_side,
-        "quiet": quiet or None,
-    }
-    cfg = build_config(CurateConfig, config_file, overrides)
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
+    def run(cfg: CurateConfig) -> dict[str, Any]:
+        if not cfg.input or not cfg.out:
+            raise GlomsslError(
+                "curate needs --input FOLDER|MANIFEST and --out DIR (or `curate train`)"
+            )
+        return run_curate(cfg)
+
+    overrides = drop_none(**kw, input=input_, quiet=quiet or None)
+    s = run_command(CurateConfig, config_file, overrides, run, dry_run=dry_run, sets=set_)
+    if s is None:
         return
-    if not cfg.input or not cfg.out:
-        raise GlomsslError("curate needs --input FOLDER|MANIFEST and --out DIR (or `curate train`)")
-    s = run_curate(cfg)
-    if not quiet:
-        click.echo(
-            f"curate: {s['input']} panels -> kept {s['kept']}, rejected {s['rejected']}"
-            f"{reasons_text(s['reasons'])}, unreadable {s['failed']}; wrote {s['out']}/manifest.jsonl"
-        )
+    line = (
+        f"curate: {s['input']} panels -> kept {s['kept']}, rejected {s['rejected']}"
+        f"{reasons_text(s['reasons'])}, unreadable {s['skipped']}; wrote {s['out']}/manifest.jsonl"
+    )
+    emit(s, line, as_json, quiet)
 
 
 @curate.command("train")
@@ -81,20 +86,24 @@ def curate(
     "--model", type=click.Choice(["logreg", "mlp"]), default=None, help="Classifier [logreg]."
 )
 @click.option("--val-fraction", type=float, default=None, help="Held-out share for metrics [0.2].")
-@click.option("--seed", type=int, default=None, help="Split and MLP seed [0].")
-@click.option("--config", "config_file", default=None, help="YAML file of options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@click.option(
+    "--drawn-negatives",
+    type=int,
+    default=None,
+    help="Drawn non-tissue panels (charts, false-colour maps, grey EM with insets ...) added to "
+    "the negatives [see docs/curate.md].",
+)
+@click.option("--seed", type=int, default=None, help="Split, drawing and MLP seed [0].")
+@config_options
+@json_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def train(
-    positives: str,
-    negatives: str,
-    out: str | None,
-    model: str | None,
-    val_fraction: float | None,
-    seed: int | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
+    as_json: bool,
     quiet: bool,
+    **kw: Any,
 ) -> None:
     """Train the curation scorer from a folder of positives and a folder of negatives.
 
@@ -102,31 +111,24 @@ def train(
     Example:
       glomssl curate train --positives glomeruli/ --negatives other/ --out scorer.json
     """
-    from glomssl.config import build_config, to_yaml
     from glomssl.mining.scorer import ScorerTrainConfig, run_train_scorer
 
-    overrides = {
-        "positives": positives,
-        "negatives": negatives,
-        "out": out,
-        "model": model,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "quiet": quiet or None,
-    }
-    cfg = build_config(ScorerTrainConfig, config_file, overrides)
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
+    overrides = drop_none(**kw, quiet=quiet or None)
+    s = run_command(
+        ScorerTrainConfig, config_file, overrides, run_train_scorer, dry_run=dry_run, sets=set_
+    )
+    if s is None:
         return
-    s = run_train_scorer(cfg)
-    if not quiet:
-        held = s.get("heldout")
-        metric = (
-            f"held-out accuracy {held['accuracy']:.3f} on {held['n']}"
-            if held
-            else "no held-out split"
-        )
-        click.echo(
-            f"curate train: {s['positives']} positives, {s['negatives']} negatives "
-            f"({s['skipped']} unreadable skipped); {metric}; wrote {s['out']}"
-        )
+    held = s.get("heldout")
+    metric = (
+        f"held-out balanced accuracy {held['balanced_accuracy']:.3f} (accuracy "
+        f"{held['accuracy']:.3f}, majority baseline {held['majority_baseline']:.3f}) on {held['n']}"
+        if held
+        else "no held-out split"
+    )
+    line = (
+        f"curate train: {s['positives']} positives, {s['negatives']} negatives + "
+        f"{s['drawn_negatives']} drawn ({s['skipped']} unreadable skipped); {metric}; "
+        f"wrote {s['out']}"
+    )
+    emit(s, line, as_json, quiet)

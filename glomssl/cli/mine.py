@@ -1,10 +1,13 @@
-"""``glomssl mine``: Open-i search -> download -> separate -> curate -> dedup (thin: options -> config -> one call)."""
+"""``glomssl mine``: Open-i search -> download -> separate -> curate -> dedup (thin: options -> config
+-> one call -> one summary line or, with ``--json``, one JSON object)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from glomssl.cli.common import csv_tuple
+from glomssl.cli.common import config_options, csv_tuple, drop_none, emit, json_option, run_command
 
 
 @click.command()
@@ -21,57 +24,32 @@ from glomssl.cli.common import csv_tuple
 @click.option("--user-agent", default=None, help="User-Agent header (say who you are).")
 @click.option("--stop-after", default=None, help="Stop after this stage (search, download, ...).")
 @click.option("--skip", default=None, help="Comma-separated stages to skip.")
-@click.option("--config", "config_file", default=None, help="YAML file of options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@config_options
+@json_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def mine(
-    query: str,
-    out: str,
-    endpoint: str | None,
-    image_type: str | None,
-    collection: str | None,
     license_: str | None,
-    limit: int | None,
-    page_size: int | None,
-    rate: float | None,
-    workers: int | None,
-    user_agent: str | None,
-    stop_after: str | None,
     skip: str | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
+    as_json: bool,
     quiet: bool,
+    **kw: Any,
 ) -> None:
-    """Search Open-i and download checked figures into OUT (resumable: rerun to continue).
+    """Search Open-i and download checked figures into OUT, then split, curate and de-duplicate
+    them (resumable: rerun to continue). Finding nothing is a result: empty manifests, exit 0.
 
     \b
     Example:
       glomssl mine --query "glomerular OR glomeruli OR glomerulus" \\
           --image-type mc --out corpus/
     """
-    from glomssl.config import build_config, to_yaml
     from glomssl.mining.pipeline import MineConfig, run_mine
 
-    overrides = {
-        "query": query,
-        "out": out,
-        "endpoint": endpoint,
-        "image_type": image_type,
-        "collection": collection,
-        "license": csv_tuple(license_),
-        "limit": limit,
-        "page_size": page_size,
-        "rate": rate,
-        "workers": workers,
-        "user_agent": user_agent,
-        "stop_after": stop_after,
-        "skip": csv_tuple(skip),
-        "quiet": quiet or None,
-    }
-    cfg = build_config(MineConfig, config_file, overrides)
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
-        return
-    summary = run_mine(cfg)
-    if not quiet:
-        click.echo(summary.paragraph())
+    overrides = drop_none(
+        **kw, license=csv_tuple(license_), skip=csv_tuple(skip), quiet=quiet or None
+    )
+    summary = run_command(MineConfig, config_file, overrides, run_mine, dry_run=dry_run, sets=set_)
+    if summary is not None:
+        emit(summary.as_dict(), summary.paragraph(), as_json, quiet)

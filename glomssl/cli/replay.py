@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from glomssl.cli.common import config_options, drop_none, run_command
+from glomssl.cli.common import config_options, drop_none, json_option, run_command
 
 
 @click.command()
@@ -19,8 +19,12 @@ from glomssl.cli.common import config_options, drop_none, run_command
 @click.option("--ptruncated", type=float, default=None, help="Chance of a truncated body [0].")
 @click.option("--retry-after", type=int, default=None, help="Retry-After seconds of a 429 [1].")
 @config_options
-def replay(config_file: str | None, set_: tuple[str, ...], dry_run: bool, **kw: Any) -> None:
+@json_option
+def replay(
+    config_file: str | None, set_: tuple[str, ...], dry_run: bool, as_json: bool, **kw: Any
+) -> None:
     """Serve a folder (records.json + images) as an offline Open-i on 127.0.0.1 until Ctrl-C.
+    Prints one line with its address (or, with --json, one JSON object: folder, records, url).
 
     \b
     Example:
@@ -28,4 +32,5 @@ def replay(config_file: str | None, set_: tuple[str, ...], dry_run: bool, **kw: 
     """
     from glomssl.mining.replay import ReplayConfig, run_replay
 
-    run_command(ReplayConfig, config_file, drop_none(**kw), run_replay, dry_run=dry_run, sets=set_)
+    overrides = drop_none(**kw, as_json=as_json or None)
+    run_command(ReplayConfig, config_file, overrides, run_replay, dry_run=dry_run, sets=set_)

@@ -136,6 +136,11 @@ class HttpClient:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
 
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based) under the retry policy."""
+        with self._rng_lock:
+            return self.retry.backoff(attempt, self._rng)
+
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
         if s is None:
@@ -192,8 +197,7 @@ class HttpClient:
             attempts.append(Attempt(t0, last_status, "retry", last_error))
             if k == self.retry.max_retries:
                 break
-            with self._rng_lock:
-                delay = self.retry.backoff(k, self._rng)
+            delay = self.backoff_delay(k)
             if wait_hint is not None:
                 delay = max(delay, min(wait_hint, self.retry.max_retry_after_s))
             time.sleep(delay)

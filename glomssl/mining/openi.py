@@ -158,8 +158,13 @@ def _int(d: dict[str, Any], name: str, where: str) -> int:
         ) from exc
 
 
+class InvalidJson(GlomsslError):
+    """A search answer that is not JSON at all (e.g. a body cut short by the server)."""
+
+
 def parse_page(body: bytes | str, where: str = "Open-i answer", strict: bool = True) -> SearchPage:
-    """Parse a search response; malformed JSON or a ``Query-Error`` raise GlomsslError.
+    """Parse a search response; malformed JSON (:class:`InvalidJson`) or a ``Query-Error`` raise
+    GlomsslError.
 
     With ``strict=False`` a single malformed record (e.g. without ``imgLarge``) is skipped and its
     reason kept in ``invalid``, so one odd record among thousands does not block a long crawl.
@@ -167,7 +172,7 @@ def parse_page(body: bytes | str, where: str = "Open-i answer", strict: bool = T
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GlomsslError(
+        raise InvalidJson(
             f"{where}: not valid JSON ({exc}); is --endpoint an Open-i server?"
         ) from exc
     if not isinstance(data, dict):
@@ -225,14 +230,31 @@ class OpenIClient:
     def search_url(self, params: dict[str, str]) -> str:
         return f"{self.endpoint}/api/search?{urlencode(params)}"
 
-    def fetch_page(self, params: dict[str, str]) -> SearchPage:
+    def fetch_page(self, params: dict[str, str], retry_invalid: bool = False) -> SearchPage:
+        """One search page. With ``retry_invalid`` an answer that is not JSON (a 200 whose body was
+        cut short) is transient: it is asked again with the client's backoff, like a 5xx."""
+        import time
+
         url = self.search_url(params)
-        got = self.http.get(url, max_bytes=64 << 20)
-        if got.body is None:
-            raise GlomsslError(
-                f"Open-i search {url} failed ({got.error}); check --endpoint or try again later"
-            )
-        return parse_page(got.body, where=f"Open-i answer to {url}", strict=False)
+        tries = self.http.retry.max_retries + 1 if retry_invalid else 1
+        for k in range(tries):
+            got = self.http.get(url, max_bytes=64 << 20)
+            if got.body is None:
+                raise GlomsslError(
+                    f"Open-i search {url} failed ({got.error}); check --endpoint or try again later"
+                )
+            try:
+                return parse_page(got.body, where=f"Open-i answer to {url}", strict=False)
+            except InvalidJson:
+                if k == tries - 1:
+                    if retry_invalid:
+                        raise InvalidJson(
+                            f"Open-i answered {url} {tries} times with a body that is not JSON "
+                            "(cut short?); run the same command again later to resume"
+                        ) from None
+                    raise
+                time.sleep(self.http.backoff_delay(k))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def iter_pages(
         self,
@@ -249,7 +271,7 @@ class OpenIClient:
         m = start
         while stop_at is None or m <= stop_at:
             params = search_params(query, m, m + page_size - 1, image_type, collection, licenses)
-            page = self.fetch_page(params)
+            page = self.fetch_page(params, retry_invalid=m > 1)  # page 1 bad: not an Open-i server
             yield page
             if page.total == 0 or page.count == 0 or page.max < m:
                 return

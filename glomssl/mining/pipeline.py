@@ -1,17 +1,13 @@
-"""``glomssl mine`` as a pipeline of named, resumable stages run in order.
+"""``glomssl mine``: run the mining stages in order, resumably, into one output folder.
 
-Stages today: ``search`` (Open-i pages -> SQLite records) and ``download`` (records -> checked image
-files + ``figures/manifest.jsonl`` and ``figures/failures.jsonl``). Later stages (separate, curate,
-dedup) append themselves with :func:`register_stage`; each reads the previous stage's manifest and
-returns its own. ``OUT/manifest.jsonl`` is the final stage's manifest with paths rewritten relative to
+The stages are the plain list :data:`glomssl.mining.stages.STAGES` (search, download, separate,
+curate, dedup). ``OUT/manifest.jsonl`` is the last stage's manifest with paths rewritten relative to
 ``OUT``. Every stage resumes from the state it left in ``OUT`` (SQLite, files), so running the same
-command after a crash continues where it stopped, and after completion changes nothing.
-
-Adding a stage: write ``def my_stage(ctx: MineContext) -> StageResult`` (read ``ctx.manifest``, write
-files under ``ctx.out``, return the manifest you wrote; the manifest must live in a folder that
-contains its images, paths relative to it), call ``register_stage("my", my_stage)`` at import time of
-your module, and add the module's name to :data:`STAGE_MODULES`; its options come from
-``cfg.stage_options["my"]`` (settable from a ``--config`` YAML file).
+command after a crash continues where it stopped, and after completion changes nothing. An OS lock on
+``OUT/.mine.lock`` keeps two miners out of one folder; nothing in ``OUT`` (not even
+``config.yaml``) is written before the lock is held. Every option, including every later stage's
+``stage_options``, is checked before the first request. Finding nothing, or curating nothing, is a
+result: empty manifests are written, the later stages are skipped, and the summary says so.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +23,8 @@ from typing import Any
 
 from glomssl import __version__
 from glomssl.errors import GlomsslError
+from glomssl.mining import stages
+from glomssl.mining.stages import MineContext, StageResult
 
 DEFAULT_USER_AGENT = (
     f"glomssl/{__version__} (open-source kidney-pathology research miner; "
@@ -58,6 +56,7 @@ class MineConfig:
     skip: tuple[str, ...] = ()
     quiet: bool = False
     stage_options: dict[str, Any] = field(default_factory=dict)  # per later stage, by stage name
+    endpoint_id: str | None = None  # the server's identity recorded in OUT [the endpoint URL]
 
     def validate(self) -> None:
         """Raise a one-line GlomsslError for any bad option."""
@@ -96,23 +95,17 @@ class MineConfig:
                 raise GlomsslError(f"{name} must be positive")
         if self.max_retries < 0 or self.max_bytes < 1 or self.max_pixels < 1:
             raise GlomsslError("max_retries must be >= 0, max_bytes and max_pixels >= 1")
-        names = stage_names()
-        if not isinstance(self.stage_options, dict) or not all(
-            isinstance(v, dict) for v in self.stage_options.values()
-        ):
-            raise GlomsslError("stage_options must map a stage name to a mapping of its options")
-        unknown = sorted(set(self.stage_options) - set(names))
-        if unknown:
-            raise GlomsslError(f"stage_options for unknown stage(s) {', '.join(unknown)}")
-        for s in ((self.stop_after,) if self.stop_after else ()) + tuple(self.skip):
-            if s not in names:
-                raise GlomsslError(f"unknown stage {s!r}; stages are {', '.join(names)}")
+        names = [name for name, _ in stages.STAGES]
+        for st in ((self.stop_after,) if self.stop_after else ()) + tuple(self.skip):
+            if st not in names:
+                raise GlomsslError(f"unknown stage {st!r}; stages are {', '.join(names)}")
+        stages.check_stage_options(self.stage_options)
 
     def search_key(self) -> dict[str, Any]:
         """The options that define WHICH records a folder holds (a rerun must not change them)."""
         return {
             "query": self.query,
-            "endpoint": self.endpoint.rstrip("/"),
+            "endpoint": self.endpoint_id or self.endpoint.rstrip("/"),
             "image_type": self.image_type,
             "collection": self.collection,
             "license": list(self.license),
@@ -120,143 +113,11 @@ class MineConfig:
 
 
 @dataclass
-class StageResult:
-    name: str
-    manifest: Path | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    skipped: bool = False
-
-
-@dataclass
-class MineContext:
-    """What stages share: the config, the output folder, the open state and the HTTP clients."""
-
-    cfg: MineConfig
-    out: Path
-    store: Any  # MineStore
-    client: Any  # OpenIClient
-    progress: Any  # tqdm bar (disabled when quiet or not a terminal)
-    manifest: Path | None = None  # the latest stage's output manifest
-
-
-StageFn = Callable[[MineContext], StageResult]
-_STAGES: list[tuple[str, StageFn]] = []
-
-
-def register_stage(name: str, fn: StageFn, after: str | None = None) -> None:
-    """Add (or replace) a stage; appended at the end unless ``after`` names an existing stage."""
-    for i, (n, _) in enumerate(_STAGES):
-        if n == name:
-            _STAGES[i] = (name, fn)
-            return
-    if after is None:
-        _STAGES.append((name, fn))
-    else:
-        idx = stage_names().index(after)
-        _STAGES.insert(idx + 1, (name, fn))
-
-
-#: Modules that register further stages when imported (e.g. "glomssl.mining.separate_stage").
-STAGE_MODULES: list[str] = ["glomssl.mining.stages"]
-
-
-def load_stage_modules() -> None:
-    """Import :data:`STAGE_MODULES` so their stages register (lazily: they may be heavy)."""
-    import importlib
-
-    for name in STAGE_MODULES:
-        importlib.import_module(name)
-
-
-def stage_names() -> list[str]:
-    load_stage_modules()
-    return [n for n, _ in _STAGES]
-
-
-def search_stage(ctx: MineContext) -> StageResult:
-    """Fetch search pages from the stored cursor on; each page is committed with the cursor.
-
-    Resumes at ``search_next_m``; ends at ``total`` or when ``--limit`` figures are known.
-    """
-    cfg, store = ctx.cfg, ctx.store
-    start = int(store.get_meta("search_next_m", "1"))
-    total = store.get_meta("search_total")
-    new = dup = pages = bad = 0
-    if total is not None and start > int(total):
-        return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
-    if cfg.limit is not None and store.count() >= cfg.limit:
-        return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
-    ctx.progress.set_description("search")
-    pager = ctx.client.iter_pages(
-        cfg.query, start, cfg.page_size, cfg.image_type, cfg.collection, cfg.license
-    )
-    for page in pager:
-        pages += 1
-        if page.total == 0:
-            if store.count() == 0:  # no hits at all; a later empty answer is not "done"
-                store.set_meta("search_total", "0")
-            break
-        urls = [ctx.client.image_url(f.img_large) for f in page.figures]
-        next_m = max(page.max + 1, start)
-        n, d = store.add_page(page.figures, urls, page.min, next_m, page.total, cfg.limit)
-        new, dup, bad = new + n, dup + d, bad + len(page.invalid)
-        ctx.progress.total = store.count()
-        ctx.progress.set_postfix_str(f"found={store.count()}/{page.total}")
-        if cfg.limit is not None and store.count() >= cfg.limit:
-            break
-    counts = {"new": new, "duplicates": dup, "requests": pages, "malformed": bad}
-    return StageResult("search", counts=counts)
-
-
-def download_stage(ctx: MineContext) -> StageResult:
-    """Download pending (and last run's transient-failed) figures with a bounded worker pool,
-    store each outcome in one transaction, then export the manifests from SQLite."""
-    from glomssl.mining.download import download_many
-
-    cfg, store = ctx.cfg, ctx.store
-    figures = ctx.out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for stale in figures.glob(".*.tmp"):  # temp files of a killed run; never counted
-        stale.unlink(missing_ok=True)
-    jobs = store.todo()
-    bar = ctx.progress
-    bar.set_description("download")
-    bar.total = store.count()
-    bar.n = store.count("done") + store.count("failed_permanent")
-    bar.refresh()
-    got = failed = 0
-    t0 = time.monotonic()
-    results = download_many(
-        ctx.client.http, jobs, figures, cfg.workers, cfg.max_bytes, cfg.max_pixels
-    )
-    for res in results:
-        store.record_result(res)
-        if res.status == "done":
-            got += 1
-        else:
-            failed += 1
-        bar.update(1)
-        rate = (got + failed) / max(time.monotonic() - t0, 1e-6)
-        bar.set_postfix_str(
-            f"found={bar.total} downloaded={store.count('done')} failed={failed} rate={rate:.1f}/s"
-        )
-    n_ok, n_bad = store.export(figures, cfg.query)
-    return StageResult(
-        "download",
-        manifest=figures / "manifest.jsonl",
-        counts={"downloaded": got, "failed": failed, "manifest_rows": n_ok, "failures": n_bad},
-    )
-
-
-register_stage("search", search_stage)
-register_stage("download", download_stage)
-
-
-@dataclass
 class MineSummary:
     """The result of :func:`run_mine`."""
 
     out: Path
+    query: str
     stages: list[StageResult]
     found: int
     done: int
@@ -269,8 +130,15 @@ class MineSummary:
     requests: int
     seconds: float
     manifest: Path | None
+    empty: str | None = None  # why the corpus is empty ("0 figures found for ..."), else None
 
     def paragraph(self) -> str:
+        """The one-line summary ``glomssl mine`` prints."""
+        if self.found == 0:
+            return (
+                f"0 figures found for {self.query!r}; wrote empty manifests in {self.out} "
+                f"({self.requests} HTTP requests in {self.seconds:.1f} s)."
+            )
         ran = ", ".join(s.name for s in self.stages if not s.skipped) or "none"
         text = (
             f"Mined {self.out}: {self.found} figures found by the search, {self.done} downloaded and "
@@ -284,9 +152,50 @@ class MineSummary:
         if self.malformed:
             text += f"; {self.malformed} malformed records (no uid, image id or imgLarge) skipped"
         text += f". Stages run: {ran}; {self.requests} HTTP requests in {self.seconds:.1f} s."
+        if self.empty:
+            text += f" {self.empty[0].upper()}{self.empty[1:]}; the later stages were skipped."
         if self.manifest is not None:
             text += f" Manifest: {self.manifest}."
         return text
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` (paths as strings, stages by name)."""
+        d = dataclasses.asdict(self)
+        d["out"] = str(self.out)
+        d["manifest"] = None if self.manifest is None else str(self.manifest)
+        d["stages"] = [
+            {"name": s.name, "skipped": s.skipped, "counts": s.counts} for s in self.stages
+        ]
+        d["seconds"] = round(self.seconds, 2)
+        return d
+
+
+def _n_rows(path: Path | None) -> int:
+    if path is None or not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def why_empty(out: Path, results: list[StageResult]) -> str | None:
+    """The first stage that turned rows into none, as a sentence (None when nothing emptied)."""
+    words = {
+        "download": "downloaded {0} of {1} figures (reasons in {2})",
+        "separate": "separation found {0} panels in {1} figures",
+        "curate": "curation kept {0} of {1} (reasons in {2})",
+        "dedup": "de-duplication kept {0} of {1} (reasons in {2})",
+    }
+    side = {"download": "failures.jsonl", "curate": "rejected.jsonl", "dedup": "dropped.jsonl"}
+    prev: Path | None = None
+    for res in results:
+        if res.manifest is None:
+            continue
+        n_in, n_out = _n_rows(prev), _n_rows(res.manifest)
+        if res.name in words and n_out == 0 and (prev is not None and n_in > 0):
+            listing = res.manifest.parent / side.get(res.name, "")
+            return words[res.name].format(0, n_in, listing)
+        prev = res.manifest
+    return None
 
 
 def _make_progress(cfg: MineConfig) -> Any:
@@ -351,23 +260,24 @@ def run_mine(cfg: MineConfig) -> MineSummary:
     cfg.validate()
     t0 = time.monotonic()
     out = ensure_writable_dir(cfg.out, "--out")
-    save_config(dataclasses.replace(cfg, quiet=False), out / "config.yaml")
     http = HttpClient(
         cfg.user_agent,
         rate=cfg.rate,
         timeout_s=cfg.timeout_s,
         retry=RetryPolicy(max_retries=cfg.max_retries, base_s=cfg.backoff_s),
     )
-    names = stage_names()
+    plan = list(stages.STAGES)
+    names = [name for name, _ in plan]
     last = names.index(cfg.stop_after) if cfg.stop_after else len(names) - 1
     results: list[StageResult] = []
     with _exclusive(out), MineStore(out / "state.sqlite") as store:
         store.bind_search(cfg.search_key())
+        save_config(dataclasses.replace(cfg, quiet=False), out / "config.yaml")
         attempts0 = store.n_attempts()
         progress = _make_progress(cfg)
         ctx = MineContext(cfg, out, store, OpenIClient(cfg.endpoint, http), progress)
         try:
-            for name, fn in _STAGES[: last + 1]:
+            for name, fn in plan[: last + 1]:
                 if name in cfg.skip:
                     results.append(StageResult(name, skipped=True))
                     continue
@@ -383,6 +293,7 @@ def run_mine(cfg: MineConfig) -> MineSummary:
         dl_counts = next((r.counts for r in results if r.name == "download"), {})
         return MineSummary(
             out=out,
+            query=cfg.query,
             stages=results,
             found=store.count(),
             done=counts["done"],
@@ -395,4 +306,5 @@ def run_mine(cfg: MineConfig) -> MineSummary:
             requests=search_counts.get("requests", 0) + store.n_attempts() - attempts0,
             seconds=time.monotonic() - t0,
             manifest=manifest,
+            empty=why_empty(out, results),
         )

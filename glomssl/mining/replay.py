@@ -11,8 +11,9 @@ title, caption, abstract or MeSH), ``it`` (the record's ``image.modalityMajor``)
 Faults for tests and benchmarks (:class:`Faults`): latency per request, a capped page size (the
 server serves fewer records than asked), and for each path its first N requests answered with 429 +
 ``Retry-After``, 500, or a truncated body (a ``Content-Length`` larger than what is sent), plus the
-same faults at random with a seeded generator. Every request is logged (time, path, status) so tests
-can measure request spacing at the server.
+same faults at random with a seeded generator; search pages after the first can also come back as
+a complete answer whose JSON is cut short (``first_bad_json``). Every request is logged (time, path,
+status) so tests can measure request spacing at the server.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Faults:
     first_429: int = 0
     first_500: int = 0
     first_truncated: int = 0
+    first_bad_json: int = 0  # search pages after the first: a 200 whose JSON body is cut short
     retry_after_s: int = 1
     p_429: float = 0.0
     p_500: float = 0.0
@@ -172,6 +174,7 @@ class ReplayServer:
         self.faults = faults or Faults()
         self.log: list[LoggedRequest] = []
         self._seen: Counter[str] = Counter()
+        self._bad: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         handler = type("Handler", (_Handler,), {"replay": self})
@@ -232,6 +235,12 @@ class ReplayServer:
                 return kind
             r -= p
         return None
+
+    def bad_json(self, path: str) -> bool:
+        """True for the first ``first_bad_json`` requests of a search page after the first."""
+        with self._lock:
+            self._bad[path] += 1
+            return self._bad[path] <= self.faults.first_bad_json
 
     def search(self, params: dict[str, str]) -> dict[str, Any]:
         it, coll, lic = params.get("it", ""), params.get("coll", ""), params.get("lic", "")
@@ -309,6 +318,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path == "/api/search":
             params = {k: v[0] for k, v in parse_qs(parts.query).items()}
             body = json.dumps(rp.search(params)).encode()
+            if params.get("m", "1") != "1" and rp.bad_json(self.path):
+                body = body[: len(body) // 2]  # complete HTTP answer, cut JSON
             return self._send(200, body, "application/json", truncated=fault == "truncated")
         file = rp.image_file(parts.path)
         if file is None:
@@ -329,6 +340,7 @@ class ReplayConfig:
     p500: float = opt(0.0, ge=0, le=1)
     ptruncated: float = opt(0.0, ge=0, le=1)
     retry_after: int = opt(1, ge=0)
+    as_json: bool = False  # print the address as one JSON object instead of a sentence
 
     def validate(self) -> None:
         if self.p429 + self.p500 + self.ptruncated > 1:
@@ -347,14 +359,21 @@ def run_replay(cfg: ReplayConfig) -> None:
         p_truncated=cfg.ptruncated,
         retry_after_s=cfg.retry_after,
     )
-    serve(cfg.folder, cfg.port, faults)
+    serve(cfg.folder, cfg.port, faults, as_json=cfg.as_json)
 
 
-def serve(folder: str | Path, port: int, faults: Faults) -> None:
+def serve(folder: str | Path, port: int, faults: Faults, as_json: bool = False) -> None:
     """Run a replay server in the foreground until Ctrl-C (``glomssl replay``)."""
     server = ReplayServer(folder, port=port, faults=faults)
-    print(f"Open-i replay of {server.folder} ({len(server.records)} records) at {server.url}")
-    print(f"try: glomssl mine --endpoint {server.url} --query kidney --out corpus/ --rate 0")
+    if as_json:
+        info = {"folder": str(server.folder), "records": len(server.records), "url": server.url}
+        print(json.dumps(info), flush=True)
+    else:
+        print(
+            f"Open-i replay of {server.folder} ({len(server.records)} records) at {server.url} "
+            f"(try: glomssl mine --endpoint {server.url} --query kidney --out corpus/ --rate 0)",
+            flush=True,
+        )
     try:
         server.httpd.serve_forever()
     except KeyboardInterrupt:

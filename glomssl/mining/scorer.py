@@ -4,15 +4,17 @@ Glo-In-One kept mined panels that a curator scored >= 0.7. glomssl's curator is 
 it trains in seconds on a CPU from two folders (positives, e.g. glomerulus crops; negatives, e.g. other
 tissue, charts, other modalities) and needs no pretrained network:
 
-* features (``FEATURE_NAMES``, computed on a 128 x 128 resize): the curate statistics
-  (:func:`glomssl.mining.curate.image_stats`), HSV histograms (hue weighted by saturation, saturation,
-  value), a uniform local-binary-pattern texture histogram (Ojala et al., TPAMI 2002) at two scales,
-  and a gradient-magnitude histogram;
+* features: :mod:`glomssl.mining.panel_features` (curation statistics, colour histograms, LBP
+  texture, gradient magnitudes on a 128 x 128 resize);
+* negatives: the user's folder plus, by default, panels drawn here (:mod:`glomssl.mining.drawn_panels`:
+  gradient bar charts, false-colour maps, grey micrographs with colour insets, shaded schematics,
+  plots, text), because a scorer that never saw a chart scores one as tissue;
 * classifier: standardisation + logistic regression (default) or a one-hidden-layer MLP, fitted with
   scikit-learn and evaluated on a stratified held-out split.
 
 The saved model is plain JSON (``format: glomssl-curate-scorer``): feature names, standardisation,
-weights and held-out metrics. Nothing is unpickled; :func:`load_scorer` refuses any other file with
+weights and held-out metrics (accuracy beside the majority-class baseline, balanced accuracy, AUC;
+badly imbalanced classes are reported as a warning, since accuracy then says nothing). Nothing is unpickled; :func:`load_scorer` refuses any other file with
 a one-line GlomsslError. Scoring uses numpy only.
 """
 
@@ -28,68 +30,16 @@ from typing import Any, Literal
 import numpy as np
 
 from glomssl.config import opt
+from glomssl.data.images import load_rgb
 from glomssl.errors import GlomsslError
-from glomssl.mining.curate import image_stats, load_rgb
+from glomssl.mining.panel_features import FEATURE_NAMES, image_features
 
 FORMAT = "glomssl-curate-scorer"
 VERSION = 1
-SIDE = 128
-_STAT_KEYS = (
-    "lum_mean lum_std lum_median white dark ink colour fg_chroma top1 ink_top8 ink_flat ink_grey "
-    "h_run v_run r_mean g_mean b_mean channels"
-).split()
-_BINS = {"hue": 12, "sat": 8, "val": 8, "lbp1": 10, "lbp2": 10, "grad": 8}
-FEATURE_NAMES: tuple[str, ...] = tuple(
-    [f"stat_{k}" for k in _STAT_KEYS] + [f"{k}_{i}" for k, n in _BINS.items() for i in range(n)]
-)
-
-
-def _lbp_uniform(grey: np.ndarray, radius: int) -> np.ndarray:
-    """Histogram (10 bins) of rotation-invariant uniform LBP codes with 8 neighbours.
-
-    grey: (H, W) float. Code = number of neighbours >= centre when the circular bit pattern has at most
-    two 0/1 transitions (0..8), else 9 ("non-uniform").
-    """
-    h, w = grey.shape
-    r = radius
-    if h <= 2 * r or w <= 2 * r:
-        return np.zeros(10)
-    c = grey[r : h - r, r : w - r]  # (H-2r, W-2r)
-    offs = [(-r, -r), (-r, 0), (-r, r), (0, r), (r, r), (r, 0), (r, -r), (0, -r)]  # circular order
-    bits = np.stack([grey[r + dy : h - r + dy, r + dx : w - r + dx] >= c for dy, dx in offs])
-    ones = bits.sum(axis=0)  # (H-2r, W-2r)
-    transitions = (bits != np.roll(bits, 1, axis=0)).sum(axis=0)
-    code = np.where(transitions <= 2, ones, 9)
-    hist = np.bincount(code.ravel(), minlength=10).astype(np.float64)
-    return hist / max(hist.sum(), 1.0)
-
-
-def image_features(img: Any) -> np.ndarray:
-    """Feature vector (len(FEATURE_NAMES),) float64 of a PIL RGB image."""
-    from PIL import Image
-
-    small = img.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BOX)
-    rgb = np.asarray(small)  # (128, 128, 3) uint8
-    stats = image_stats(rgb)
-    feats: list[float] = [
-        stats[k] / (255.0 if k in ("lum_std", "fg_chroma") else 1.0) for k in _STAT_KEYS
-    ]
-    hsv = np.asarray(small.convert("HSV")).astype(np.float64) / 255.0  # (128, 128, 3)
-    hue, sat, val = hsv[..., 0].ravel(), hsv[..., 1].ravel(), hsv[..., 2].ravel()
-    hh = np.histogram(hue, bins=_BINS["hue"], range=(0, 1), weights=sat)[0]
-    feats += list(hh / max(sat.sum(), 1e-9))
-    feats += list(np.histogram(sat, bins=_BINS["sat"], range=(0, 1))[0] / sat.size)
-    feats += list(np.histogram(val, bins=_BINS["val"], range=(0, 1))[0] / val.size)
-    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # (128, 128)
-    feats += list(_lbp_uniform(grey, 1))
-    feats += list(_lbp_uniform(grey, 3))
-    gy, gx = np.gradient(grey)
-    mag = np.hypot(gx, gy).ravel()
-    edges = np.array([0, 2, 4, 8, 16, 32, 64, 128, np.inf])
-    feats += list(np.histogram(mag, bins=edges)[0] / mag.size)
-    out = np.asarray(feats, dtype=np.float64)
-    assert out.shape == (len(FEATURE_NAMES),)
-    return out
+#: Classes this unequal (minority / majority) make accuracy meaningless: `curate train` warns.
+IMBALANCE_RATIO = 0.2
+#: Drawn non-tissue negatives added to the user's by default (``--drawn-negatives``).
+DRAWN_DEFAULT = 120
 
 
 @dataclasses.dataclass
@@ -186,19 +136,15 @@ class ScorerTrainConfig:
     negatives: str = ""
     out: str = "scorer.json"
     model: Literal["logreg", "mlp"] = "logreg"
-    val_fraction: float = 0.2
-    c: float = 1.0
-    hidden: int = 32
+    val_fraction: float = opt(0.2, ge=0, lt=0.9)
+    c: float = opt(1.0, gt=0)
+    hidden: int = opt(32, ge=1)
+    drawn_negatives: int = opt(DRAWN_DEFAULT, ge=0)
     seed: int = opt(0, ge=0)
     quiet: bool = False
 
     def validate(self) -> None:
-        if not 0.0 <= self.val_fraction < 0.9:
-            raise GlomsslError(f"--val-fraction {self.val_fraction} must lie in [0, 0.9)")
-        if self.c <= 0:
-            raise GlomsslError(f"--c {self.c} must be positive")
-        if self.hidden < 1:
-            raise GlomsslError(f"--hidden {self.hidden} must be at least 1")
+        """Bounds are enforced by :func:`glomssl.config.check_values` (field metadata)."""
 
 
 def folder_features(
@@ -206,7 +152,7 @@ def folder_features(
 ) -> tuple[np.ndarray, list[str]]:
     """Features of every readable image below ``folder``: ((N, F) array, skipped file names)."""
     from glomssl.manifest import list_images
-    from glomssl.mining.curate import progress_iter
+    from glomssl.mining.folder_stage import progress_iter
 
     root = Path(folder)
     if not root.is_dir():
@@ -223,13 +169,38 @@ def folder_features(
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES)), skipped
 
 
+def drawn_features(n: int, seed: int) -> np.ndarray:
+    """Features of ``n`` drawn non-tissue panels (:mod:`glomssl.mining.drawn_panels`): (n, F)."""
+    from glomssl.mining.drawn_panels import drawn_panels
+
+    rows = [image_features(im) for _, im in drawn_panels(n, seed=seed)]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
+
+
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Accuracy beside its majority-class baseline, balanced accuracy and AUC (0.5 = chance)."""
     from sklearn.metrics import roc_auc_score
 
-    out = {"n": int(len(y)), "accuracy": float(((p >= 0.5) == (y == 1)).mean())}
+    pred = p >= 0.5
+    out: dict[str, float] = {"n": int(len(y)), "accuracy": float((pred == (y == 1)).mean())}
+    out["majority_baseline"] = float(max((y == 1).mean(), (y == 0).mean()))
+    recalls = [float((pred[y == c] == bool(c)).mean()) for c in (0, 1) if (y == c).any()]
+    out["balanced_accuracy"] = float(np.mean(recalls))
     if len(set(y.tolist())) == 2:
         out["auc"] = float(roc_auc_score(y, p))
     return out
+
+
+def imbalance_warning(n_pos: int, n_neg: int) -> str | None:
+    """A warning when one class is far smaller than the other (None when balanced enough)."""
+    small, large = sorted((n_pos, n_neg))
+    if large and small / large < IMBALANCE_RATIO:
+        return (
+            f"classes are badly imbalanced ({n_pos} positives vs {n_neg} negatives): accuracy "
+            "says little (see balanced accuracy and the majority baseline); add examples of the "
+            "smaller class"
+        )
+    return None
 
 
 def train_scorer(
@@ -279,7 +250,10 @@ def train_scorer(
 
 
 def run_train_scorer(cfg: ScorerTrainConfig) -> dict[str, Any]:
-    """``glomssl curate train``: features of both folders -> fit -> write the scorer JSON."""
+    """``glomssl curate train``: features of both folders (+ drawn negatives) -> fit -> scorer JSON."""
+    from glomssl.config import check_values
+
+    check_values(cfg)
     cfg.validate()
     if not cfg.positives or not cfg.negatives:
         raise GlomsslError("curate train needs --positives DIR and --negatives DIR")
@@ -287,21 +261,27 @@ def run_train_scorer(cfg: ScorerTrainConfig) -> dict[str, Any]:
         raise GlomsslError(f"--out {cfg.out} must be a .json file (scorers are saved as JSON)")
     xp, skip_p = folder_features(cfg.positives, cfg.quiet)
     xn, skip_n = folder_features(cfg.negatives, cfg.quiet)
-    x = np.concatenate([xp, xn])
-    y = np.concatenate([np.ones(len(xp), dtype=np.int64), np.zeros(len(xn), dtype=np.int64)])
+    xd = drawn_features(cfg.drawn_negatives, cfg.seed)
+    x = np.concatenate([xp, xn, xd])
+    n_neg = len(xn) + len(xd)
+    y = np.concatenate([np.ones(len(xp), dtype=np.int64), np.zeros(n_neg, dtype=np.int64)])
+    warnings = [w for w in [imbalance_warning(len(xp), n_neg)] if w]
     scorer, report = train_scorer(x, y, cfg)
     scorer.meta = {
         "model": cfg.model,
         "trained_on": {"positives": str(cfg.positives), "negatives": str(cfg.negatives)},
-        "counts": {"positives": int(len(xp)), "negatives": int(len(xn))},
+        "counts": {"positives": int(len(xp)), "negatives": int(len(xn)), "drawn": int(len(xd))},
         "config": dataclasses.asdict(cfg),
         "metrics": report,
+        "warnings": warnings,
     }
     save_scorer(cfg.out, scorer)
     return {
         "out": str(cfg.out),
         "positives": int(len(xp)),
         "negatives": int(len(xn)),
+        "drawn_negatives": int(len(xd)),
         "skipped": len(skip_p) + len(skip_n),
+        "warnings": warnings,
         **report,
     }

@@ -1,30 +1,174 @@
-"""The later stages of ``glomssl mine``: separate -> curate -> dedup.
+"""The stages of ``glomssl mine``, in the order they run: search -> download -> separate -> curate ->
+dedup (:data:`STAGES`, a plain list).
 
-Each stage reads the previous stage's manifest and writes its own folder inside ``OUT``:
+``search`` (Open-i pages -> SQLite records) and ``download`` (records -> checked image files +
+``figures/manifest.jsonl`` and ``figures/failures.jsonl``) keep their state in ``OUT/state.sqlite``.
+The later stages each read the previous stage's manifest and write their own folder inside ``OUT``:
 ``panels/`` (compound figures split into panels), ``curated/`` (light-microscopy tissue panels kept,
 ``rejected.jsonl`` with reasons) and ``dedup/`` (near-duplicates dropped, ``dropped.jsonl`` says in
-favour of which row). A stage whose input manifest and options are unchanged since it last finished is
-skipped (its fingerprint is kept in ``state.sqlite``), so re-running a finished ``mine`` does nothing.
-Options per stage come from ``stage_options`` in a ``--config`` YAML file, e.g.::
+favour of which row). A later stage whose input manifest and options are unchanged since it last
+finished is skipped (its fingerprint is kept in ``state.sqlite``), so re-running a finished ``mine``
+does nothing; an empty input manifest gives an empty output manifest without running the stage.
+Options per later stage come from ``stage_options`` in a ``--config`` YAML file, e.g.::
 
     stage_options:
       separate: {method: classic}
       curate: {scorer: scorer.json, threshold: 0.7}
       dedup: {cosine: 0.97}
+
+and are checked (:func:`check_stage_options`) before the first request is sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glomssl.config import build_config
-from glomssl.mining.pipeline import MineContext, StageResult, register_stage
+from glomssl.errors import GlomsslError
 
-RunFn = Callable[[Any], dict[str, Any]]
+if TYPE_CHECKING:  # annotations only: the pipeline imports this module, never the reverse
+    from glomssl.mining.pipeline import MineConfig
+
+
+@dataclass
+class StageResult:
+    name: str
+    manifest: Path | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: bool = False
+
+
+@dataclass
+class MineContext:
+    """What stages share: the config, the output folder, the open state and the HTTP clients."""
+
+    cfg: MineConfig
+    out: Path
+    store: Any  # MineStore
+    client: Any  # OpenIClient
+    progress: Any  # tqdm bar (disabled when quiet or not a terminal)
+    manifest: Path | None = None  # the latest stage's output manifest
+
+
+def search_stage(ctx: MineContext) -> StageResult:
+    """Fetch search pages from the stored cursor on; each page is committed with the cursor.
+
+    Resumes at ``search_next_m``; ends at ``total`` or when ``--limit`` figures are known.
+    """
+    cfg, store = ctx.cfg, ctx.store
+    start = int(store.get_meta("search_next_m", "1"))
+    total = store.get_meta("search_total")
+    new = dup = pages = bad = 0
+    if total is not None and start > int(total):
+        return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
+    if cfg.limit is not None and store.count() >= cfg.limit:
+        return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
+    ctx.progress.set_description("search")
+    pager = ctx.client.iter_pages(
+        cfg.query, start, cfg.page_size, cfg.image_type, cfg.collection, cfg.license
+    )
+    for page in pager:
+        pages += 1
+        if page.total == 0:
+            if store.count() == 0:  # no hits at all; a later empty answer is not "done"
+                store.set_meta("search_total", "0")
+            break
+        urls = [ctx.client.image_url(f.img_large) for f in page.figures]
+        next_m = max(page.max + 1, start)
+        n, d = store.add_page(page.figures, urls, page.min, next_m, page.total, cfg.limit)
+        new, dup, bad = new + n, dup + d, bad + len(page.invalid)
+        ctx.progress.total = store.count()
+        ctx.progress.set_postfix_str(f"found={store.count()}/{page.total}")
+        if cfg.limit is not None and store.count() >= cfg.limit:
+            break
+    counts = {"new": new, "duplicates": dup, "requests": pages, "malformed": bad}
+    return StageResult("search", counts=counts)
+
+
+def download_stage(ctx: MineContext) -> StageResult:
+    """Download pending (and last run's transient-failed) figures with a bounded worker pool,
+    store each outcome in one transaction, then export the manifests from SQLite.
+
+    Image URLs are built from the record's path on the current ``--endpoint``, so a server that
+    moved (a local replay on another port) is still reached.
+    """
+    from glomssl.mining.download import download_many
+
+    cfg, store = ctx.cfg, ctx.store
+    figures = ctx.out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for stale in figures.glob(".*.tmp"):  # temp files of a killed run; never counted
+        stale.unlink(missing_ok=True)
+    jobs = [(key, ctx.client.image_url(img) or url) for key, img, url in store.todo()]
+    bar = ctx.progress
+    bar.set_description("download")
+    bar.total = store.count()
+    bar.n = store.count("done") + store.count("failed_permanent")
+    bar.refresh()
+    got = failed = 0
+    t0 = time.monotonic()
+    results = download_many(
+        ctx.client.http, jobs, figures, cfg.workers, cfg.max_bytes, cfg.max_pixels
+    )
+    for res in results:
+        store.record_result(res)
+        if res.status == "done":
+            got += 1
+        else:
+            failed += 1
+        bar.update(1)
+        rate = (got + failed) / max(time.monotonic() - t0, 1e-6)
+        bar.set_postfix_str(
+            f"found={bar.total} downloaded={store.count('done')} failed={failed} rate={rate:.1f}/s"
+        )
+    n_ok, n_bad = store.export(figures, cfg.query)
+    return StageResult(
+        "download",
+        manifest=figures / "manifest.jsonl",
+        counts={"downloaded": got, "failed": failed, "manifest_rows": n_ok, "failures": n_bad},
+    )
+
+
+# ----------------------------------------------------------------------------- folder stages
+
+
+@dataclass(frozen=True)
+class FolderStage:
+    """A later stage: one library command run from the previous manifest into ``OUT/<folder>``."""
+
+    name: str
+    folder: str
+    load: Callable[[], tuple[type, Callable[[Any], dict[str, Any]]]]  # -> (config class, run)
+
+    def __call__(self, ctx: MineContext) -> StageResult:
+        return _run_folder_stage(ctx, self)
+
+
+def _separate() -> tuple[type, Callable[[Any], dict[str, Any]]]:
+    from glomssl.mining.separate import SeparateConfig, run_separate
+
+    return SeparateConfig, run_separate
+
+
+def _curate() -> tuple[type, Callable[[Any], dict[str, Any]]]:
+    from glomssl.mining.curate import CurateConfig, run_curate
+
+    return CurateConfig, run_curate
+
+
+def _dedup() -> tuple[type, Callable[[Any], dict[str, Any]]]:
+    from glomssl.mining.dedup import DedupConfig, run_dedup
+
+    return DedupConfig, run_dedup
+
+
+#: Set by ``mine`` itself for every folder stage; not allowed in ``stage_options``.
+_OWN_KEYS = ("input", "out", "quiet")
 
 
 def _fingerprint(manifest: Path, options: dict[str, Any]) -> str:
@@ -33,20 +177,28 @@ def _fingerprint(manifest: Path, options: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _run_stage(
-    ctx: MineContext, name: str, folder: str, config_cls: type, run: RunFn
-) -> StageResult:
+def _run_folder_stage(ctx: MineContext, stage: FolderStage) -> StageResult:
     """Run one folder-to-folder stage on the latest manifest, unless it is already up to date."""
+    from glomssl.config import build_config
+    from glomssl.manifest import write_manifest
+    from glomssl.mining.folder_stage import manifest_is_empty
+
     if ctx.manifest is None or not Path(ctx.manifest).is_file():
-        return StageResult(name, skipped=True)
-    out = ctx.out / folder
+        return StageResult(stage.name, skipped=True)
+    out = ctx.out / stage.folder
     target = out / "manifest.jsonl"
-    options = dict(ctx.cfg.stage_options.get(name, {}))
-    key = f"stage:{name}:fingerprint"
+    options = dict(ctx.cfg.stage_options.get(stage.name, {}))
+    key = f"stage:{stage.name}:fingerprint"
     fp = _fingerprint(Path(ctx.manifest), options)
     if target.is_file() and ctx.store.get_meta(key) == fp:
-        return StageResult(name, manifest=target, counts={"up_to_date": 1})
-    ctx.progress.set_description(name)
+        return StageResult(stage.name, manifest=target, counts={"up_to_date": 1})
+    if manifest_is_empty(Path(ctx.manifest)):  # nothing came in: an empty result, not an error
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(target, [])
+        ctx.store.set_meta(key, fp)
+        return StageResult(stage.name, manifest=target, counts={"input": 0}, skipped=True)
+    ctx.progress.set_description(stage.name)
+    config_cls, run = stage.load()
     cfg: Any = build_config(
         config_cls,
         None,
@@ -55,32 +207,50 @@ def _run_stage(
     summary = run(cfg)
     ctx.store.set_meta(key, fp)
     counts = {
-        k: int(v) for k, v in summary.items() if isinstance(v, int | float) and k != "seconds"
+        k: int(v)
+        for k, v in summary.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "seconds"
     }
-    return StageResult(name, manifest=target, counts=counts)
+    return StageResult(stage.name, manifest=target, counts=counts)
 
 
-def separate_stage(ctx: MineContext) -> StageResult:
-    """Split compound figures into panels (shipped YOLO weights by default)."""
-    from glomssl.mining.separate import SeparateConfig, run_separate
+StageFn = Callable[[MineContext], StageResult]
 
-    return _run_stage(ctx, "separate", "panels", SeparateConfig, run_separate)
-
-
-def curate_stage(ctx: MineContext) -> StageResult:
-    """Keep light-microscopy tissue panels (image statistics, optional learned scorer)."""
-    from glomssl.mining.curate import CurateConfig, run_curate
-
-    return _run_stage(ctx, "curate", "curated", CurateConfig, run_curate)
-
-
-def dedup_stage(ctx: MineContext) -> StageResult:
-    """Drop exact, perceptual-hash and embedding near-duplicates."""
-    from glomssl.mining.dedup import DedupConfig, run_dedup
-
-    return _run_stage(ctx, "dedup", "dedup", DedupConfig, run_dedup)
+#: Every stage of ``glomssl mine``, in the order it runs.
+STAGES: list[tuple[str, StageFn]] = [
+    ("search", search_stage),
+    ("download", download_stage),
+    ("separate", FolderStage("separate", "panels", _separate)),
+    ("curate", FolderStage("curate", "curated", _curate)),
+    ("dedup", FolderStage("dedup", "dedup", _dedup)),
+]
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
-register_stage("separate", separate_stage, after="download")
-register_stage("curate", curate_stage, after="separate")
-register_stage("dedup", dedup_stage, after="curate")
+def check_stage_options(stage_options: Any) -> None:
+    """Build every later stage's config from ``stage_options`` (placeholders for input and out), so a
+    bad option fails before the first request; raise a one-line GlomsslError naming the stage."""
+    from glomssl.config import build_config
+
+    if not isinstance(stage_options, dict) or not all(
+        isinstance(v, dict) for v in stage_options.values()
+    ):
+        raise GlomsslError("stage_options must map a stage name to a mapping of its options")
+    stages = {name: fn for name, fn in STAGES if isinstance(fn, FolderStage)}
+    unknown = sorted(set(stage_options) - set(stages))
+    if unknown:
+        raise GlomsslError(
+            f"stage_options for unknown stage(s) {', '.join(unknown)}; "
+            f"stages with options are {', '.join(stages)}"
+        )
+    for name, options in stage_options.items():
+        own = sorted(set(options) & set(_OWN_KEYS))
+        if own:
+            raise GlomsslError(
+                f"stage_options.{name}: {', '.join(own)} is set by `glomssl mine` itself; remove it"
+            )
+        config_cls, _ = stages[name].load()
+        try:
+            build_config(config_cls, None, {**options, "input": ".", "out": ".", "quiet": True})
+        except GlomsslError as exc:
+            raise GlomsslError(f"stage_options.{name}: {exc}") from exc

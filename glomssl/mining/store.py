@@ -176,13 +176,14 @@ class MineStore:
         return out
 
     # -- download -----------------------------------------------------------------------------
-    def todo(self) -> list[tuple[tuple[str, str], str]]:
-        """(key, url) of figures still to fetch: pending ones and last run's transient failures."""
+    def todo(self) -> list[tuple[tuple[str, str], str, str]]:
+        """(key, img_large, url at discovery) of figures still to fetch: pending ones and last run's
+        transient failures."""
         rows = self.db.execute(
-            "SELECT uid, image_id, url FROM records"
+            "SELECT uid, image_id, img_large, url FROM records"
             " WHERE status IN ('pending', 'failed_transient') ORDER BY seq"
         ).fetchall()
-        return [((str(u), str(i)), str(url)) for u, i, url in rows]
+        return [((str(u), str(i)), str(img), str(url)) for u, i, img, url in rows]
 
     def record_result(self, res: DownloadResult) -> None:
         """Store one figure's outcome and all its attempts in one transaction."""

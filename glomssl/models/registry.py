@@ -31,25 +31,16 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Mo
     return deco
 
 
-def _load_builtin() -> None:
-    """Import the modules whose builders register themselves (kept lazy: torchvision is heavy)."""
-    import glomssl.models.backbones  # noqa: F401
-    import glomssl.models.unet  # noqa: F401
-
-    try:  # the fine-tuning models, when that package is present
-        import glomssl.models.segmenters  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-
-
 def model_names() -> list[str]:
-    _load_builtin()
     return sorted(MODELS)
 
 
 def create_model(name: str, **kw: Any) -> nn.Module:
-    """Build the registered model ``name`` with keyword arguments (random initialisation)."""
-    _load_builtin()
+    """Build the registered model ``name`` with keyword arguments (random initialisation).
+
+    Models register themselves when their module is imported; ``glomssl.models`` (the package, always
+    imported before this module) imports every built-in one.
+    """
     if name not in MODELS:
         raise GlomsslError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,18 +14,10 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from glomssl.cli import cli
 from glomssl.errors import GlomsslError
 from glomssl.manifest import image_row, read_manifest, write_manifest
-from glomssl.mining.dedup import (
-    DedupConfig,
-    Links,
-    exact_cosine_pairs,
-    group_rows,
-    hamming_pairs,
-    ivf_self_join,
-    normalize_rows,
-    phash,
-    run_dedup,
-    tiny_descriptor,
-)
+from glomssl.mining.dedup import DedupConfig, run_dedup
+from glomssl.mining.dup_groups import Links, group_rows
+from glomssl.mining.embedding_search import exact_cosine_pairs, ivf_self_join, normalize_rows
+from glomssl.mining.image_hashes import hamming_pairs, phash, tiny_descriptor
 
 
 def scene(seed: int, size: int = 200) -> Image.Image:
@@ -220,7 +213,7 @@ def test_run_dedup_groups_keepers_and_reasons(tmp_path: Path, corpus: Path) -> N
 def test_rerun_reads_no_image_again(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import glomssl.mining.curate as curate_mod
+    import glomssl.data.images as images_mod
 
     cfg = DedupConfig(input=str(corpus / "manifest.jsonl"), out=str(tmp_path / "o"), quiet=True)
     s = run_dedup(cfg)
@@ -228,7 +221,7 @@ def test_rerun_reads_no_image_again(
     def refuse(*args: object, **kw: object) -> None:
         raise AssertionError("image opened although its hashes are cached")
 
-    monkeypatch.setattr(curate_mod, "load_rgb", refuse)
+    monkeypatch.setattr(images_mod, "load_rgb", refuse)
     assert run_dedup(cfg) == s
 
 
@@ -350,12 +343,12 @@ def test_folder_input_unreadable_and_cli(tmp_path: Path, corpus: Path) -> None:
     assert "dropped 3 in 2 groups" in res.output and "unreadable 1" in res.output
     kept = read_manifest(out / "manifest.jsonl")
     assert all((out / r["path"]).is_file() for r in kept)  # hard-linked into OUT/images
-    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
-    assert [f["path"] for f in failures] == ["broken.png"]
+    skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [Path(f["path"]).name for f in skipped] == ["broken.png"]
     s = run_dedup(
         DedupConfig(input=str(corpus), out=str(tmp_path / "sha"), methods=["sha256"], quiet=True)
     )
-    assert s["failed"] == 1 and s["dropped"] == 1  # unreadable even though no image is decoded
+    assert s["skipped"] == 1 and s["dropped"] == 1  # unreadable even though no image is decoded
     read_manifest(tmp_path / "sha" / "manifest.jsonl")  # every kept row is a valid manifest row
     res = runner.invoke(
         cli, ["dedup", "--input", str(corpus), "--out", str(out), "--methods", "sha1"]
@@ -412,3 +405,130 @@ def test_real_glomeruli_no_false_groups_and_planted_copies_found(
     for name, original in planted.items():
         assert drops[name]["dup_of"] == original  # the larger/original is kept
         assert drops[name]["reason"] in ("phash", "embedding")
+
+
+def crowded(n: int, d: int = 64, spread: float = 0.02, seed: int = 0) -> np.ndarray:
+    """Distinct rows squeezed into a narrow cone (what a random-init encoder does): cosine ~0.99."""
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(d).astype(np.float32)
+    x = common + spread * np.linalg.norm(common) * rng.standard_normal((n, d)).astype(np.float32)
+    return normalize_rows(x / np.sqrt(d))
+
+
+def _npz_corpus(tmp_path: Path, emb: np.ndarray) -> tuple[Path, Path]:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    rng = np.random.default_rng(0)
+    for k in range(len(emb)):  # the pictures only need to exist: the npz says how they relate
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+            folder / f"{k:03d}.png"
+        )
+        rows.append(image_row(folder / f"{k:03d}.png", folder))
+    write_manifest(folder / "manifest.jsonl", rows)
+    npz = tmp_path / "emb.npz"
+    np.savez(npz, paths=np.array([r["path"] for r in rows]), embeddings=emb)
+    return folder / "manifest.jsonl", npz
+
+
+def test_crowded_embeddings_are_calibrated_not_collapsed(tmp_path: Path) -> None:
+    """At cosine 0.95 every row of a crowded embedding links to every other (one group, all but one
+    dropped); the calibrated threshold keeps the distinct rows and still finds real copies."""
+    emb = crowded(60)
+    emb[7] = emb[3] + 1e-4 * np.random.default_rng(1).standard_normal(64).astype(np.float32)
+    emb = normalize_rows(emb)
+    assert float(np.min(emb @ emb.T)) > 0.95  # the old default would have linked all 60
+    manifest, npz = _npz_corpus(tmp_path, emb)
+    cfg = DedupConfig(
+        input=str(manifest), out=str(tmp_path / "o"), embeddings=str(npz), methods=["embedding"]
+    )
+    s = run_dedup(dataclasses.replace(cfg, quiet=True))
+    assert (s["dropped"], s["kept"]) == (1, 59)
+    assert s["embedding_threshold"] > 0.99 and s["neighbour_cosine"] > 0.95
+    assert s["warnings"] and "--nn-ratio" in s["warnings"][0]
+    drop = _dropped(tmp_path / "o")["007.png"]
+    assert drop["dup_of"] == "003.png" and drop["similarity"] > s["embedding_threshold"]
+    # without calibration the same run would drop nearly everything: refused, unless forced
+    raw = dataclasses.replace(cfg, nn_ratio=0.0, out=str(tmp_path / "raw"), quiet=True)
+    with pytest.raises(GlomsslError, match=r"would drop 59 of 60 rows .* --force") as info:
+        run_dedup(raw)
+    assert "\n" not in str(info.value) and not (tmp_path / "raw" / "manifest.jsonl").exists()
+    assert run_dedup(dataclasses.replace(raw, force=True))["dropped"] == 59
+
+
+def test_calibration_leaves_well_spread_embeddings_alone(tmp_path: Path) -> None:
+    """With an embedding whose neighbours are far apart, the user's --cosine applies unchanged."""
+    rng = np.random.default_rng(5)
+    x = normalize_rows(rng.standard_normal((300, 64)).astype(np.float32))  # 3rd-neighbour cos ~0.4
+    src, dst = np.arange(0, 20, 2), np.arange(1, 20, 2)
+    x[dst] = normalize_rows(x[src] + 0.02 * rng.standard_normal((10, 64)).astype(np.float32))
+    truth = set(zip(src.tolist(), dst.tolist()))
+    manifest, npz = _npz_corpus(tmp_path, x)
+    s = run_dedup(
+        DedupConfig(
+            input=str(manifest),
+            out=str(tmp_path / "o"),
+            embeddings=str(npz),
+            methods=["embedding"],
+            quiet=True,
+        )
+    )
+    assert s["embedding_threshold"] == 0.95 and s["warnings"] == []
+    assert s["dropped"] == len(truth)
+
+
+def test_cli_prints_the_calibration_warning_and_json(tmp_path: Path) -> None:
+    emb = crowded(30)
+    manifest, npz = _npz_corpus(tmp_path, emb)
+    args = ["dedup", "--input", str(manifest), "--embeddings", str(npz), "--methods", "embedding"]
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "warning: embedding: cosine >= 0.95 would link ordinary neighbours" in res.output
+    assert "dropped 0" in res.output
+    res = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "o"), "--json"])
+    s = json.loads(res.output)
+    assert s["dropped"] == 0 and s["warnings"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_random_init_encoder_does_not_collapse_real_crops(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """Issue 10.15: with a random-init encoder (the baseline users are told to make) dedup at the
+    default --cosine 0.95 dropped 675 of the 676 distinct real glomerulus crops. Calibrated, it
+    drops none of them, and still finds re-exported copies planted among them."""
+    crops = sorted((shared_data / "glomeruli" / "images").glob("*.png"))
+    folder = tmp_path / "g"
+    folder.mkdir()
+    for f in crops:
+        (folder / f.name).symlink_to(f)  # linked, never copied into the project
+    planted_copies = {}
+    for k, f in enumerate(crops[:: len(crops) // 4][:4]):
+        name = f"copy_{k}.jpg"
+        Image.open(f).convert("RGB").resize((200, 200)).save(folder / name, quality=85)
+        planted_copies[name] = f.name
+    runner = CliRunner()
+    run = tmp_path / "rand"
+    common = ["--workers", "0", "--image-size", "32"]
+    res = runner.invoke(
+        cli,
+        ["pretrain", "--data", str(folder), "--out", str(run), "--max-steps", "0", *common]
+        + ["--accelerator", "cpu", "--quiet"],
+    )
+    assert res.exit_code == 0, res.output
+    npz = tmp_path / "emb.npz"
+    res = runner.invoke(
+        cli,
+        ["embed", "--checkpoint", str(run), "--input", str(folder), "--out", str(npz), *common]
+        + ["--device", "cpu", "--quiet"],
+    )
+    assert res.exit_code == 0, res.output
+    args = ["dedup", "--input", str(folder), "--embeddings", str(npz), "--methods", "embedding"]
+    res = runner.invoke(cli, [*args, "--out", str(tmp_path / "o"), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    assert s["embedded"] == 680 and s["neighbour_cosine"] > 0.95  # crowded: cosine 0.95 is noise
+    drops = _dropped(tmp_path / "o")
+    assert set(drops) == set(planted_copies), sorted(drops)[:10]
+    assert all(drops[c]["dup_of"] == o for c, o in planted_copies.items())

@@ -214,7 +214,7 @@ def test_replay_cli_serves_openi_in_a_subprocess(replay_dir: Path) -> None:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        url = line.strip().rsplit(" at ", 1)[-1]
+        url = line.split(" at ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:"), line
         page = requests.get(
             url + "/api/search", params={"query": "glomerulus", "m": 1, "n": 10}, timeout=10

@@ -12,8 +12,8 @@ from PIL import Image
 
 from glomssl.errors import GlomsslError
 from glomssl.manifest import read_manifest, resolve
-from glomssl.mining import pipeline
-from glomssl.mining.pipeline import MineConfig, StageResult, register_stage, run_mine
+from glomssl.mining import stages
+from glomssl.mining.pipeline import MineConfig, run_mine
 from glomssl.mining.replay import (
     Faults,
     ReplayServer,
@@ -21,6 +21,7 @@ from glomssl.mining.replay import (
     make_synthetic_replay,
     write_replay_folder,
 )
+from glomssl.mining.stages import MineContext, StageResult
 
 
 def _cfg(server: ReplayServer, out: Path, **kw: object) -> MineConfig:
@@ -41,8 +42,7 @@ def _cfg(server: ReplayServer, out: Path, **kw: object) -> MineConfig:
 
 def _core_stages() -> list:
     """search + download only, so a test can append its own stage after them."""
-    pipeline.stage_names()  # make sure the later stages have registered before filtering them out
-    return [s for s in pipeline._STAGES if s[0] in ("search", "download")]
+    return [s for s in stages.STAGES if s[0] in ("search", "download")]
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -168,20 +168,21 @@ def test_limit_then_larger_limit_continues(tmp_path: Path) -> None:
 def test_stop_after_skip_and_appended_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The stages are a plain list: a stage appended to it runs after download, on its manifest."""
     folder = make_synthetic_replay(tmp_path / "rp", 5, size=8)
-    monkeypatch.setattr(pipeline, "_STAGES", _core_stages())
     seen: list[int] = []
+    pick = {"index": 0}
 
-    def count_stage(ctx: pipeline.MineContext) -> StageResult:
+    def count_stage(ctx: MineContext) -> StageResult:
         rows = read_manifest(ctx.manifest) if ctx.manifest else []
         seen.append(len(rows))
-        first = dict(rows[ctx.cfg.stage_options.get("pick", {}).get("index", 0)])
+        first = dict(rows[pick["index"]])
         first["path"] = "figures/" + first["path"]
         target = ctx.out / "picked.jsonl"
         target.write_text(json.dumps(first) + "\n")
         return StageResult("pick", manifest=target)
 
-    register_stage("pick", count_stage)
+    monkeypatch.setattr(stages, "STAGES", [*_core_stages(), ("pick", count_stage)])
     with ReplayServer(folder) as server:
         out = tmp_path / "out"
         s = run_mine(_cfg(server, out, stop_after="search"))
@@ -190,7 +191,8 @@ def test_stop_after_skip_and_appended_stage(
         assert s.done == 5 and seen == [] and len(read_manifest(out / "manifest.jsonl")) == 5
         with pytest.raises(GlomsslError, match="unknown stage.*nope"):
             run_mine(_cfg(server, out, stage_options={"nope": {}}, stop_after=None))
-        s = run_mine(_cfg(server, out, stage_options={"pick": {"index": 2}}, stop_after=None))
+        pick["index"] = 2
+        s = run_mine(_cfg(server, out, stop_after=None))
     assert seen == [5] and [r.name for r in s.stages] == ["search", "download", "pick"]
     top = read_manifest(out / "manifest.jsonl")
     assert len(top) == 1 and top[0]["path"].startswith("figures/")
@@ -201,14 +203,13 @@ def test_bad_stage_manifest_is_a_validation_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_synthetic_replay(tmp_path / "rp", 2, size=8)
-    monkeypatch.setattr(pipeline, "_STAGES", _core_stages())
 
-    def broken(ctx: pipeline.MineContext) -> StageResult:
+    def broken(ctx: MineContext) -> StageResult:
         target = ctx.out / "broken.jsonl"
         target.write_text('{"path": "a.png", "sha256": "nothex", "width": 1, "height": 1}\n')
         return StageResult("broken", manifest=target)
 
-    register_stage("broken", broken)
+    monkeypatch.setattr(stages, "STAGES", [*_core_stages(), ("broken", broken)])
     with ReplayServer(folder) as server:
         with pytest.raises(GlomsslError, match=r"broken.jsonl:1: field 'sha256'"):
             run_mine(_cfg(server, tmp_path / "out", stop_after=None))

@@ -42,9 +42,9 @@ def test_shared_uid_and_duplicate_listing(tmp_path: Path) -> None:
         new, dup = st.add_page(figs, _urls(figs), 1, 5, 4, None)
         assert (new, dup) == (3, 1)  # two figures of PMC1 kept, the repeated listing once
         assert st.todo() == [
-            (("PMC1", "F1"), "http://h/imgs/512/PMC1_F1.png"),
-            (("PMC1", "F2"), "http://h/imgs/512/PMC1_F2.png"),
-            (("PMC2", "F1"), "http://h/imgs/512/PMC2_F1.png"),
+            (("PMC1", "F1"), "/imgs/512/PMC1_F1.png", "http://h/imgs/512/PMC1_F1.png"),
+            (("PMC1", "F2"), "/imgs/512/PMC1_F2.png", "http://h/imgs/512/PMC1_F2.png"),
+            (("PMC2", "F1"), "/imgs/512/PMC2_F1.png", "http://h/imgs/512/PMC2_F1.png"),
         ]
         assert st.get_meta("search_next_m") == "5" and st.get_meta("search_total") == "4"
 
@@ -102,7 +102,7 @@ def test_results_attempts_and_export_are_deterministic(tmp_path: Path) -> None:
             st.record_result(r)
         assert st.n_attempts() == 4
         # the transient failure is retried next run, the permanent one is not
-        assert [k for k, _ in st.todo()] == [("PMC2", "F1")]
+        assert [k for k, _, _ in st.todo()] == [("PMC2", "F1")]
         st.export(figdir, "glomerulus")
         first = (figdir / "manifest.jsonl").read_bytes(), (figdir / "failures.jsonl").read_bytes()
         st.export(figdir, "glomerulus")
