@@ -132,7 +132,7 @@ class Trainers:
             backbone_lr_scale=cfg.backbone_lr_scale if cfg.mode == "finetune" else 1.0,
             weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
             sampler_weights=sample_w, workers=min(cfg.workers, 2), static={"fold": fold},
-            quiet=True,
+            quiet=cfg.quiet,
         )  # fmt: skip
         fit = Fit(best_epoch, {}, model=trained)  # type: ignore[arg-type]
         fit.val = evaluate(y[va], self.probs(fit, va))
