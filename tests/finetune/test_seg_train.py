@@ -147,14 +147,13 @@ def test_two_process_ddp_on_cpu(seg_table: Path, tmp_path: Path) -> None:
     """Real DDP: Lightning relaunches a second process; gloo; per-task batches sharded by rank."""
     out = tmp_path / "ddp"
     cmd = _cmd(seg_table, out, "--max-steps", "3", "--devices", "2", "--strategy", "ddp",
-               "--val-every", "3", "--set", "log_every=1")  # fmt: skip
+               "--val-every", "2", "--set", "log_every=1")  # fmt: skip
     p = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("trained dynamic") == 1  # rank zero alone reports
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3]
     assert all(r.get("images_per_s", 1) > 0 for r in rows)
-    assert json.loads((out / "config.yaml").read_text().replace("'", '"') if False else "{}") == {}
     assert yaml.safe_load((out / "config.yaml").read_text())["hardware"]["devices"] == 2
     val = [r for r in rows if r.get("event") == "validation"]
     assert val and "val_dice_Tuft" in val[-1]  # gathered from both ranks
