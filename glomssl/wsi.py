@@ -17,6 +17,8 @@ import numpy as np
 from glomssl.errors import GlomsslError
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".mrxs", ".svslide")
+#: plain images that ``open_any`` also reads as one-level "slides" (large field images)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def is_slide_path(path: str | os.PathLike[str]) -> bool:
@@ -39,13 +41,77 @@ def open_slide(path: str | os.PathLike[str]) -> Any:
         ) from exc
 
 
+class ImageSlide:
+    """A plain PNG/JPEG image behind the slide interface glomssl uses (one level, no mpp).
+
+    The whole image is decoded once (plain images cannot be read in tiles); use a pyramidal TIFF for
+    images too large for memory.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mpp: float | None = None) -> None:
+        from glomssl.data.images import load_rgb
+
+        self.path = Path(path)
+        self._img = load_rgb(self.path)
+        self.dimensions: tuple[int, int] = self._img.size
+        self.level_count = 1
+        self.level_dimensions = (self.dimensions,)
+        self.level_downsamples = (1.0,)
+        self.properties: dict[str, Any] = {}
+        self.glomssl_mpp = mpp
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return 0
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
+        """RGBA PIL image of ``size`` at ``location`` (level 0 pixels); outside is transparent."""
+        from PIL import Image
+
+        x, y = location
+        w, h = size
+        out = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        box = (max(0, x), max(0, y), min(self.dimensions[0], x + w), min(self.dimensions[1], y + h))
+        if box[2] > box[0] and box[3] > box[1]:
+            out.paste(self._img.crop(box).convert("RGBA"), (box[0] - x, box[1] - y))
+        return out
+
+    def get_thumbnail(self, size: tuple[int, int]) -> Any:
+        im = self._img.copy()
+        im.thumbnail(size)
+        return im
+
+    def close(self) -> None:
+        self._img.close()
+
+
+def open_any(path: str | os.PathLike[str], mpp: float | None = None) -> Any:
+    """Open a whole-slide image (tiffslide) or a plain large PNG/JPEG as a one-level slide.
+
+    ``mpp`` (microns per pixel at level 0) fills in a resolution the file does not record, or
+    overrides it. Errors are one line naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise GlomsslError(f"slide {p} does not exist; check the path")
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageSlide(p, mpp)
+    slide = open_slide(p)
+    if mpp is not None:
+        slide.glomssl_mpp = float(mpp)  # read by slide_mpp before the file's own value
+    return slide
+
+
 def slide_mpp(slide: Any) -> float | None:
-    """Microns per pixel at level 0, when the slide records it."""
+    """Microns per pixel at level 0, when the slide records it (or ``open_any`` was given one)."""
+    given = getattr(slide, "glomssl_mpp", None)
+    if given is not None:
+        return float(given)
     v = slide.properties.get("tiffslide.mpp-x")
     try:
-        return float(v) if v is not None else None
+        f = float(v) if v is not None else None
     except (TypeError, ValueError):
         return None
+    return f if f is not None and f > 0 else None
 
 
 def otsu_threshold(values: np.ndarray) -> float:

@@ -122,6 +122,47 @@ class DivergenceGuard(_lightning_callback_base()):  # type: ignore[misc]
             )
 
 
+class LogProgress(_lightning_callback_base()):  # type: ignore[misc]
+    """Without a terminal (a log file, a batch job), one plain progress line every ``every`` steps.
+
+    A progress bar in a log file is a wall of carriage returns; this prints
+    ``train step 120/800 (15%) 3.10/s eta 3m40s loss=0.41`` instead, on rank zero only.
+    """
+
+    def __init__(self, every: int = 10, what: str = "train") -> None:
+        super().__init__()
+        self.every = max(1, int(every))
+        self.what = what
+        self.t0 = time.perf_counter()
+        self.start = 0
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.t0, self.start = time.perf_counter(), int(trainer.global_step)
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        import sys
+
+        step = int(trainer.global_step)
+        if not trainer.is_global_zero or step % self.every:
+            return
+        total = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else 0
+        rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        parts = [
+            f"{self.what} step {step}" + (f"/{total} ({100 * step / total:.0f}%)" if total else "")
+        ]
+        parts.append(f"{rate:.2f} steps/s")
+        if total and rate > 0:
+            eta = (total - step) / rate
+            parts.append(f"eta {int(eta // 60)}m{int(eta % 60):02d}s")
+        for key in ("loss", "val_loss"):
+            v = trainer.callback_metrics.get(key)
+            if v is not None:
+                parts.append(f"{key}={float(v):.4g}")
+        print(" ".join(parts), file=sys.stderr, flush=True)
+
+
 class EpochSetter(_lightning_callback_base()):  # type: ignore[misc]
     """Tell datasets that draw per-epoch randomness (``set_epoch``) which epoch starts."""
 
@@ -199,12 +240,16 @@ def make_trainer(
     ``use_distributed_sampler=False`` is for loaders that shard themselves per rank (e.g. a batch
     sampler that keeps each batch to one task).
     """
+    import sys
     from datetime import timedelta
 
     import lightning as L
 
     hw.check_available()
     quiet_third_party()
+    interactive = sys.stderr.isatty()
+    if not quiet and not interactive:
+        callbacks = [*callbacks, LogProgress(log_every)]
     if sync_batchnorm is None:
         sync_batchnorm = hw.world_size > 1 and hw.on_gpu()
     return L.Trainer(
@@ -220,7 +265,7 @@ def make_trainer(
         sync_batchnorm=sync_batchnorm,
         callbacks=callbacks,
         logger=False,
-        enable_progress_bar=not quiet,
+        enable_progress_bar=not quiet and interactive,
         enable_model_summary=False,
         log_every_n_steps=log_every,
         use_distributed_sampler=use_distributed_sampler,

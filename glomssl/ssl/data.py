@@ -1,8 +1,9 @@
 """Pretraining data: a FOLDER of images, a MANIFEST (e.g. a mined corpus), or whole-slide images.
 
-Each item is two augmented views of one image. Corrupt or unreadable images never stop a run: a quick
-header check at start-up drops them (counted and listed), and an image that fails later while decoding
-is skipped in the batch (the collate function drops it) and counted by the worker that met it.
+Each item is two augmented views of one image. Inputs are resolved by the shared
+:func:`glomssl.data.sources.resolve_sources`, so corrupt or unreadable images never stop a run: a quick
+header check at start-up drops them (counted and listed in ``skipped.jsonl``), and an image that fails
+later while decoding is skipped in the batch (the collate function drops it).
 Slides are read on the fly with :class:`glomssl.wsi.SlidePatchSampler` (random tissue patches).
 """
 
@@ -10,38 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from glomssl.errors import GlomsslError
-
-
-@dataclass
-class ScanResult:
-    """Images that opened, and the ones skipped with the reason."""
-
-    paths: list[Path]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def scan_images(paths: Sequence[Path]) -> ScanResult:
-    """Header-check every image (PIL verify); unreadable ones are dropped and reported, not fatal."""
-    from PIL import Image
-
-    ok: list[Path] = []
-    skipped: list[dict[str, str]] = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.verify()
-            ok.append(p)
-        except Exception as exc:  # PIL raises many types for broken files
-            skipped.append({"path": str(p), "reason": f"{type(exc).__name__}: {exc}"[:200]})
-    return ScanResult(ok, skipped)
+from glomssl.data.sources import Sources
 
 
 def load_rgb_tensor(
@@ -50,8 +26,9 @@ def load_rgb_tensor(
     """Decode an image to a uint8 tensor (3, H, W), optionally downscaled so the short side fits."""
     from PIL import Image
 
-    with Image.open(path) as src:
-        im = src.convert("RGB")
+    from glomssl.data.images import load_rgb
+
+    im = load_rgb(path)
     if max_short_side is not None and min(im.size) > max_short_side:
         s = max_short_side / min(im.size)
         size = (max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s)))
@@ -155,26 +132,6 @@ def collate_views(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
     return torch.stack([b[0] for b in good]), torch.stack([b[1] for b in good])
 
 
-def resolve_sources(sources: Sequence[str]) -> tuple[str, list[Path]]:
-    """Classify ``--data``: ("slides", files) for whole-slide images, else ("images", files)."""
-    from glomssl.manifest import load_image_list
-    from glomssl.wsi import is_slide_path
-
-    if not sources:
-        raise GlomsslError("no --data given; pass a folder of images, a manifest or slide files")
-    slides = [Path(s) for s in sources if is_slide_path(s) and Path(s).is_file()]
-    if slides and len(slides) == len(sources):
-        return "slides", slides
-    if slides:
-        raise GlomsslError(
-            "--data mixes slides and other inputs; pass either slides or one folder/manifest"
-        )
-    files: list[Path] = []
-    for s in sources:
-        files.extend(p for p, _row in load_image_list(s))
-    return "images", files
-
-
 def build_dataset(
     sources: Sequence[str],
     transform: Callable[[torch.Tensor], Any],
@@ -185,12 +142,15 @@ def build_dataset(
     slide_patch_size: int | None = None,
     patches_per_epoch: int = 1000,
     seed: int = 0,
-) -> tuple[torch.utils.data.Dataset, ScanResult | None]:
-    """The pretraining dataset for ``--data`` and, for image files, the header-scan result."""
-    kind, files = resolve_sources(sources)
-    if kind == "slides":
+) -> tuple[torch.utils.data.Dataset, Sources | None]:
+    """The pretraining dataset for ``--data`` and, for image files, the resolved sources (with the
+    unreadable files that were skipped)."""
+    from glomssl.data.sources import resolve_sources
+
+    src = resolve_sources(sources, "--data")
+    if src.kind == "slides":
         ds = SlideViewsDataset(
-            files,
+            src.slides,
             transform,
             patch_size=slide_patch_size or image_size,
             level=slide_level,
@@ -199,11 +159,4 @@ def build_dataset(
             seed=seed,
         )
         return ds, None
-    scan = scan_images(files)
-    if not scan.paths:
-        raise GlomsslError(
-            f"none of the {len(files)} images in --data could be read; check the files"
-        )
-    return ImageViewsDataset(
-        scan.paths, transform, max_short_side=2 * image_size, cache=cache
-    ), scan
+    return ImageViewsDataset(src.paths, transform, max_short_side=2 * image_size, cache=cache), src

@@ -97,13 +97,15 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed every image of ``cfg.input`` (FOLDER or MANIFEST) and write ``paths`` + ``embeddings``."""
     import sys
 
-    from glomssl.fsutil import atomic_open
+    from glomssl.engine import resolve_device
+    from glomssl.fsutil import atomic_open, ensure_writable_dir
     from glomssl.manifest import load_image_list
 
     cfg.validate()
-    from glomssl.engine import resolve_device
-
     device = resolve_device(cfg.device)
+    ensure_writable_dir(Path(cfg.out).absolute().parent, "--out's folder")
+    if cfg.faiss_index:
+        ensure_writable_dir(Path(cfg.faiss_index).absolute().parent, "--faiss-index's folder")
     layers = tuple(cfg.layers) if cfg.layers else (4,)
     encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
     size = cfg.image_size or int(meta.get("image_size", 224))
@@ -112,6 +114,11 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     names = [str(r["path"]) for _, r in items]
     progress = not cfg.quiet and sys.stderr.isatty()
     emb, ok = embed_paths(encoder, files, size, cfg.batch_size, cfg.workers, device, progress)
+    if not np.isfinite(emb[np.asarray(ok, bool)]).all():
+        raise GlomsslError(
+            f"the encoder {cfg.checkpoint} gives NaN or infinite embeddings (a diverged run?); "
+            "pretrain again with a lower --lr"
+        )
     failed = [n for n, good in zip(names, ok, strict=True) if not good]
     keep = np.flatnonzero(ok)
     with atomic_open(cfg.out, "wb") as fh:

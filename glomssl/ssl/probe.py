@@ -179,18 +179,13 @@ def _scores(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def grouped_splits(
     y: np.ndarray, g: np.ndarray, folds: int, repeats: int, seed: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified group k-fold splits, repeated with different shuffles; no group on both sides."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Stratified group k-fold splits, repeated with different shuffles; no group on both sides.
 
-    n_groups = len(np.unique(g))
-    if n_groups < 2:
-        raise GlomsslError("the probe needs at least 2 groups (slides) to split; check --group")
-    k = min(folds, n_groups)
-    out = []
-    for r in range(repeats):
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + r)
-        out.extend(cv.split(np.zeros(len(y)), y, g))
-    return out
+    Fewer groups than ``folds`` is an error (it used to run on silently with fewer folds).
+    """
+    from glomssl.data.splits import grouped_kfold
+
+    return grouped_kfold(y, g, folds, seed=seed, repeats=repeats)
 
 
 def probe_arrays(x: np.ndarray, y: np.ndarray, g: np.ndarray, cfg: ProbeConfig) -> dict[str, Any]:
@@ -264,6 +259,18 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
         emb = np.asarray(data["embeddings"], dtype=np.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise GlomsslError(f"{p} is not an embeddings file from `glomssl embed` ({exc})") from exc
+    if emb.ndim != 2 or len(emb) != len(paths):
+        raise GlomsslError(f"{p}: embeddings must be one row per path; re-run `glomssl embed`")
+    bad = ~np.isfinite(emb).all(axis=1)
+    if bad.any():
+        raise GlomsslError(
+            f"{p}: {int(bad.sum())} embeddings hold NaN or inf (e.g. {paths[int(np.argmax(bad))]}); "
+            "the encoder diverged: pretrain again with a lower --lr"
+        )
+    if cfg.out:
+        from glomssl.fsutil import ensure_writable_dir
+
+        ensure_writable_dir(Path(cfg.out).absolute().parent, "--out's folder")
     idx, y, g = match_labels(paths, load_labels(cfg.labels), cfg.group or None)
     report = probe_arrays(emb[idx], y, g, cfg)
     report["embeddings"] = str(p)

@@ -137,8 +137,13 @@ def _online_probe_callback(cfg: PretrainConfig, metrics_path: Path) -> Any:
     from glomssl.ssl.probe import ProbeConfig, labelled_images, probe_arrays
 
     assert cfg.probe_data is not None
+    import numpy as np
+
     files, y, g = labelled_images(cfg.probe_data, cfg.probe_group or None)
-    pcfg = ProbeConfig(label_fractions=[1.0], folds=5, repeats=1, probes=["knn"])
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        raise GlomsslError(f"--probe-data {cfg.probe_data} needs at least 2 groups (slides)")
+    pcfg = ProbeConfig(label_fractions=[1.0], folds=min(5, n_groups), repeats=1, probes=["knn"])
 
     class OnlineKnnProbe(L.Callback):
         def on_train_batch_end(

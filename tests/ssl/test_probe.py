@@ -64,3 +64,35 @@ def test_run_probe_reads_npz_and_csv(tmp_path: Path) -> None:
 def test_bad_fraction_rejected() -> None:
     with pytest.raises(GlomsslError, match="label-fraction"):
         ProbeConfig(label_fractions=[1.5]).validate()
+
+
+def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from glomssl.config import build_config
+    from glomssl.errors import GlomsslError
+    from glomssl.ssl.probe import ProbeConfig, run_probe
+
+    paths = [f"{i}.png" for i in range(12)]
+    emb = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    np.savez(tmp_path / "e.npz", paths=np.array(paths), embeddings=emb)
+    rows = ["image,label,slide"] + [f"{p},{'ab'[i % 2]},s{i % 3}" for i, p in enumerate(paths)]
+    (tmp_path / "l.csv").write_text("\n".join(rows) + "\n")
+    cfg = build_config(
+        ProbeConfig,
+        overrides={
+            "embeddings": str(tmp_path / "e.npz"),
+            "labels": str(tmp_path / "l.csv"),
+            "folds": 5,
+            "group": "slide",
+        },
+    )
+    with pytest.raises(GlomsslError, match="needs at least 5 groups, but the data has 3"):
+        run_probe(cfg)
+    emb[3, 1] = np.nan
+    np.savez(tmp_path / "e.npz", paths=np.array(paths), embeddings=emb)
+    with pytest.raises(GlomsslError, match="1 embeddings hold NaN or inf"):
+        run_probe(cfg)
+    with pytest.raises(GlomsslError, match="--repeats must be >= 1"):
+        build_config(ProbeConfig, overrides={"embeddings": "x", "labels": "y", "repeats": 0})

@@ -249,3 +249,22 @@ def test_backbone_bn_mode_decides_whether_bn_statistics_move(
         assert not torch.equal(t["bn1.weight"], init["bn1.weight"])  # affine weights still learn
     with pytest.raises(GlomsslError, match="backbone_bn"):
         tiny_cfg(image_folder, tmp_path / "x", backbone_bn="half")
+
+
+def test_progress_lines_without_a_terminal(tmp_path: Path, image_folder: Path, capsys) -> None:
+    """In a log file (no terminal) training prints plain progress lines, not a progress bar."""
+    run_pretrain(tiny_cfg(image_folder, tmp_path / "log", quiet=False, max_steps=2))
+    err = capsys.readouterr().err
+    assert "train step 1/2 (50%)" in err and "train step 2/2 (100%)" in err
+    assert "\r" not in err
+
+
+def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path: Path) -> None:
+    import shutil
+
+    data, run, _ = trained
+    run2 = tmp_path / "corrupt"
+    shutil.copytree(run, run2)
+    (run2 / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(GlomsslError, match="last.ckpt cannot be read safely"):
+        run_pretrain(tiny_cfg(data, run2, max_steps=4, resume=True))
