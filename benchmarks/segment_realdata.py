@@ -148,9 +148,17 @@ def tiled_aidpath(run: Path, work: Path, size: int, name: str) -> dict[str, Any]
 
     out = work / "aidpath" / name
     res = run_segment(
-        SegmentConfig(model=str(run), input=[str(aidpath_table(work))], out=str(out),
-                      classes=["Tuft"], scale=AIDPATH_SCALE, tile=size, overlap=size // 4,
-                      device="cpu", quiet=True)  # fmt: skip
+        SegmentConfig(
+            model=str(run),
+            input=[str(aidpath_table(work))],
+            out=str(out),
+            classes=["Tuft"],
+            scale=AIDPATH_SCALE,
+            tile=size,
+            overlap=size // 4,
+            device="cpu",
+            quiet=True,
+        )  # fmt: skip
     )
     s = json.loads((out / "scores.json").read_text())["per_class"]["Tuft"]
     return {"dice": s["dice"], "bf1": s["bf1"], "dice_all_foreground": s["dice_all_foreground"],

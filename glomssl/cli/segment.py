@@ -24,6 +24,10 @@ from glomssl.cli.common import config_options, csv_tuple, drop_none
               "[the model's input scale].")  # fmt: skip
 @click.option("--level", type=int, default=None, help="Slides: pyramid level to read.")
 @click.option("--mpp", type=float, default=None, help="Slides: microns per pixel to read at.")
+@click.option("--slide-mpp", type=float, default=None,
+              help="Slides: the slide's own microns per pixel, when the file lacks it.")  # fmt: skip
+@click.option("--as-slides", is_flag=True, default=None,
+              help="Read PNG/JPEG inputs as one-level slides (polygons in GeoJSON/XML).")  # fmt: skip
 @click.option("--threshold", type=float, default=None, help="Probability cut-off [0.5].")
 @click.option("--probabilities", is_flag=True, default=None, help="Also save probabilities.")
 @click.option("--label-map", is_flag=True, default=None, help="One label map, not per-class masks.")

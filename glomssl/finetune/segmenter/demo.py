@@ -43,17 +43,38 @@ def run_demo_step(
     run = out_dir / "seg_run"
     res = run_finetune_seg(
         SegTrainConfig(
-            train=[str(train_csv)], out=str(run), classes=["glomerulus"], model="dynamic",
-            base=16, image_size=128, batch_size=4, max_steps=max_steps, max_minutes=minutes,
-            optimizer="adamw", lr=2e-3, val_fraction=0.1, val_every_steps=50, workers=0,
-            cache=True, quiet=quiet, overlays=1, hardware=HardwareConfig(accelerator="cpu"),
+            train=[str(train_csv)],
+            out=str(run),
+            classes=["glomerulus"],
+            model="dynamic",
+            base=16,
+            image_size=128,
+            batch_size=4,
+            max_steps=max_steps,
+            max_minutes=minutes,
+            optimizer="adamw",
+            lr=2e-3,
+            val_fraction=0.1,
+            val_every_steps=50,
+            workers=0,
+            cache=True,
+            quiet=quiet,
+            overlays=1,
+            hardware=HardwareConfig(accelerator="cpu"),
         )  # fmt: skip
     )
     seg = run_segment(
-        SegmentConfig(model=str(run), input=[str(held_csv)], out=str(out_dir / "segment"),
-                      device="cpu", quiet=quiet)  # fmt: skip
+        SegmentConfig(
+            model=str(run),
+            input=[str(held_csv)],
+            out=str(out_dir / "segment"),
+            device="cpu",
+            quiet=quiet,
+        )  # fmt: skip
     )
-    scores = json.loads((out_dir / "segment" / "scores.json").read_text())["per_class"]["glomerulus"]
+    scores = json.loads((out_dir / "segment" / "scores.json").read_text())["per_class"][
+        "glomerulus"
+    ]
     return {
         "held_out": held.name,
         "train_tiles": len(train),

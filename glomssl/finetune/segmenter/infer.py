@@ -95,8 +95,8 @@ def check_tile(tile: int, overlap: int, stride: int) -> None:
             f"--tile {tile} is not divisible by the network's stride {stride}; use a multiple of "
             f"{stride} (e.g. {max(stride, tile // stride * stride)})"
         )
-    if overlap < 0 or overlap > tile // 2:
-        raise GlomsslError(f"--overlap {overlap} must be >= 0 and at most half of --tile {tile}")
+    if overlap < 0 or (overlap and overlap >= tile // 2):
+        raise GlomsslError(f"--overlap {overlap} must be >= 0 and less than half of --tile {tile}")
 
 
 def tile_starts(length: int, tile: int, step: int) -> list[int]:

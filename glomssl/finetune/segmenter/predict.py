@@ -38,6 +38,8 @@ class SegmentConfig:
     scale: float | None = opt(None, gt=0, le=64)  # image resize before segmenting; None: model's
     level: int | None = opt(None, ge=0)  # slides: pyramid level
     mpp: float | None = opt(None, gt=0)  # slides: microns per pixel to read at
+    slide_mpp: float | None = opt(None, gt=0)  # slides: the slide's own mpp, when not recorded
+    as_slides: bool = False  # read PNG/JPEG inputs as one-level slides (polygons, level-0 output)
     threshold: float = opt(0.5, gt=0, lt=1)
     probabilities: bool = False
     label_map: bool = False
@@ -58,9 +60,9 @@ class SegmentConfig:
             raise GlomsslError("--out is required: the folder to write")
         if self.level is not None and self.mpp is not None:
             raise GlomsslError("give --level or --mpp, not both")
-        if self.tile is not None and self.overlap is not None and self.overlap > self.tile // 2:
+        if self.tile is not None and self.overlap is not None and self.overlap >= self.tile // 2:
             raise GlomsslError(
-                f"--overlap {self.overlap} must be at most half of --tile {self.tile}"
+                f"--overlap {self.overlap} must be less than half of --tile {self.tile}"
             )
         resolve_device(self.device)
 
@@ -162,7 +164,7 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     from glomssl.data.sources import _is_slide
 
     cfg.validate()
-    if any(_is_slide(s) for s in cfg.input):
+    if cfg.as_slides or any(_is_slide(s) for s in cfg.input):
         from glomssl.finetune.segmenter.slide import run_segment_slides
 
         return run_segment_slides(cfg)
