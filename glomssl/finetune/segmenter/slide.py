@@ -157,6 +157,10 @@ def run_segment_slides(cfg: Any) -> dict[str, Any]:
     from glomssl.finetune.segmenter.predict import prepare_model
     from glomssl.fsutil import ensure_writable_dir
 
+    if cfg.scale is not None:
+        raise GlomsslError(
+            "--scale resizes plain images; for slides choose the resolution with --mpp or --level"
+        )
     model, meta, idx, tile, overlap, device = prepare_model(cfg)
     out = ensure_writable_dir(cfg.out)
     from glomssl.data.sources import resolve_sources
