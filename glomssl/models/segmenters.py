@@ -112,7 +112,7 @@ class DynamicSegmenter(Segmenter):
         base: int = 32,
         feat_dim: int = 8,
         hidden: int = 8,
-        controller: str = "concat",
+        controller: str = "outer",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:

@@ -42,7 +42,7 @@ class SegTrainConfig:
     classes: list[str] = field(default_factory=list)  # empty: the tasks the tables name
     encoder: str = "resunet"  # resunet (GIO2) or resnet18/34/50 (the pretrain layout)
     base: int = opt(32, ge=4, le=256)  # resunet width
-    controller: Literal["concat", "outer"] = "concat"
+    controller: Literal["concat", "outer"] = "outer"
     deeplab_backbone: str = "resnet50"
     init: str | None = None
     image_size: int = opt(512, ge=16)
