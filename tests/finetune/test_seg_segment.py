@@ -140,3 +140,23 @@ def test_exported_model_roundtrip(tmp_path: Path) -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m.probabilities(x), ref.probabilities(x))
+
+
+def test_segment_in_a_real_subprocess(tmp_path: Path, make_seg: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    make_seg(tmp_path / "d", n=2, size=40)
+    run = _export(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "glomssl", "segment", "--model", str(run), "--input",
+           str(tmp_path / "d" / "images"), "--out", str(tmp_path / "o")]  # fmt: skip
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "segmented 2 image(s)" in p.stdout and "segmented 2/2" in p.stdout  # progress lines
+    bad = subprocess.run([*cmd[:-4], "--input", str(tmp_path / "nowhere"), "--out",
+                          str(tmp_path / "o2")], env=env, capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("Error:")
