@@ -124,8 +124,9 @@ class DynamicSegmenter(Segmenter):
         self.stride = self.net.stride
         self.head = DynamicHead(feat_dim, hidden, 2)
         self.controller = Controller(
-            self.net.bottleneck_dim, self.num_classes, self.head.num_params, controller
-        )
+            self.net.bottleneck_dim, self.num_classes, self.head.num_params, controller,
+            init_head=self.head.init_params,
+        )  # fmt: skip
 
     def _run(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         feats, bott = self.net(self.normalise(x))  # (B, D, H, W), (B, C, h, w)

@@ -46,6 +46,10 @@ def test_task_checks(seg_table: Path) -> None:
     assert kept and all(it.meta["species"] == "rodent" for it in kept)
     with pytest.raises(GlomsslError, match="key=value"):
         D.parse_filters(["species"], "--train-filter")
+    # filtering happens before the class check: one class of a two-task table is a valid run
+    only = D.load_items([str(seg_table)], ["Tuft"], filters={"task": {"Tuft"}})
+    assert len(only) == 8 and {it.task for it in only} == {"Tuft"}
+    assert D.tasks_in([str(seg_table)], {"task": {"GS"}}) == ["GS"]
 
 
 def test_missing_task_with_several_classes_is_an_error(tmp_path: Path) -> None:

@@ -15,4 +15,4 @@ def test_demo_step_trains_and_segments_the_held_back_tile(tmp_path: Path) -> Non
     assert res["held_out"] == "10003.jpg" and res["train_tiles"] == 11 and res["steps"] == 3
     assert 0.0 <= res["dice"] <= 1.0 and 0.0 < res["dice_all_foreground"] < 0.4
     assert Path(res["overlay"]).is_file() and Path(res["mask"]).is_file()
-    assert abs(res["scale"] - 128 / 1024) < 1e-9
+    assert abs(res["scale"] - 96 / 1024) < 1e-9

@@ -106,7 +106,7 @@ def test_controller_outer_is_a_linear_map_per_task() -> None:
     ctrl = Controller(5, 3, 7, "outer")
     f = torch.randn(2, 5)
     got = ctrl(f, torch.tensor([[1], [2]]))[:, 0]
-    want = torch.stack([ctrl.weight[1] @ f[0], ctrl.weight[2] @ f[1]]) + ctrl.bias
+    want = torch.stack([ctrl.weight[1] @ f[0], ctrl.weight[2] @ f[1]]) + ctrl.task_bias[[1, 2]]
     torch.testing.assert_close(got, want)
 
 

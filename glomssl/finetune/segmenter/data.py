@@ -147,17 +147,24 @@ def load_items(
     classes: Sequence[str] | None,
     synthetic: bool = False,
     what: str = "--train",
+    filters: dict[str, set[str]] | None = None,
 ) -> list[SegItem]:
-    """Read tables into :class:`SegItem` s; ``classes`` None accepts any task (the caller resolves)."""
+    """Read tables into :class:`SegItem` s; ``classes`` None accepts any task (the caller resolves).
+
+    Rows failing ``filters`` (column -> allowed values; ``task`` included) are dropped before the
+    task checks, so ``--train-filter task=Tuft`` with ``--classes Tuft`` is a valid run.
+    """
     items: list[SegItem] = []
     for src in sources:
         for img, mask, row in read_table(src):
             task = row.get("task")
             task = str(task).strip() if task not in (None, "") else None
+            if task is None and classes is not None and len(classes) == 1:
+                task = classes[0]
+            if filters and not _passes({**row, "task": task or ""}, filters):
+                continue
             if task is None:
-                if classes is not None and len(classes) == 1:
-                    task = classes[0]
-                elif classes is not None:
+                if classes is not None and len(classes) > 1:
                     raise GlomsslError(
                         f"{what} {src}: row {img.name} has no task; add a task column naming the "
                         f"class its mask annotates (one of {','.join(classes)}) or task=all"
@@ -177,11 +184,17 @@ def load_items(
     return items
 
 
-def tasks_in(sources: Sequence[str]) -> list[str]:
+def _passes(row: dict[str, Any], filters: dict[str, set[str]]) -> bool:
+    return all(str(row.get(k, "") if row.get(k) is not None else "") in v for k, v in filters.items())
+
+
+def tasks_in(sources: Sequence[str], filters: dict[str, set[str]] | None = None) -> list[str]:
     """The classes a set of tables annotates, in GIO2 order for known names, then sorted."""
     found: set[str] = set()
     for src in sources:
         for _img, _mask, row in read_table(src):
+            if filters and not _passes(row, filters):
+                continue
             t = row.get("task")
             if t not in (None, "", ALL_TASKS):
                 found.add(str(t).strip())

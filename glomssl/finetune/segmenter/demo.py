@@ -2,7 +2,7 @@
 glomssl/assets/aidpath), then segment a held-back tile and compare with its mask.
 
 The held-back tile is fixed in advance (the first by name); the other 11 train a one-class ``dynamic``
-segmenter at 128 px (the whole 1024-px tile shrunk 8x, ~4 microns per pixel) with AdamW for at most
+segmenter at 96 px (the whole 1024-px tile shrunk ~11x, ~5 microns per pixel) with AdamW for at most
 ``minutes``. The result is reported beside the all-foreground prior (glomeruli cover 2-20% of a tile,
 so that prior is low) and an overlay is written for a person to look at.
 """
@@ -28,7 +28,7 @@ def _table(path: Path, images: list[Path]) -> Path:
 
 
 def run_demo_step(
-    out_dir: Path, minutes: float = 3.0, max_steps: int = 400, quiet: bool = True
+    out_dir: Path, minutes: float = 4.0, max_steps: int = 600, quiet: bool = True
 ) -> dict[str, Any]:
     """Train on 11 shipped tiles, segment the 12th; returns Dice, the prior and the overlay path."""
     from glomssl.engine import HardwareConfig

@@ -121,20 +121,17 @@ def _prepare(cfg: SegTrainConfig) -> dict[str, Any]:
     """Read, filter, check and split the data; resolve the classes. Runs before any training."""
     from glomssl.finetune.segmenter import data as D
 
-    classes = list(cfg.classes) or D.tasks_in([*cfg.train, *cfg.val]) or [DEFAULT_CLASS]
-    train = D.load_items(cfg.train, classes)
-    tf, ef = (
-        D.parse_filters(cfg.train_filter, "--train-filter"),
-        D.parse_filters(cfg.eval_filter, "--eval-filter"),
-    )
-    train = [it for it in train if D.keep_row(it, tf)]
+    tf = D.parse_filters(cfg.train_filter, "--train-filter")
+    ef = D.parse_filters(cfg.eval_filter, "--eval-filter")
+    classes = list(cfg.classes) or D.tasks_in(cfg.train, tf) or [DEFAULT_CLASS]
+    train = D.load_items(cfg.train, classes, filters=tf)
     if not train:
         raise GlomsslError(
             f"no training image is left after --train-filter {' '.join(cfg.train_filter)}; "
             "check the filter against the table's columns"
         )
     if cfg.val:
-        val = [it for it in D.load_items(cfg.val, classes, what="--val") if D.keep_row(it, ef)]
+        val = D.load_items(cfg.val, classes, what="--val", filters=ef)
         how = "--val"
     else:
         train, val, how = D.split_items(train, cfg.val_fraction, cfg.seed)
@@ -143,8 +140,7 @@ def _prepare(cfg: SegTrainConfig) -> dict[str, Any]:
         raise GlomsslError(
             "no validation image is left (after --eval-filter); pass --val or loosen the filter"
         )
-    syn = [it for it in D.load_items(cfg.synthetic, classes, True, "--synthetic")]
-    syn = [it for it in syn if D.keep_row(it, tf)]
+    syn = D.load_items(cfg.synthetic, classes, True, "--synthetic", filters=tf)
     train, sk1 = D.check_items(train + syn, classes, cfg.mask_threshold, not cfg.quiet)
     val, sk2 = D.check_items(val, classes, cfg.mask_threshold, not cfg.quiet)
     if not any(not it.synthetic for it in train):
