@@ -125,7 +125,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--project-steps", type=int, default=150)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--base", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-aidpath", action="store_true")
     a = ap.parse_args()
@@ -157,8 +159,8 @@ def main() -> None:
             t = time.time()
             res = run_finetune_seg(SegTrainConfig(
                 train=train, val=[str(real_csv)], out=str(run), classes=["Tuft"], base=a.base,
-                image_size=RES, batch_size=8, max_steps=a.steps, optimizer="adamw", workers=0,
-                cache=True, quiet=True, seed=a.seed, val_every_steps=max(1, a.steps // 4),
+                image_size=RES, batch_size=a.batch, max_steps=a.steps, optimizer="adamw", lr=a.lr,
+                workers=0, cache=True, quiet=True, seed=a.seed, val_every_steps=max(1, a.steps // 4),
                 ckpt_every=10_000, overlays=1, hardware=HardwareConfig(accelerator="cpu"),
                 synthetic=[str(syn)] if arm == "both" and syn else [], synthetic_ratio=0.5,
             ))  # fmt: skip
