@@ -197,6 +197,10 @@ def main() -> None:
     ap.add_argument("--optimizer", default="adamw")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-aidpath", action="store_true")
+    ap.add_argument("--encoder", default="resunet", help="resunet or resnet18 (for --init)")
+    ap.add_argument("--init", default=None, help="a `glomssl pretrain` run to start from")
+    ap.add_argument("--init-name", default="random", help="name of --init in the results")
+    ap.add_argument("--subset", type=int, default=0, help="train on N crops (N/2 per task)")
     a = ap.parse_args()
     import torch
 
@@ -205,12 +209,22 @@ def main() -> None:
     tables = build_tables(work, a.seed)
     store = work / "results.json"
     results: dict[str, Any] = json.loads(store.read_text()) if store.is_file() else {}
+    table = tables["train"]
+    if a.subset:
+        rng = random.Random(a.seed + a.subset)
+        rows = tables["rows"]["train"]
+        pick = [r for t in ("Tuft", "GS")
+                for r in rng.sample([x for x in rows if x["task"] == t], a.subset // 2)]  # fmt: skip
+        table = write_csv(work / f"train_sub{a.subset}.csv", pick)
+    tag = "" if a.encoder == "resunet" and not a.init else f"-{a.encoder}-{a.init_name}"
+    tag += f"-N{a.subset}" if a.subset else ""
     for name in a.models.split(","):
-        key = f"{name}-s{a.steps}-b{a.base}-{a.size}px-seed{a.seed}"
+        key = f"{name}-s{a.steps}-b{a.base}-{a.size}px-seed{a.seed}{tag}"
         if key in results:
             continue
         run = work / "runs" / key
-        res, secs = train({**base_cfg(a, tables["train"], run), "model": name})
+        cfg = {**base_cfg(a, table, run), "model": name, "encoder": a.encoder, "init": a.init}
+        res, secs = train(cfg)
         entry: dict[str, Any] = {"model": name, "train_seconds": round(secs, 1),
                                  "weights": res["weights"], "val_dice": res["val_dice"]}  # fmt: skip
         entry["test"] = test_scores(run, tables["test"], a.size)
@@ -224,6 +238,7 @@ def main() -> None:
         "size": a.size, "base": a.base, "batch": a.batch, "steps": a.steps,
         "optimizer": a.optimizer, "lr": a.lr, "train_crops": tables["n_train"],
         "test_crops": tables["n_test"], "test_slides": tables["test_slides"],
+        "encoder": a.encoder, "init": a.init_name, "subset": a.subset or "all",
         "results": {k: v for k, v in results.items() if f"-s{a.steps}-b{a.base}-" in k},
     }))  # fmt: skip
 

@@ -176,3 +176,47 @@ def test_slide_cli_with_a_real_model_and_bad_slides(pyramid: Path, tmp_path: Pat
                                   str(bad), "--out", str(tmp_path / "bad")])  # fmt: skip
     assert r2.exit_code == 2 and len(r2.output.strip().splitlines()) == 1
     assert "not a readable whole-slide image" in r2.output
+
+
+@pytest.mark.slow
+def test_slide_kill_9_then_rerun(pyramid: Path, tmp_path: Path) -> None:
+    """A real `glomssl segment` process killed with SIGKILL mid-slide; the rerun keeps its tiles."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from glomssl.finetune.segmenter.infer import export_segmenter
+    from glomssl.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("dynamic", classes=["Tuft"], base=16).eval()
+    export_segmenter(m, tmp_path / "model", {"image_size": 64, "input_scale": 1.0})
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "glomssl", "segment", "--model", str(tmp_path / "model"),
+                "--input", str(pyramid), "--out", str(out), "--level", "0", "--tile", "64",
+                "--overlap", "16", "--batch-size", "1", "--quiet"]  # fmt: skip
+
+    out = tmp_path / "killed"
+    p = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / "slide" / "tiles_done.txt"
+    t0 = time.time()
+    while time.time() - t0 < 600 and (not done.is_file() or len(done.read_text().split()) < 5):
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    finished = len(done.read_text().split())
+    assert finished >= 5 and not (out / "slide" / "slide.geojson").exists()
+    r = subprocess.run(cmd(out), env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "slide" / "summary.json").read_text())
+    assert summary["tiles_recomputed"] <= summary["tiles"] - finished + 1  # at most one redone
+    fresh = tmp_path / "fresh"
+    subprocess.run(cmd(fresh), env=env, check=True, capture_output=True, timeout=900)
+    a = np.fromfile(out / "slide" / "probabilities.u8", np.uint8)
+    b = np.fromfile(fresh / "slide" / "probabilities.u8", np.uint8)
+    assert np.array_equal(a, b)  # nothing half-written counted

@@ -35,11 +35,9 @@ from glomssl.errors import GlomsslError
 def _done(path: Path) -> set[int]:
     if not path.is_file():
         return set()
-    out = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip().isdigit():  # a line cut by a kill is ignored (that tile is redone)
-            out.add(int(line))
-    return out
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # only complete lines: one cut by a kill is redone
+    return {int(line) for line in lines if line.strip().isdigit()}
 
 
 def _objects(regions: list[Any], mpp: float | None) -> list[dict[str, Any]]:
