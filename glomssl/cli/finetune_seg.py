@@ -49,6 +49,8 @@ ENCODERS = ("resunet", "resnet18", "resnet34", "resnet50")
 @click.option("--ckpt-every", type=int, default=None, help="Steps between checkpoints [50].")
 @click.option("--val-every", "val_every_steps", type=int, default=None, help="Steps between "
               "validations [an epoch].")  # fmt: skip
+@click.option("--select", type=click.Choice(["best", "final"]), default=None,
+              help="Export the best validated weights (GIO2) or the final ones [best].")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--resume", is_flag=True, default=None, help="Continue from RUN/checkpoints.")
 @config_options

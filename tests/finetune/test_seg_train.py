@@ -88,11 +88,12 @@ def test_synthetic_mix_and_filters(seg_table: Path, tmp_path: Path, make_seg: An
     syn = make_seg(tmp_path / "syn", n=8, size=40, seed=5, painted=False)
     out = tmp_path / "mix"
     r = _train(seg_table, out, "--synthetic", str(syn), "--synthetic-ratio", "0.5",
-               "--max-steps", "2", "--train-filter", "species=human")  # fmt: skip
+               "--max-steps", "2", "--train-filter", "species=human", "--select", "final")  # fmt: skip
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "model.json").read_text())
     summ = meta["train_data"]["train"]
     assert summ["synthetic"] > 0
+    assert meta["weights"] == "final" and meta["step"] == 2
     split = json.loads((out / "split.json").read_text())
     assert all(row["species"] == "human" for row in split["train"])
 

@@ -185,7 +185,9 @@ def load_items(
 
 
 def _passes(row: dict[str, Any], filters: dict[str, set[str]]) -> bool:
-    return all(str(row.get(k, "") if row.get(k) is not None else "") in v for k, v in filters.items())
+    return all(
+        str(row.get(k, "") if row.get(k) is not None else "") in v for k, v in filters.items()
+    )
 
 
 def tasks_in(sources: Sequence[str], filters: dict[str, set[str]] | None = None) -> list[str]:

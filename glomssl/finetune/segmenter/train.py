@@ -77,6 +77,7 @@ class SegTrainConfig:
     ckpt_every: int = opt(50, ge=1)
     val_every_steps: int | None = opt(None, ge=1)
     overlays: int = opt(3, ge=0)
+    select: Literal["best", "final"] = "best"  # exported weights: best mean val Dice (GIO2) or last
     quiet: bool = False
 
     def validate(self) -> None:
@@ -289,7 +290,7 @@ def _finish(
     recs, kept = evaluate(model, val, classes, cfg.image_size, cfg.mask_threshold, disks,
                           keep=cfg.overlays)  # fmt: skip
     chosen, chosen_step = "final", steps
-    if best_path is not None and best_path.is_file():
+    if cfg.select == "best" and best_path is not None and best_path.is_file():
         ckpt = torch.load(str(best_path), map_location="cpu", weights_only=True)
         state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items()}
         model.load_state_dict(state)
