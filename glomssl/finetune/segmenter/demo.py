@@ -3,8 +3,9 @@ glomssl/assets/aidpath), then segment a held-back tile and compare with its mask
 
 The held-back tile is fixed in advance (the first by name); the other 11 train a one-class ``dynamic``
 segmenter at 96 px (the whole 1024-px tile shrunk ~11x, ~5 microns per pixel) with AdamW for at most
-``minutes``. The result is reported beside the all-foreground prior (glomeruli cover 2-20% of a tile,
-so that prior is low) and an overlay is written for a person to look at.
+``minutes`` and export the final weights (one validation tile is too few to pick a best step). The
+result is reported beside the all-foreground prior (glomeruli cover 2-20% of a tile, so that prior is
+low) and an overlay is written for a person to look at.
 """
 
 from __future__ import annotations
@@ -47,15 +48,16 @@ def run_demo_step(
             out=str(run),
             classes=["glomerulus"],
             model="dynamic",
-            base=16,
-            image_size=128,
+            base=8,
+            image_size=96,
             batch_size=4,
             max_steps=max_steps,
             max_minutes=minutes,
             optimizer="adamw",
-            lr=2e-3,
+            lr=3e-3,
             val_fraction=0.1,
-            val_every_steps=50,
+            val_every_steps=100,
+            select="final",
             workers=0,
             cache=True,
             quiet=quiet,
