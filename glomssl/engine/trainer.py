@@ -232,10 +232,13 @@ def make_trainer(
     sync_batchnorm: bool | None = None,
     val_every_epochs: int | None = None,
     deterministic: bool = False,
+    use_distributed_sampler: bool = True,
 ) -> Any:
     """A Lightning Trainer for ``hw``: glomssl's quiet defaults, no logger folders, rank-zero output.
 
     ``sync_batchnorm`` defaults to True for multi-device GPU runs (torch's SyncBatchNorm is CUDA only).
+    ``use_distributed_sampler=False`` is for loaders that shard themselves per rank (e.g. a batch
+    sampler that keeps each batch to one task).
     """
     import sys
     from datetime import timedelta
@@ -265,7 +268,7 @@ def make_trainer(
         enable_progress_bar=not quiet and interactive,
         enable_model_summary=False,
         log_every_n_steps=log_every,
-        use_distributed_sampler=True,
+        use_distributed_sampler=use_distributed_sampler,
         default_root_dir=str(out),
         check_val_every_n_epoch=val_every_epochs or 1,
         num_sanity_val_steps=0,

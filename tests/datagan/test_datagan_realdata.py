@@ -1,9 +1,10 @@
 """Real data end to end for the label factory: benchmarks/datagan_realdata.py on tiny settings.
 
 Slow (CPU minutes): a 64 px GAN trained for a few steps on the real training slides' crops, 4 real
-crops with their masks projected into W+, the labeler, 20 generated pairs and two short segmenter
-trainings. It checks the plumbing on real data (held-out slides, masks, manifest, Dice in range), not
-the method's quality: that is `python benchmarks/datagan_realdata.py`, recorded in BENCHMARKS.md.
+crops with their masks projected into W+, the labeler, 20 generated pairs, and `glomssl finetune seg`
+on the real crops, the synthetic pairs and both. It checks the plumbing on real data (held-out slides,
+masks, manifest, scores in range), not the method's quality: that is
+`python benchmarks/datagan_realdata.py`, recorded in docs/experiments/segmenter.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_datagan_realdata_pipeline_on_glomeruli(shared_data: Path, tmp_path: Pat
     work = tmp_path / "work"
     env = {**os.environ, "GLOMSSL_SHARED_DATA": str(shared_data), "OMP_NUM_THREADS": "1"}
     args = ["--kimg", "0.032", "--n", "20", "--annotated", "4", "--project-steps", "5"]
-    args += ["--seg-steps", "20", "--work", str(work)]
+    args += ["--steps", "4", "--base", "8", "--no-aidpath", "--work", str(work)]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "datagan_realdata.py"), *args],
         capture_output=True,
@@ -47,13 +48,18 @@ def test_datagan_realdata_pipeline_on_glomeruli(shared_data: Path, tmp_path: Pat
     by_stem = {Path(r["image"]).stem: r["slide"] for r in rows}
     assert len(gan_data) == out["train_crops"]
     assert {by_stem[s] for s in gan_data} <= train_slides
-    assert out["gan_kimg"] == pytest.approx(0.032)
-    assert out["synthetic_pairs"] == 20
-    manifest = [json.loads(x) for x in (work / "syn" / "manifest.jsonl").open()]
+    res = out["results"]
+    assert set(res) == {f"N4-{arm}-s4-b8" for arm in ("real", "synthetic", "both")}
+    syn = res["N4-synthetic-s4-b8"]
+    assert syn["gan_kimg"] == pytest.approx(0.032) and syn["synthetic_pairs"] == 20
+    manifest = [json.loads(x) for x in (work / "ann_N4" / "syn" / "manifest.jsonl").open()]
     assert len(manifest) == 20
     for m in manifest[:5]:
-        mask = np.asarray(Image.open(work / "syn" / m["mask"]))
+        mask = np.asarray(Image.open(work / "ann_N4" / "syn" / m["mask"]))
         assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 1}
-    for key in ("dice_test_seg_on_synthetic", "dice_test_seg_on_real"):
-        assert 0.0 <= out[key] <= 1.0
-    assert 0.5 < out["real_foreground_fraction"] < 0.95  # crops centred on glomeruli
+    for entry in res.values():
+        t = entry["test"]
+        assert 0.0 <= t["dice"] <= 1.0 and 0.0 <= t["bf1"] <= 1.0
+        assert 0.8 < t["dice_all_foreground"] < 0.95  # crops centred on their glomerulus
+    both = json.loads((work / "runs" / "N4-both-s4-b8" / "model.json").read_text())
+    assert both["train_data"]["train"]["synthetic"] == 20
