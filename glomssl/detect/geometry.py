@@ -65,10 +65,10 @@ def circle_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)  # type: ignore[no-any-return]
 
 
-def circle_nms(
+def circle_nms_groups(
     circles: np.ndarray, scores: np.ndarray, iou: float = 0.35, priority: np.ndarray | None = None
-) -> np.ndarray:
-    """Indices kept by greedy NMS on circle IoU, best first.
+) -> list[tuple[int, list[int]]]:
+    """Greedy NMS on circle IoU: (kept index, indices it suppressed) pairs, best first.
 
     ``priority`` (optional, higher first) orders candidates before the score does: the slide chain
     uses it to prefer a glomerulus seen whole over the same glomerulus cut by a tile edge.
@@ -76,18 +76,29 @@ def circle_nms(
     c = np.asarray(circles, dtype=np.float64).reshape(-1, 3)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(c) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return []
     keys = (-s,) if priority is None else (-s, -np.asarray(priority, dtype=np.float64))
     order = np.lexsort(keys)  # last key is the primary one
     ious = circle_iou(c, c)
     suppressed = np.zeros(len(c), dtype=bool)
-    keep: list[int] = []
+    groups: list[tuple[int, list[int]]] = []
     for i in order:
         if suppressed[i]:
             continue
-        keep.append(int(i))
-        suppressed |= ious[i] > iou
-    return np.asarray(keep, dtype=np.int64)
+        hit = (ious[i] > iou) & ~suppressed
+        hit[i] = False
+        groups.append((int(i), [int(j) for j in np.nonzero(hit)[0]]))
+        suppressed |= hit
+        suppressed[i] = True
+    return groups
+
+
+def circle_nms(
+    circles: np.ndarray, scores: np.ndarray, iou: float = 0.35, priority: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices kept by greedy NMS on circle IoU, best first (see :func:`circle_nms_groups`)."""
+    groups = circle_nms_groups(circles, scores, iou, priority)
+    return np.asarray([k for k, _ in groups], dtype=np.int64)
 
 
 def match_detections(

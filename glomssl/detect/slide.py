@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from glomssl.detect.geometry import boxes_to_circles, circle_nms
+from glomssl.detect.geometry import boxes_to_circles, circle_nms_groups
 from glomssl.tiling import Tile, WorkingLevel
 
 #: (tiles as RGB arrays) -> per tile (boxes (N, 4) in tile pixels, scores (N,))
@@ -75,16 +75,30 @@ def tile_rows(
 
 
 def merge_rows(rows: list[list[float]], work: WorkingLevel, iou: float = 0.35) -> Glomeruli:
-    """Circle NMS over all tiles' rows (whole views first), then level-0 boxes, sorted by position."""
+    """Circle NMS over all tiles' rows, then level-0 boxes sorted by position.
+
+    Whole views win over cut ones. A glomerulus larger than the overlap is cut in every tile that sees
+    it; then the kept (cut) box is widened to the union of the cut boxes it suppressed, which together
+    cover the glomerulus.
+    """
     a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
     if len(a) == 0:
         z = np.zeros((0, 4))
         return Glomeruli(z, np.zeros(0), np.zeros((0, 3)))
-    keep = circle_nms(boxes_to_circles(a[:, :4]), a[:, 4], iou, priority=1 - a[:, 5])
-    a = a[keep]
-    boxes = a[:, :4] * work.scale
+    groups = circle_nms_groups(boxes_to_circles(a[:, :4]), a[:, 4], iou, priority=1 - a[:, 5])
+    kept = []
+    for k, members in groups:
+        box = a[k, :4].copy()
+        if a[k, 5]:
+            for j in members:
+                if a[j, 5]:
+                    box[:2] = np.minimum(box[:2], a[j, :2])
+                    box[2:] = np.maximum(box[2:], a[j, 2:4])
+        kept.append([*box, a[k, 4]])
+    b = np.asarray(kept, dtype=np.float64)
+    boxes = b[:, :4] * work.scale
     order = np.lexsort((boxes[:, 0], boxes[:, 1]))  # top to bottom, then left to right
-    boxes, scores = boxes[order], a[order, 4]
+    boxes, scores = boxes[order], b[order, 4]
     return Glomeruli(boxes, scores, boxes_to_circles(boxes))
 
 

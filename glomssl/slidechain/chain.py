@@ -180,24 +180,39 @@ def _queue_path(state: Path, shard: tuple[int, int] | None) -> Path:
     return state / ("queue.sqlite" if shard is None else f"queue-{shard[0]}of{shard[1]}.sqlite")
 
 
-def worker(cfg: WsiConfig, queue_path: str, device: str, threads: int | None = None) -> None:
-    """Claim and process slides until the queue is empty (one process per device)."""
+def load_models(cfg: WsiConfig, device: str) -> tuple[Any, Any, Any]:
+    """(detector, classifier step or None, segmenter step or None) on ``device``."""
     from glomssl.detect.model import load_detector
+    from glomssl.slidechain.steps import load_classifier_step, load_segmenter_step
+
+    detector = load_detector(cfg.detector, device)
+    classifier = load_classifier_step(cfg.classifier, detector.device) if cfg.classifier else None
+    segmenter = (
+        load_segmenter_step(cfg.segmenter, detector.device, cfg.segment_class)
+        if cfg.segmenter
+        else None
+    )
+    return detector, classifier, segmenter
+
+
+def worker(
+    cfg: WsiConfig,
+    queue_path: str,
+    device: str,
+    threads: int | None = None,
+    models: tuple[Any, Any, Any] | None = None,
+) -> None:
+    """Claim and process slides until the queue is empty (one process per device)."""
     from glomssl.slidechain.process import Context, process_slide
     from glomssl.slidechain.queue import RunQueue
-    from glomssl.slidechain.steps import load_classifier_step, load_segmenter_step
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    detector = load_detector(cfg.detector, device)
+    detector, classifier, segmenter = models or load_models(cfg, device)
     queue = RunQueue(queue_path)
-    ctx = Context(cfg, detector, queue)
-    if cfg.classifier:
-        ctx.classifier = load_classifier_step(cfg.classifier, detector.device)
-    if cfg.segmenter:
-        ctx.segmenter = load_segmenter_step(cfg.segmenter, detector.device, cfg.segment_class)
+    ctx = Context(cfg, detector, queue, classifier, segmenter)
     try:
         while (job := queue.claim()) is not None:
             try:
@@ -243,7 +258,6 @@ def _devices(cfg: WsiConfig) -> list[str]:
 
 def run_wsi(cfg: WsiConfig) -> dict[str, Any]:
     """Process every queued slide of this run (or shard); write and return the run summary."""
-    from glomssl.detect.model import load_detector
     from glomssl.fsutil import atomic_write_text
     from glomssl.slidechain.queue import RunQueue
 
@@ -252,8 +266,10 @@ def run_wsi(cfg: WsiConfig) -> dict[str, Any]:
     names = output_names(paths)
     mine = [p for p in paths if in_shard(p.name, shard)]
     out = Path(cfg.out)
-    detector = load_detector(cfg.detector, "cpu")  # fingerprint and early errors only
     devices = _devices(cfg)
+    # models load before anything is written: a bad --detector/--classifier/--segmenter fails here
+    models = load_models(cfg, devices[0] if len(devices) == 1 else "cpu")
+    detector = models[0]
     state = check_out_dir(out)
     qpath = _queue_path(state, shard)
     queue = RunQueue(qpath)
@@ -270,18 +286,12 @@ def run_wsi(cfg: WsiConfig) -> dict[str, Any]:
         queue.retry_skipped({names[p] for p in mine})
     finally:
         queue.close()
-    if cfg.classifier or cfg.segmenter:  # fail early, before any worker starts
-        from glomssl.slidechain.steps import load_classifier_step, load_segmenter_step
-
-        if cfg.classifier:
-            load_classifier_step(cfg.classifier, "cpu")
-        if cfg.segmenter:
-            load_segmenter_step(cfg.segmenter, "cpu", cfg.segment_class)
     if len(devices) == 1:
-        worker(cfg, str(qpath), devices[0])
+        worker(cfg, str(qpath), devices[0], models=models)
     else:
         import multiprocessing as mp
 
+        del models
         ctx = mp.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None
         procs = [ctx.Process(target=worker, args=(cfg, str(qpath), d, threads)) for d in devices]
