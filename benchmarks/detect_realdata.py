@@ -59,7 +59,9 @@ def write_manifest(path: Path, rows: list[dict[str, str]], base: Path) -> None:
             )
 
 
-def test_mosaics(manifest: Path, root: Path, n: int, size: int, mpp: float, seed: int) -> None:
+def test_mosaics(
+    manifest: Path, root: Path, n: int, size: int, mpp: float, seed: int, cfg: Any
+) -> None:
     """Mosaics of the test slides, in a data-set folder's ``test`` split (same generator)."""
     from glomssl.detect.dataset import read_pairs, write_sample
     from glomssl.detect.mosaic import MosaicMaker, load_crops
@@ -68,7 +70,15 @@ def test_mosaics(manifest: Path, root: Path, n: int, size: int, mpp: float, seed
     by_group: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(crops):
         by_group[c.group].append(i)
-    maker = MosaicMaker(crops, dict(by_group), size, mpp, seed=seed * 2 + 101)
+    maker = MosaicMaker(
+        crops,
+        dict(by_group),
+        size,
+        mpp,
+        seed=seed * 2 + 101,
+        negatives=(cfg.negatives[0], cfg.negatives[1]),
+        poisson=cfg.poisson,
+    )
     for i in range(n):
         name = f"mosaic{i:06d}"
         if (root / "labels" / "test" / f"{name}.txt").is_file():
@@ -149,10 +159,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="mosaics and training")
+    ap.add_argument("--split-seed", type=int, default=0, help="test and val slides")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--val-fraction", type=float, default=0.15)
     ap.add_argument("--init", default=None, help="continue from these weights")
+    ap.add_argument("--data-only", action="store_true", help="build the mosaics and stop")
+    ap.add_argument("--negatives", default="1,4", help="distractor pastes per mosaic (0,0: R1)")
+    ap.add_argument("--poisson", type=float, default=0.7, help="Poisson-blended share (0: R1)")
     args = ap.parse_args()
 
     from glomssl.data.images import load_rgb
@@ -165,7 +179,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = list(csv.DictReader((d / "glomeruli" / "labels.csv").open()))
-    test_slides = split_groups([r["slide"] for r in rows], args.test_fraction, args.seed + 1000)
+    test_slides = split_groups(
+        [r["slide"] for r in rows], args.test_fraction, args.split_seed + 1000
+    )
     write_manifest(
         out / "crops_trainval.csv",
         [r for r in rows if r["slide"] not in test_slides],
@@ -185,11 +201,19 @@ def main() -> None:
         mpp=mpp,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        split_seed=args.split_seed,
+        negatives=[int(v) for v in args.negatives.split(",")],
+        poisson=args.poisson,
         quiet=True,
     )
     run_data(data_cfg)
-    test_mosaics(out / "crops_test.csv", out / "data", args.n_test, args.size, mpp, args.seed)
+    test_mosaics(
+        out / "crops_test.csv", out / "data", args.n_test, args.size, mpp, args.split_seed, data_cfg
+    )
     result["data_seconds"] = round(time.perf_counter() - t0, 1)
+    if args.data_only:
+        print(json.dumps(result))
+        return
     weights = args.weights
     if weights is None:
         tr = train_glomerulus_detector(

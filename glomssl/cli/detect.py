@@ -88,7 +88,10 @@ def detect(
 @click.option("--crop-mpp", type=float, default=None, help="Crops' microns/pixel, if known.")
 @click.option("--per-tile", default=None, help="MIN,MAX glomeruli per mosaic [0,5].")
 @click.option("--glass", type=float, default=None, help="Share of mosaics with glass [0.4].")
-@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option("--negatives", default=None, help="MIN,MAX distractor pastes per mosaic [1,4].")
+@click.option("--poisson", type=float, default=None, help="Share of Poisson-blended pastes [0.7].")
+@click.option("--seed", type=int, default=None, help="Random seed of the mosaics [0].")
+@click.option("--split-seed", type=int, default=None, help="Seed of the held-out slides [0].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @config_options
 def data(

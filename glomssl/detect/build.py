@@ -44,7 +44,10 @@ class DetectDataConfig:
     crop_mpp: float | None = opt(None, gt=0)  # um/px of the crops when known (else glom_um)
     per_tile: list[int] = opt(factory=lambda: [0, 5], ge=0, le=50)  # glomeruli per mosaic
     glass: float = opt(0.4, ge=0, le=1)  # share of mosaics with a tissue edge and glass
-    seed: int = opt(0, ge=0)
+    negatives: list[int] = opt(factory=lambda: [1, 4], ge=0, le=50)  # distractor pastes per mosaic
+    poisson: float = opt(0.7, ge=0, le=1)  # share of pastes blended by Poisson editing
+    seed: int = opt(0, ge=0)  # draws of the mosaics
+    split_seed: int = opt(0, ge=0)  # draw of the held-out slides (keep it to compare runs)
     quiet: bool = False
 
     def validate(self) -> None:
@@ -58,6 +61,8 @@ class DetectDataConfig:
             raise GlomsslError("--fields needs --fields-mpp: the fields' microns per pixel")
         if len(self.glom_um) != 2 or self.glom_um[0] > self.glom_um[1]:
             raise GlomsslError(f"--glom-um must be MIN,MAX microns, got {self.glom_um}")
+        if len(self.negatives) != 2 or self.negatives[0] > self.negatives[1]:
+            raise GlomsslError(f"--negatives must be MIN,MAX pastes, got {self.negatives}")
         if len(self.per_tile) != 2 or self.per_tile[0] > self.per_tile[1]:
             raise GlomsslError(f"--per-tile must be MIN,MAX glomeruli, got {self.per_tile}")
         if self.size % 32:
@@ -123,6 +128,8 @@ def build_mosaics(cfg: DetectDataConfig, root: Path, val_groups: set[str]) -> di
             cfg.glass,
             cfg.crop_mpp,
             seed=cfg.seed * 2 + (split == "val"),
+            negatives=(cfg.negatives[0], cfg.negatives[1]),
+            poisson=cfg.poisson,
         )
         for split in ("train", "val")
     }
@@ -238,7 +245,7 @@ def run_data(cfg: DetectDataConfig) -> dict[str, Any]:
         groups += [p.group for p in read_pairs(cfg.crops, "--crops")]
     if cfg.fields:
         groups += [p.group for p in read_pairs(cfg.fields, "--fields")]
-    val_groups = split_groups(groups, cfg.val_fraction, cfg.seed)
+    val_groups = split_groups(groups, cfg.val_fraction, cfg.split_seed)
     summary: dict[str, Any] = {"out": str(root), "val_groups": sorted(val_groups)}
     skipped: list[dict[str, str]] = []
     if cfg.crops:

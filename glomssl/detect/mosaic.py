@@ -240,6 +240,8 @@ class MosaicMaker:
     crop_mpp: float | None = None
     seed: int = 0
     textures: int = 4
+    negatives: tuple[int, int] = (1, 4)  # unlabelled pastes of other tissue per mosaic
+    poisson: float = 0.7  # share of pastes blended by Poisson editing (else alpha)
 
     def __post_init__(self) -> None:
         self.groups = sorted(self.by_group)
@@ -299,6 +301,8 @@ class MosaicMaker:
             canvas = canvas * tissue[..., None] + glass_img * (1 - tissue[..., None])
         boxes: list[tuple[float, float, float, float]] = []
         circles: list[tuple[float, float, float]] = []
+        for _ in range(int(rng.integers(self.negatives[0], self.negatives[1] + 1))):
+            self._paste_negative(rng, canvas, tissue)
         for _ in range(int(rng.integers(self.per_tile[0], self.per_tile[1] + 1))):
             pool = own if rng.random() < 0.75 else self.pool
             c = self.crops[pool[int(rng.integers(len(pool)))]]
@@ -338,11 +342,88 @@ class MosaicMaker:
             inside = (gx >= 0) & (gx < size) & (gy >= 0) & (gy < size)
             if inside.sum() < MIN_VISIBLE * area:
                 continue
-            tx0, ty0 = max(0, x0), max(0, y0)
-            tx1, ty1 = min(size, x0 + side), min(size, y0 + side)
-            a = alpha[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0, None]
-            src = rgb[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
-            canvas[ty0:ty1, tx0:tx1] = canvas[ty0:ty1, tx0:tx1] * (1 - a) + src * a
+            self._blend(rng, canvas, rgb, alpha, x0, y0)
             gx, gy = gx[inside], gy[inside]
             return float(gx.min()), float(gy.min()), float(gx.max() + 1), float(gy.max() + 1)
         return None
+
+    def _blend(
+        self,
+        rng: np.random.Generator,
+        canvas: np.ndarray,
+        src: np.ndarray,
+        alpha: np.ndarray,
+        x0: int,
+        y0: int,
+    ) -> None:
+        """Put ``src`` (side x side) at (x0, y0) of the canvas, in place, through ``alpha``.
+
+        With probability ``poisson`` the paste is Poisson-blended (OpenCV's seamless cloning: the
+        paste keeps its own gradients and takes the colours of the canvas at its rim), so no step in
+        colour or brightness marks where a glomerulus was pasted -- a cue no real slide has.
+        """
+        import cv2
+
+        size = self.size
+        side = src.shape[0]
+        if rng.random() < self.poisson:
+            m = (alpha > 0.5).astype(np.uint8)
+            ys, xs = np.nonzero(m)
+            if len(xs) > 16:
+                pad = side + 2
+                big = cv2.copyMakeBorder(
+                    np.clip(canvas, 0, 255).astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_REFLECT
+                )
+                bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+                part = np.ascontiguousarray(np.clip(src[by0:by1, bx0:bx1], 0, 255).astype(np.uint8))
+                pm = np.zeros((by1 - by0 + 2, bx1 - bx0 + 2), np.uint8)
+                pm[1:-1, 1:-1] = m[by0:by1, bx0:bx1] * 255
+                part = cv2.copyMakeBorder(part, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+                cx = pad + x0 + (bx0 + bx1) // 2
+                cy = pad + y0 + (by0 + by1) // 2
+                try:
+                    out = cv2.seamlessClone(part, big, pm, (int(cx), int(cy)), cv2.NORMAL_CLONE)
+                    canvas[:] = out[pad : pad + size, pad : pad + size].astype(np.float32)
+                    return
+                except cv2.error:  # pragma: no cover - falls back to alpha blending
+                    pass
+        tx0, ty0 = max(0, x0), max(0, y0)
+        tx1, ty1 = min(size, x0 + side), min(size, y0 + side)
+        a = alpha[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0, None]
+        part = src[ty0 - y0 : ty1 - y0, tx0 - x0 : tx1 - x0]
+        canvas[ty0:ty1, tx0:tx1] = canvas[ty0:ty1, tx0:tx1] * (1 - a) + part * a
+
+    def _paste_negative(
+        self, rng: np.random.Generator, canvas: np.ndarray, tissue: np.ndarray
+    ) -> None:
+        """An unlabelled glomerulus-sized blob of other tissue texture, pasted like a glomerulus.
+
+        With real pastes only ever being glomeruli, a detector could learn "pasted thing = glomerulus";
+        distractors pasted the same way (another slide's texture, at another scale) take that away.
+        """
+        import cv2
+
+        lo, hi = self.glom_um
+        d = math.exp(rng.uniform(math.log(lo), math.log(hi))) / self.mpp
+        side = max(8, int(d * rng.uniform(1.0, 1.3)))
+        group = self.groups[int(rng.integers(len(self.groups)))]
+        tex = self.bank[group][int(rng.integers(len(self.bank[group])))]
+        grab = min(tex.shape[0], max(8, int(side * rng.uniform(0.6, 1.6))))
+        y, x = (int(rng.integers(tex.shape[i] - grab + 1)) for i in (0, 1))
+        src = cv2.resize(
+            tex[y : y + grab, x : x + grab], (side, side), interpolation=cv2.INTER_LINEAR
+        )
+        yy, xx = np.mgrid[:side, :side].astype(np.float32) + 0.5
+        ang = rng.uniform(0, np.pi)
+        u = (xx - side / 2) * np.cos(ang) + (yy - side / 2) * np.sin(ang)
+        v = -(xx - side / 2) * np.sin(ang) + (yy - side / 2) * np.cos(ang)
+        r = np.hypot(u / (side / 2 * 0.95), v / (side / 2 * rng.uniform(0.65, 0.95)))
+        alpha = np.clip((1.0 - r) * side / 6, 0, 1).astype(np.float32)
+        for _ in range(10):
+            x0 = int(rng.integers(-side // 3, self.size - 2 * side // 3))
+            y0 = int(rng.integers(-side // 3, self.size - 2 * side // 3))
+            cy = min(max(y0 + side // 2, 0), self.size - 1)
+            cx = min(max(x0 + side // 2, 0), self.size - 1)
+            if tissue[cy, cx] >= 0.5:
+                self._blend(rng, canvas, np.asarray(src, np.float32), alpha, x0, y0)
+                return
