@@ -201,8 +201,12 @@ class RunQueue:
         }
 
     def save_tile(self, job: SlideJob, tile: int, rows: list[list[float]]) -> None:
-        """Commit one finished tile's detections (autocommit: durable when this returns)."""
+        """Commit one finished tile's detections (autocommit: durable when this returns).
+
+        Values are stored exactly (JSON floats round-trip), so a resumed slide gives the same
+        output as one never interrupted.
+        """
         self.db.execute(
             "INSERT OR REPLACE INTO tiles VALUES (?, ?, ?)",
-            (job.id, int(tile), json.dumps([[round(v, 3) for v in r] for r in rows])),
+            (job.id, int(tile), json.dumps([[float(v) for v in r] for r in rows])),
         )

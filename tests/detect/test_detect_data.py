@@ -58,7 +58,16 @@ def test_mosaic_boxes_are_exact_and_at_the_physical_scale(tmp_path: Path) -> Non
     by_group: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(crops):
         by_group[c.group].append(i)
-    maker = MosaicMaker(crops, dict(by_group), size=256, mpp=2.0, glom_um=(100, 160), glass=0.5)
+    maker = MosaicMaker(
+        crops,
+        dict(by_group),
+        size=256,
+        mpp=2.0,
+        glom_um=(100, 160),
+        glass=0.5,
+        negatives=(0, 0),
+        poisson=0.0,
+    )
     n_boxes = 0
     for k in range(8):
         img, boxes = maker.make(np.random.default_rng(k))
@@ -73,6 +82,31 @@ def test_mosaic_boxes_are_exact_and_at_the_physical_scale(tmp_path: Path) -> Non
                 assert 48 <= max(b[2] - b[0], b[3] - b[1]) <= 82
         n_boxes += len(boxes)
     assert n_boxes > 5
+
+
+def test_poisson_pastes_leave_no_colour_step_and_distractors_no_label(tmp_path: Path) -> None:
+    """A flat blue paste on a flat pink canvas: alpha blending leaves it blue (a step at its rim);
+    Poisson blending keeps its (zero) gradients and takes the canvas colour, so no step is left."""
+    crops, _ = load_crops(read_pairs(_crops(tmp_path)))
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(crops):
+        by_group[c.group].append(i)
+    pink = np.array([210, 130, 180], np.float32)
+    blue = np.full((60, 60, 3), (30, 40, 200), np.float32)
+    yy, xx = np.mgrid[:60, :60]
+    alpha = (((xx - 30) ** 2 + (yy - 30) ** 2) <= 22**2).astype(np.float32)
+    out = {}
+    for p in (0.0, 1.0):
+        maker = MosaicMaker(crops, dict(by_group), size=128, poisson=p, textures=1)
+        canvas = np.tile(pink, (128, 128, 1))
+        maker._blend(np.random.default_rng(0), canvas, blue, alpha, 30, 40)
+        out[p] = canvas
+    assert np.abs(out[0.0][70, 60] - blue[0, 0]).max() < 1  # alpha: the paste is blue
+    assert np.abs(out[1.0] - pink).max() < 3  # Poisson: nothing shows
+    maker = MosaicMaker(crops, dict(by_group), size=128, per_tile=(0, 0), negatives=(3, 3))
+    for k in range(3):  # distractors are never labelled
+        img, boxes = maker.make(np.random.default_rng(k))
+        assert len(boxes) == 0 and img.std() > 5
 
 
 def test_data_set_split_by_slide_resume_and_refusals(tmp_path: Path) -> None:
