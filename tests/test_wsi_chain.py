@@ -363,3 +363,20 @@ def test_real_svs_file(tmp_path: Path, shared_data: Path) -> None:
     summary = json.loads((tmp_path / "out" / svs.stem / "summary.json").read_text())
     assert summary["mpp"] == pytest.approx(0.499, abs=0.01) and summary["tiles"] >= 1
     assert (tmp_path / "out" / svs.stem / f"{svs.stem}.xml").is_file()
+
+
+@pytest.mark.slow
+def test_demo_step_builds_a_slide_and_runs_the_chain(tmp_path: Path) -> None:
+    from glomssl.slidechain.demo import run_demo_step
+
+    r = run_demo_step(tmp_path / "demo")
+    for key in ("slide", "xml", "geojson", "table", "overview", "summary"):
+        assert Path(r[key]).is_file(), key
+    import tiffslide
+
+    s = tiffslide.TiffSlide(r["slide"])
+    assert s.level_count >= 3 and float(s.properties["tiffslide.mpp-x"]) == pytest.approx(0.5)
+    rows = list(csv.DictReader(Path(r["table"]).open()))
+    assert len(rows) == r["glomeruli"]
+    again = run_demo_step(tmp_path / "demo")  # a rerun resumes the finished run
+    assert again["glomeruli"] == r["glomeruli"]
