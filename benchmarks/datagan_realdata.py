@@ -79,7 +79,7 @@ def _gan_steps(a: argparse.Namespace, work: Path, train_rows: list[dict[str, Any
             img.save(work / "gan_data" / f"{Path(r['path']).stem}.png")
         t = time.time()
         gan = GanTrainConfig(
-            data=[str(work / "gan_data")], out=net, resolution=RES, cfg="small", batch_size=16,
+            data=[str(work / "gan_data")], out=net, resolution=RES, networks="small", batch_size=16,
             kimg=a.kimg, snap=max(1.0, a.kimg / 20), tick=max(0.1, a.kimg / 50),
             max_minutes=a.gan_minutes, mirror=True, workers=0, accelerator="cpu", quiet=True,
             seed=a.seed,

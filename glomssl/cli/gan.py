@@ -38,7 +38,14 @@ def gan() -> None:
 )
 @click.option("--out", required=True, help="Run folder (created; snapshots, metrics, grids).")
 @click.option("--resolution", type=int, default=None, help="Image size, 32..1024 [256].")
-@click.option("--cfg", type=click.Choice(CFG_CHOICES), default=None, help="Network widths [auto].")
+@click.option(
+    "--networks",
+    "--cfg",
+    "networks",
+    type=click.Choice(CFG_CHOICES),
+    default=None,
+    help="Network widths (--cfg is an old name) [auto].",
+)
 @click.option("--channel-max", type=int, default=None, help="Cap on feature maps per layer.")
 @click.option("--batch-size", type=int, default=None, help="Total batch over all devices [32].")
 @click.option("--kimg", type=float, default=None, help="Train for this many k real images [5000].")

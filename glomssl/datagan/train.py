@@ -149,10 +149,10 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     if existing:  # the newest snapshot that loads; a half-written newer one is reported and skipped
         snap = latest_complete_snapshot(run, device=str(dev), warn=rank0)
     net_cfg = network_config(cfg, dev.type == "cuda", snap["meta"]["config"] if snap else None)
-    if rank0 and snap is None and net_cfg != cfg.cfg:
+    if rank0 and snap is None and net_cfg != cfg.networks:
         print(
-            f"gan train: CPU run, --cfg {cfg.cfg} uses the '{net_cfg}' networks (the full ones "
-            "take hours per kimg on a CPU); pass --cfg paper256 (or another) to force them",
+            f"gan train: CPU run, --networks {cfg.networks} uses the '{net_cfg}' networks (the full ones "
+            "take hours per kimg on a CPU); pass --networks paper256 (or another) to force them",
             file=sys.stderr,
         )
     hp = resolved_hparams(cfg, net_cfg)
@@ -184,7 +184,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         if snap["meta"]["G_kwargs"] != G.init_kwargs or snap["meta"]["D_kwargs"] != D.init_kwargs:
             raise GlomsslError(
                 f"{snap['path']} was trained with other network settings "
-                f"({snap['meta']['G_kwargs']}); resume with the run's own --cfg/--resolution/"
+                f"({snap['meta']['G_kwargs']}); resume with the run's own --networks/--resolution/"
                 "--channel-max/--precision, or start a new --out"
             )
         for dst, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):

@@ -21,7 +21,7 @@ class GanTrainConfig:
     resolution: int = 256
     # "auto": ADA's auto widths on a GPU; on a CPU the "small" networks (the full ones take hours
     # per thousand images there); name a config to force it
-    cfg: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
+    networks: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
     channel_max: int | None = opt(None, ge=4)  # override the widest layer (smaller = faster)
     batch_size: int = opt(32, ge=1)  # total over all processes
     kimg: float = opt(5000.0, ge=0)  # training length in thousands of real images shown to D
@@ -109,18 +109,18 @@ class GanTrainConfig:
 
 def network_config(cfg: GanTrainConfig, on_gpu: bool, resumed: dict[str, Any] | None) -> str:
     """The network config a run uses: the one it was started with when resuming; "auto" on a CPU ->
-    "small" (the full networks cost hours per thousand images on a CPU); else ``cfg.cfg``."""
+    "small" (the full networks cost hours per thousand images on a CPU); else ``cfg.networks``."""
     if resumed is not None:  # a snapshot from before this rule recorded no choice: it used "auto"
-        return str(resumed.get("cfg_resolved") or resumed.get("cfg") or cfg.cfg)
-    if cfg.cfg == "auto" and not on_gpu:
+        return str(resumed.get("cfg_resolved") or resumed.get("cfg") or cfg.networks)
+    if cfg.networks == "auto" and not on_gpu:
         return "small"
-    return cfg.cfg
+    return cfg.networks
 
 
 def resolved_hparams(cfg: GanTrainConfig, net_cfg: str | None = None) -> dict[str, float]:
     """Hyper-parameters left as None, filled in like StyleGAN2-ADA's configs."""
     res, mb = cfg.resolution, cfg.batch_size
-    name = net_cfg or cfg.cfg
+    name = net_cfg or cfg.networks
     paper_gamma = {"paper256": 1.0, "paper512": 0.5, "paper1024": 2.0}
     gamma = cfg.gamma
     if gamma is None:

@@ -32,7 +32,7 @@ def _cfg(data: Path, out: Path, **kw: object) -> GanTrainConfig:
         data=[str(data)],
         out=str(out),
         resolution=32,
-        cfg="small",
+        networks="small",
         channel_max=8,
         batch_size=4,
         kimg=0.008,
@@ -322,7 +322,7 @@ def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_pat
         "--out",
         str(run),
     ]
-    cmd += ["--resolution", "32", "--cfg", "small", "--channel-max", "8", "--batch-size", "4"]
+    cmd += ["--resolution", "32", "--networks", "small", "--channel-max", "8", "--batch-size", "4"]
     cmd += ["--kimg", "0.008", "--snap", "0.008", "--tick", "0.004", "--workers", "0"]
     cmd += ["--accelerator", "cpu", "--devices", "2", "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -381,7 +381,7 @@ def test_auto_config_on_a_cpu_uses_the_small_networks(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "auto"
-    run_gan_train(_cfg(images, run, cfg="auto", channel_max=None, kimg=0))
+    run_gan_train(_cfg(images, run, networks="auto", channel_max=None, kimg=0))
     err = capsys.readouterr().err
     assert "uses the 'small' networks" in err and len(err.strip().splitlines()) == 1
     snap = load_snapshot(run)
@@ -390,7 +390,7 @@ def test_auto_config_on_a_cpu_uses_the_small_networks(
     )
     assert "# resolved cfg: small" in (run / "config.yaml").read_text()
     # resuming keeps the networks the run started with
-    run_gan_train(_cfg(images, run, cfg="auto", channel_max=None, kimg=0.004, resume=True))
+    run_gan_train(_cfg(images, run, networks="auto", channel_max=None, kimg=0.004, resume=True))
     assert load_snapshot(run)["meta"]["config"]["cfg_resolved"] == "small"
 
 

@@ -53,7 +53,7 @@ def _cfg(data: Path, out: Path, **kw: object) -> GanTrainConfig:
         data=[str(data)],
         out=str(out),
         resolution=32,
-        cfg="small",
+        networks="small",
         channel_max=8,
         batch_size=4,
         kimg=0.004,
