@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from glomssl.demo import DEMO_DATA, run_demo
+from glomssl.demo import DEMO_DATA, STEPS, run_demo
 from glomssl.manifest import read_manifest, resolve
 from glomssl.mining.openi import parse_record
 
@@ -37,7 +37,7 @@ def test_demo_data_is_small_licensed_and_openi_shaped() -> None:
 
 
 def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    state = run_demo(tmp_path / "demo_out", quiet=True)
+    state = run_demo(tmp_path / "demo_out", quiet=True, steps=STEPS[:4])
     summary = state.results["mine"]
     assert summary.done >= 24 and summary.failed_permanent == 1 and summary.duplicates == 1
     manifest = tmp_path / "demo_out" / "corpus" / "manifest.jsonl"
@@ -56,7 +56,7 @@ def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     except OSError:
         pass  # taken already (then the first run had another port too)
     try:
-        rerun = run_demo(tmp_path / "demo_out", quiet=True)
+        rerun = run_demo(tmp_path / "demo_out", quiet=True, steps=STEPS[:4])
     finally:
         busy.close()
     again = rerun.results["mine"]
@@ -73,3 +73,9 @@ def test_demo_runs_and_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with np.load(tmp_path / "demo_out" / "corpus_embeddings.npz") as z:
         assert z["embeddings"].shape[0] == len(rows)
         assert list(z["paths"]) == [r["path"] for r in rows]
+
+
+def test_demo_lists_the_segment_and_slide_steps() -> None:
+    titles = [t for t, _ in STEPS]
+    assert len(titles) == 6
+    assert titles[4].startswith("Segment glomeruli") and titles[5].startswith("Whole slide")

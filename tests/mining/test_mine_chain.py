@@ -38,8 +38,10 @@ def test_whole_chain_builds_a_traceable_corpus_and_reruns_as_a_no_op(tmp_path: P
         final = read_manifest(out / "manifest.jsonl")
         # compound figures were split: more panels than figures, each panel knows its parent
         assert len(panels) > len(figures)
-        fig_paths = {r["path"] for r in figures}
-        assert all(p["parent"] in fig_paths and len(p["bbox"]) == 4 for p in panels)
+        fig_files = {resolve(out / "figures" / "manifest.jsonl", r) for r in figures}
+        # ``parent`` is relative to the panels' manifest, like ``path``
+        pm = out / "panels" / "manifest.jsonl"
+        assert all(resolve(pm, p, "parent") in fig_files and len(p["bbox"]) == 4 for p in panels)
         # curation and dedup only ever drop rows, each drop with a recorded reason
         rejected = (out / "curated" / "rejected.jsonl").read_text().splitlines()
         assert len(curated) + len(rejected) == len(panels)
@@ -73,7 +75,7 @@ def test_stage_options_change_reruns_that_stage(tmp_path: Path) -> None:
 def test_chain_with_shipped_detector(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     with ReplayServer(DEMO) as server:
-        run_mine(_cfg(server, out, stage_options={}))
+        run_mine(_cfg(server, out, stage_options={"separate": {"method": "yolo"}}))
     panels = read_manifest(out / "panels" / "manifest.jsonl")
     assert {p["method"] for p in panels} == {"yolo"}
     assert len(panels) > len(read_manifest(out / "figures" / "manifest.jsonl"))
