@@ -211,3 +211,18 @@ def predict_image(
         img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.LANCZOS))
     probs = predict_probs(model, img, idx, tile, overlap, batch_size, device, mode)
     return rescale_probs(probs, (h, w))
+
+
+def prepare_model(
+    model_path: str, device_name: str, classes: list[str], tile: int | None, overlap: int | None
+) -> tuple[Any, dict[str, Any], list[int], int, int, str]:
+    """Load a segmenter; resolve its classes, tile, overlap and device (one-line errors)."""
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(device_name)
+    model, meta = load_segmenter(model_path, device)
+    idx = class_indices(meta, classes)
+    size = tile or int(meta.get("image_size", 512))
+    ov = overlap if overlap is not None else (size // 8) // 2 * 2
+    check_tile(size, ov, int(meta.get("stride", model.stride)))
+    return model, meta, idx, size, ov, device

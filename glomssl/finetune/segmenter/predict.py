@@ -171,31 +171,19 @@ def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     return run_segment_images(cfg)
 
 
-def prepare_model(cfg: SegmentConfig) -> tuple[Any, dict[str, Any], list[int], int, int, str]:
-    """Load the model; resolve classes, tile, overlap and device (one-line errors)."""
-    from glomssl.engine import resolve_device
-    from glomssl.finetune.segmenter.infer import check_tile, class_indices, load_segmenter
-
-    device = resolve_device(cfg.device)
-    model, meta = load_segmenter(cfg.model, device)
-    idx = class_indices(meta, cfg.classes)
-    tile = cfg.tile or int(meta.get("image_size", 512))
-    overlap = cfg.overlap if cfg.overlap is not None else (tile // 8) // 2 * 2
-    check_tile(tile, overlap, int(meta.get("stride", model.stride)))
-    return model, meta, idx, tile, overlap, device
-
-
 def run_segment_images(cfg: SegmentConfig) -> dict[str, Any]:
     import time
 
     from glomssl.data.images import load_rgb
     from glomssl.data.sources import write_skipped
     from glomssl.engine import progress_line
-    from glomssl.finetune.segmenter.infer import predict_image
+    from glomssl.finetune.segmenter.infer import predict_image, prepare_model
     from glomssl.fsutil import atomic_write_text, ensure_writable_dir
     from glomssl.manifest import write_jsonl
 
-    model, meta, idx, tile, overlap, device = prepare_model(cfg)
+    model, meta, idx, tile, overlap, device = prepare_model(
+        cfg.model, cfg.device, cfg.classes, cfg.tile, cfg.overlap
+    )
     classes = [meta["classes"][i] for i in idx]
     scale = cfg.scale if cfg.scale is not None else float(meta.get("input_scale", 1.0))
     pairs, skipped = _inputs(cfg)

@@ -152,14 +152,16 @@ def _overview(path: Path, slide: Any, canvas: np.ndarray, classes: list[str], cu
 
 def run_segment_slides(cfg: Any) -> dict[str, Any]:
     """Every slide of ``cfg.input`` into ``cfg.out/<slide name>/``."""
-    from glomssl.finetune.segmenter.predict import prepare_model
+    from glomssl.finetune.segmenter.infer import prepare_model
     from glomssl.fsutil import ensure_writable_dir
 
     if cfg.scale is not None:
         raise GlomsslError(
             "--scale resizes plain images; for slides choose the resolution with --mpp or --level"
         )
-    model, meta, idx, tile, overlap, device = prepare_model(cfg)
+    model, meta, idx, tile, overlap, device = prepare_model(
+        cfg.model, cfg.device, cfg.classes, cfg.tile, cfg.overlap
+    )
     out = ensure_writable_dir(cfg.out)
     from glomssl.data.sources import resolve_sources
 
