@@ -197,7 +197,9 @@ def segment(state: DemoState) -> None:
     from glomssl.finetune.segmenter.demo import run_demo_step
 
     out = state.out / "segmenter"
-    print(f"  glomssl finetune seg --train {out / 'data' / 'train.csv'} --out {out / 'seg_run'} ...")
+    print(
+        f"  glomssl finetune seg --train {out / 'data' / 'train.csv'} --out {out / 'seg_run'} ..."
+    )
     r = run_demo_step(out, quiet=True)
     state.results["segment"] = r
     print(

@@ -31,15 +31,34 @@ class PairedAugment:
     contrast: float = opt(0.1, ge=0, le=1)
 
 
-def _stain_jitter(img: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
-    """Perturb optical density in haematoxylin-eosin-DAB space (Tellez et al. 2018): (3, H, W)."""
-    from glomssl.ssl.transforms import _HED_FROM_RGB, _RGB_FROM_HED
+# Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB) in optical-density space.
+RGB_FROM_HED = torch.tensor(
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
+)
+RGB_FROM_HED = RGB_FROM_HED / RGB_FROM_HED.norm(dim=1, keepdim=True)
+HED_FROM_RGB = torch.linalg.inv(RGB_FROM_HED)
 
-    od = -torch.log(img.clamp(min=1e-6)).permute(1, 2, 0) @ _HED_FROM_RGB  # (H, W, 3)
+
+def perturb_stains(
+    img: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Scale and shift each stain's optical density (Tellez et al. 2018): (3, H, W) in [0, 1].
+
+    OD = -log(x) -> stains = OD @ HED_FROM_RGB -> stains * alpha + beta -> back to RGB; ``alpha`` = 1 and
+    ``beta`` = 0 (shape (3,)) give back the image.
+    """
+    od = -torch.log(img.clamp(min=eps, max=1.0)).permute(1, 2, 0) @ HED_FROM_RGB.to(
+        img
+    )  # (H, W, 3)
+    rgb = torch.exp(-((od * alpha + beta) @ RGB_FROM_HED.to(img))).permute(2, 0, 1)
+    return rgb.clamp(0, 1)
+
+
+def _stain_jitter(img: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """Random per-stain scale and shift of strength ``strength``, drawn from ``g``."""
     alpha = 1 + (torch.rand(3, generator=g) * 2 - 1) * strength
     beta = (torch.rand(3, generator=g) * 2 - 1) * strength
-    rgb = torch.exp(-((od * alpha + beta) @ _RGB_FROM_HED)).permute(2, 0, 1)
-    return rgb.clamp(0, 1)
+    return perturb_stains(img, alpha, beta)
 
 
 def paired_augment(

@@ -18,13 +18,7 @@ import torch
 from torch import nn
 
 from glomssl.config import opt
-
-# Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB) in optical-density space.
-_RGB_FROM_HED = torch.tensor(
-    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=torch.float32
-)
-_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
-_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
+from glomssl.data.transforms import perturb_stains
 
 
 @dataclass
@@ -67,14 +61,9 @@ class StainJitter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.sigma <= 0:
             return x
-        c, h, w = x.shape
-        od = -torch.log(x.clamp(min=1e-3, max=1.0)).reshape(3, -1).T  # (HW, 3)
-        stains = od @ _HED_FROM_RGB.to(x)  # (HW, 3)
         alpha = 1 + (torch.rand(3, device=x.device) * 2 - 1) * self.sigma
         beta = (torch.rand(3, device=x.device) * 2 - 1) * self.sigma
-        stains = stains * alpha + beta
-        od2 = (stains @ _RGB_FROM_HED.to(x)).clamp(min=0)  # (HW, 3)
-        return torch.exp(-od2).T.reshape(c, h, w).clamp(0, 1)
+        return perturb_stains(x, alpha, beta, eps=1e-3)
 
 
 def view_transform(spec: AugmentSpec) -> nn.Module:

@@ -137,3 +137,23 @@ def test_sources_skip_and_list_unreadable_files(tmp_path: Path) -> None:
     (only_bad / "broken.png").write_bytes(b"not a png")
     with pytest.raises(GlomsslError, match="none of the 1 images"):
         resolve_sources([str(only_bad)])
+
+
+def test_perturb_stains_identity_and_one_implementation() -> None:
+    import torch
+
+    from glomssl.data.transforms import perturb_stains
+    from glomssl.ssl.transforms import StainJitter
+
+    img = torch.rand(3, 8, 8) * 0.9 + 0.05
+    same = perturb_stains(img, torch.ones(3), torch.zeros(3))
+    assert torch.allclose(same, img, atol=1e-5)
+    # the SSL view transform draws its own alpha/beta but uses the shared function
+    torch.manual_seed(0)
+    a = StainJitter(0.2)(img)
+    torch.manual_seed(0)
+    alpha = 1 + (torch.rand(3) * 2 - 1) * 0.2
+    beta = (torch.rand(3) * 2 - 1) * 0.2
+    assert torch.allclose(a, perturb_stains(img, alpha, beta, eps=1e-3)) and not torch.allclose(
+        a, img
+    )
