@@ -5,23 +5,56 @@ Thin: options -> one dataclass config -> one library function -> one summary lin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from glomssl.cli import CommandGroup
 from glomssl.cli.common import config_options, drop_none, echo_json, run_command
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def slide_detection_options(fn: F) -> F:
+    """The working resolution, tiling and score options shared by ``detect`` and ``wsi``."""
+    for option in reversed(
+        [
+            click.option(
+                "--mpp", type=float, default=None, help="Working microns/pixel [detector's: 2.0]."
+            ),
+            click.option(
+                "--level", type=int, default=None, help="Or work at this pyramid level as is."
+            ),
+            click.option(
+                "--slide-mpp",
+                type=float,
+                default=None,
+                help="The slides' own um/px, if unrecorded.",
+            ),
+            click.option(
+                "--tile", type=int, default=None, help="Tile side in working pixels [1024]."
+            ),
+            click.option(
+                "--overlap", type=int, default=None, help="Tile overlap in working pixels [256]."
+            ),
+            click.option(
+                "--conf", type=float, default=None, help="Score threshold [the detector's]."
+            ),
+            click.option(
+                "--nms-iou", type=float, default=None, help="Circle IoU merging seams [0.35]."
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
 
 
 @click.group("detect", cls=CommandGroup, invoke_without_command=True)
 @click.option("--slide", multiple=True, type=click.Path(), help="Slide file or folder (repeat).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Results folder.")
 @click.option("--weights", default=None, help="Detector weights (.safetensors) [shipped].")
-@click.option("--mpp", type=float, default=None, help="Working microns/pixel [detector's: 2.0].")
-@click.option("--level", type=int, default=None, help="Or work at this pyramid level as is.")
-@click.option("--slide-mpp", type=float, default=None, help="The slides' own um/px, if unrecorded.")
-@click.option("--tile", type=int, default=None, help="Tile side in working pixels [1024].")
-@click.option("--overlap", type=int, default=None, help="Tile overlap in working pixels [256].")
-@click.option("--conf", type=float, default=None, help="Score threshold [the detector's].")
-@click.option("--nms-iou", type=float, default=None, help="Circle IoU merging seams [0.35].")
+@slide_detection_options
 @click.option("--batch", type=int, default=None, help="Tiles per forward pass [1].")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--devices", type=int, default=None, help="Worker processes, one per device [1].")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from glomssl.cli.common import config_options, drop_none, echo_json, run_command
+from glomssl.cli.detect import slide_detection_options
 
 
 @click.command("wsi")
@@ -18,13 +19,7 @@ from glomssl.cli.common import config_options, drop_none, echo_json, run_command
 @click.option("--classifier", default=None, help="`glomssl finetune cls` run folder (optional).")
 @click.option("--segmenter", default=None, help="`glomssl finetune seg` run folder (optional).")
 @click.option("--segment-class", default=None, help="Segmenter class to outline [its first].")
-@click.option("--mpp", type=float, default=None, help="Working microns/pixel [detector's: 2.0].")
-@click.option("--level", type=int, default=None, help="Or work at this pyramid level as is.")
-@click.option("--slide-mpp", type=float, default=None, help="The slides' own um/px, if unrecorded.")
-@click.option("--tile", type=int, default=None, help="Tile side in working pixels [1024].")
-@click.option("--overlap", type=int, default=None, help="Tile overlap in working pixels [256].")
-@click.option("--conf", type=float, default=None, help="Score threshold [the detector's].")
-@click.option("--nms-iou", type=float, default=None, help="Circle IoU merging seams [0.35].")
+@slide_detection_options
 @click.option("--no-crops", is_flag=True, help="Do not save a PNG crop per glomerulus.")
 @click.option("--crop-um", type=float, default=None, help="Crop side in microns [320].")
 @click.option("--crop-px", type=int, default=None, help="Crop side in pixels [320].")

@@ -17,7 +17,6 @@ Inputs are read from a manifest of (image, mask[, slide]) pairs: a CSV with a he
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -44,30 +43,14 @@ class Pair:
 
 def read_pairs(manifest: str | os.PathLike[str], what: str = "--crops") -> list[Pair]:
     """(image, mask, group) rows of a CSV or JSONL manifest; one-line errors for bad files."""
+    from glomssl.data.tables import read_table
+
     src = Path(manifest)
     if not src.is_file():
         raise GlomsslError(
             f"{what} {src} is not a file; pass a CSV or JSONL manifest of image,mask"
         )
-    try:
-        text = src.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GlomsslError(f"{what} {src} cannot be read as text ({exc})") from exc
-    rows: list[dict[str, Any]]
-    if src.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GlomsslError(f"{what} {src} line {i} is not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise GlomsslError(f"{what} {src} line {i} is not a JSON object")
-            rows.append(row)
-    else:
-        rows = list(csv.DictReader(text.splitlines()))
+    rows = read_table(src, what)
     out = []
     for i, row in enumerate(rows, 1):
         img = row.get("image") or row.get("path")

@@ -157,3 +157,20 @@ def test_perturb_stains_identity_and_one_implementation() -> None:
     assert torch.allclose(a, perturb_stains(img, alpha, beta, eps=1e-3)) and not torch.allclose(
         a, img
     )
+
+
+def test_read_table_csv_jsonl_and_one_line_errors(tmp_path: Path) -> None:
+    from glomssl.data.tables import read_table
+
+    (tmp_path / "t.csv").write_text("\ufeffpath,mask\na.png,a_mask.png\n", encoding="utf-8")
+    assert read_table(tmp_path / "t.csv") == [{"path": "a.png", "mask": "a_mask.png"}]
+    (tmp_path / "t.jsonl").write_text('{"path": "a.png"}\n\n{"path": "b.png"}\n')
+    assert [r["path"] for r in read_table(tmp_path / "t.jsonl")] == ["a.png", "b.png"]
+    (tmp_path / "bad.jsonl").write_text('{"path": "a.png"}\n[1, 2]\n')
+    with pytest.raises(GlomsslError, match=r"bad.jsonl:2: expected a JSON object"):
+        read_table(tmp_path / "bad.jsonl")
+    (tmp_path / "broken.jsonl").write_text("{oops\n")
+    with pytest.raises(GlomsslError, match=r"broken.jsonl:1: not valid JSON"):
+        read_table(tmp_path / "broken.jsonl")
+    with pytest.raises(GlomsslError, match="is not a file"):
+        read_table(tmp_path / "missing.csv", "--train")

@@ -12,7 +12,6 @@ images that cannot be decoded are skipped and listed (the same policy as every o
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,25 +61,12 @@ def _read_csv(path: Path) -> list[Row]:
 
 
 def _read_jsonl(path: Path) -> list[Row]:
-    rows: list[Row] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GlomsslError(
-            f"cannot read manifest {path} ({exc}); is it a UTF-8 JSONL file?"
-        ) from exc
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GlomsslError(
-                f"{path}:{lineno}: not valid JSON ({exc.msg}); fix that line"
-            ) from exc
-        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-            raise GlomsslError(f"{path}:{lineno}: each line needs a 'path' string; fix that line")
-        rows.append(row)
+    from glomssl.data.tables import read_table
+
+    rows = read_table(path, "manifest")
+    for lineno, row in enumerate(rows, start=1):
+        if not isinstance(row.get("path"), str):
+            raise GlomsslError(f"{path}: row {lineno} needs a 'path' string; fix that row")
     return rows
 
 

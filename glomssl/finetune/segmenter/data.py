@@ -18,8 +18,6 @@ colour) is a painted mask as painting tools and QuPath export it, thresholded at
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,24 +54,9 @@ class SegItem:
 
 def _read_table(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV or JSONL file (one-line errors for unreadable or malformed files)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GlomsslError(f"cannot read {path} ({exc}); pass a UTF-8 CSV or JSONL table") from exc
-    if path.suffix.lower() == ".csv":
-        return [dict(r) for r in csv.DictReader(text.splitlines())]
-    rows = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GlomsslError(f"{path}:{i}: not valid JSON ({exc.msg}); fix that line") from exc
-        if not isinstance(row, dict):
-            raise GlomsslError(f"{path}:{i}: expected a JSON object per line")
-        rows.append(row)
-    return rows
+    from glomssl.data.tables import read_table
+
+    return read_table(path, "segmentation table")
 
 
 def _folder_rows(folder: Path) -> list[dict[str, Any]]:
