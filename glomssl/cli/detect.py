@@ -50,6 +50,24 @@ def slide_detection_options(fn: F) -> F:
     return fn
 
 
+def report_slides(
+    command: str, summary: dict[str, Any] | None, as_json: bool, quiet: bool, files: str = ""
+) -> None:
+    """The one summary line (or ``--json``) of a slide run of ``detect`` or ``wsi``."""
+    if summary is None:  # --dry-run
+        return
+    if as_json:
+        echo_json(summary)
+    elif not quiet:
+        skipped = len(summary["skipped"])
+        click.echo(
+            f"{command}: {summary['done']} slide(s) done"
+            + (f", {skipped} skipped (see run_summary.json)" if skipped else "")
+            + f", {summary['glomeruli']} glomeruli; results in {summary['out']}/<slide>/"
+            + (f" ({files})" if files else "")
+        )
+
+
 @click.group("detect", cls=CommandGroup, invoke_without_command=True)
 @click.option("--slide", multiple=True, type=click.Path(), help="Slide file or folder (repeat).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Results folder.")
@@ -93,17 +111,7 @@ def detect(
     summary = run_command(
         DetectConfig, config_file, overrides, run_detect, dry_run=dry_run, sets=set_
     )
-    if summary is None:
-        return
-    if as_json:
-        echo_json(summary)
-    elif not quiet:
-        skipped = len(summary["skipped"])
-        click.echo(
-            f"detect: {summary['done']} slide(s) done"
-            + (f", {skipped} skipped (see run_summary.json)" if skipped else "")
-            + f", {summary['glomeruli']} glomeruli; results in {summary['out']}/<slide>/"
-        )
+    report_slides("detect", summary, as_json, quiet)
 
 
 @detect.command("data")

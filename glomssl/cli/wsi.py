@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from glomssl.cli.common import config_options, drop_none, echo_json, run_command
-from glomssl.cli.detect import slide_detection_options
+from glomssl.cli.common import config_options, drop_none, run_command
+from glomssl.cli.detect import report_slides, slide_detection_options
 
 
 @click.command("wsi")
@@ -63,15 +63,5 @@ def wsi(
         **kw,
     )
     summary = run_command(WsiConfig, config_file, overrides, run_wsi, dry_run=dry_run, sets=set_)
-    if summary is None:
-        return
-    if as_json:
-        echo_json(summary)
-    elif not quiet:
-        skipped = len(summary["skipped"])
-        click.echo(
-            f"wsi: {summary['done']} slide(s) done"
-            + (f", {skipped} skipped (see run_summary.json)" if skipped else "")
-            + f", {summary['glomeruli']} glomeruli; results in {summary['out']}/<slide>/ "
-            "(SLIDE.xml, SLIDE.geojson, glomeruli.csv, summary.json, overview.png)"
-        )
+    files = "SLIDE.xml, SLIDE.geojson, glomeruli.csv, summary.json, overview.png"
+    report_slides("wsi", summary, as_json, quiet, files)

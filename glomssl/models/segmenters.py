@@ -146,7 +146,31 @@ class DynamicSegmenter(Segmenter):
         return torch.sigmoid(self._run(x, tasks))  # only the requested heads are evaluated
 
 
-class MultiHeadSegmenter(Segmenter):
+class _SharedNetSegmenter(Segmenter):
+    """A shared encoder-decoder with one plain 1x1 head of ``out_channels`` outputs."""
+
+    def __init__(
+        self,
+        kind: str,
+        classes: Sequence[str],
+        out_extra: int,
+        encoder: str,
+        base: int,
+        feat_dim: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__(kind, classes, mean, std, encoder=encoder, base=base, feat_dim=feat_dim)
+        self.net = create_encoder_decoder(encoder, base, feat_dim)
+        self.stride = self.net.stride
+        self.head = nn.Conv2d(feat_dim, self.num_classes + out_extra, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, _ = self.net(self.normalise(x))  # (B, D, H, W)
+        return self.head(feats)
+
+
+class MultiHeadSegmenter(_SharedNetSegmenter):
     """Shared encoder-decoder, one 1x1 sigmoid head per class (the multi-head baseline)."""
 
     def __init__(
@@ -159,18 +183,11 @@ class MultiHeadSegmenter(Segmenter):
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__(
-            "multihead", classes, mean, std, encoder=encoder, base=base, feat_dim=feat_dim
-        )
-        self.net = create_encoder_decoder(encoder, base, feat_dim)
-        self.stride = self.net.stride
-        self.head = nn.Conv2d(feat_dim, self.num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, _ = self.net(self.normalise(x))  # (B, D, H, W)
-        return self.head(feats)  # (B, K, H, W)
+            "multihead", classes, 0, encoder, base, feat_dim, mean, std
+        )  # (B, K, H, W)
 
 
-class MultiClassSegmenter(Segmenter):
+class MultiClassSegmenter(_SharedNetSegmenter):
     """One softmax over background + K classes: pixel-exclusive, cannot express "not annotated"."""
 
     output = "softmax"
@@ -184,16 +201,8 @@ class MultiClassSegmenter(Segmenter):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(
-            "multiclass", classes, mean, std, encoder=encoder, base=base, feat_dim=feat_dim
-        )
-        self.net = create_encoder_decoder(encoder, base, feat_dim)
-        self.stride = self.net.stride
-        self.head = nn.Conv2d(feat_dim, self.num_classes + 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats, _ = self.net(self.normalise(x))
-        return self.head(feats)  # (B, K + 1, H, W), channel 0 = background
+        # (B, K + 1, H, W), channel 0 = background
+        super().__init__("multiclass", classes, 1, encoder, base, feat_dim, mean, std)
 
     def forward_tasks(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         raise GlomsslError("multiclass is trained with one softmax over all classes, not per task")
