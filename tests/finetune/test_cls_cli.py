@@ -107,6 +107,12 @@ def test_classify_a_folder_skips_unreadable_images(setup: dict[str, Path], tmp_p
     assert r.exit_code == 0, r.output
     assert "classified 2 images" in r.output and "1 unreadable skipped" in r.output
     assert "broken.png" in (tmp_path / "p.skipped.jsonl").read_text()
+    # the output is a manifest: each path resolves from the output file's folder
+    from glomssl.manifest import resolve
+
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == ["new/s0_0.png", "new/s2_5.png"]
+    assert all(resolve(tmp_path / "p.jsonl", r).is_file() for r in rows)
 
 
 def _one_line_error(res) -> str:  # type: ignore[no-untyped-def]
@@ -314,3 +320,4 @@ def test_two_process_ddp_finetune_on_cpu(setup: dict[str, Path], tmp_path: Path)
     val = [r for r in rows if r.get("event") == "validation"]
     assert len(val) == 3 * 2  # 2 folds + the final model, 2 epochs each, written once
     assert (run / "model.safetensors").is_file()
+

@@ -154,13 +154,15 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
         probs[i : i + len(chunk)] = classify_images(model, meta, chunk, cfg.batch_size, device)
         if not cfg.quiet:
             print(progress_line("classify", i + len(chunk), len(items), t0), file=sys.stderr)
+    from glomssl.manifest import relpath
+
     out = Path(cfg.out)
     with atomic_open(out, "w") as fh:
         for (path, row), p in zip(items, probs, strict=True):
             k = int(p.argmax())
             rec = {
                 **row,
-                "path": row.get("path", str(path)),
+                "path": relpath(path, out.resolve().parent),  # like every manifest: from its folder
                 "prediction": classes[k],
                 "confidence": round(float(p[k]), 6),
                 "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p, strict=True)},
