@@ -92,8 +92,14 @@ class Detector:
         return out
 
 
-def build_net(model_yaml: str | os.PathLike[str] = MODEL_YAML) -> Any:
-    """The untrained ``ultralytics.YOLO`` object of a detector layout (.yaml only)."""
+def build_net(
+    model_yaml: str | os.PathLike[str] = MODEL_YAML, work_dir: str | os.PathLike[str] | None = None
+) -> Any:
+    """The untrained ``ultralytics.YOLO`` object of a detector layout (.yaml only).
+
+    Training re-reads the layout file, so a training run passes its own folder as ``work_dir`` (the
+    checked copy stays there); otherwise the copy is temporary.
+    """
     p = Path(model_yaml)
     if p.suffix.lower() not in (".yaml", ".yml"):
         raise GlomsslError(
@@ -102,7 +108,7 @@ def build_net(model_yaml: str | os.PathLike[str] = MODEL_YAML) -> Any:
         )
     from glomssl.mining.yolo import build_model
 
-    return build_model(p)
+    return build_model(p, work_dir)
 
 
 def read_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -117,7 +123,9 @@ def read_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def load_yolo(weights: str | os.PathLike[str] | None = None) -> tuple[Any, dict[str, Any]]:
+def load_yolo(
+    weights: str | os.PathLike[str] | None = None, work_dir: str | os.PathLike[str] | None = None
+) -> tuple[Any, dict[str, Any]]:
     """(``ultralytics.YOLO`` with the weights loaded, sidecar) -- safetensors only."""
     from glomssl.runs import load_weights
 
@@ -142,7 +150,7 @@ def load_yolo(weights: str | os.PathLike[str] | None = None) -> tuple[Any, dict[
     yaml_path = path.parent / str(meta.get("model_yaml", MODEL_YAML.name))
     if not yaml_path.is_file() or yaml_path.suffix.lower() not in (".yaml", ".yml"):
         yaml_path = MODEL_YAML
-    yolo = build_net(yaml_path)
+    yolo = build_net(yaml_path, work_dir)
     try:
         yolo.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except (RuntimeError, AttributeError) as exc:

@@ -76,12 +76,12 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     layout = run / "glomerulus_detector.yaml"
     shutil.copyfile(cfg.model, layout)
     if cfg.init:
-        yolo, _ = load_yolo(cfg.init)
+        yolo, _ = load_yolo(cfg.init, work_dir=run)
         # ultralytics copies the YOLO object's weights into its trainer's fresh model only when it
         # believes they came from a checkpoint; the tensors themselves were loaded safely above.
         yolo.ckpt = {"model": yolo.model}
     else:
-        yolo = build_net(layout)
+        yolo = build_net(layout, work_dir=run)
     t0 = time.perf_counter()
     try:
         yolo.train(

@@ -175,12 +175,15 @@ def test_kill_9_then_resume(seg_table: Path, tmp_path: Path) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert last.is_file() and not (out / "model.safetensors").exists()
+    # the killed run got to some step; the resumed one (from the last checkpoint) goes 6 further
+    reached = max(row["step"] for row in read_metrics(out / "metrics.jsonl") if "event" not in row)
+    target = reached + 6
     r = subprocess.run(
         _cmd(
             seg_table,
             out,
             "--max-steps",
-            "12",
+            str(target),
             "--ckpt-every",
             "2",
             "--resume",
@@ -195,5 +198,5 @@ def test_kill_9_then_resume(seg_table: Path, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     steps = [row["step"] for row in read_metrics(out / "metrics.jsonl") if "event" not in row]
-    assert steps == sorted(set(steps)) and steps[-1] == 12
+    assert steps == sorted(set(steps)) and steps[-1] == target
     assert (out / "model.safetensors").is_file()
