@@ -320,4 +320,3 @@ def test_two_process_ddp_finetune_on_cpu(setup: dict[str, Path], tmp_path: Path)
     val = [r for r in rows if r.get("event") == "validation"]
     assert len(val) == 3 * 2  # 2 folds + the final model, 2 epochs each, written once
     assert (run / "model.safetensors").is_file()
-
