@@ -219,3 +219,24 @@ def test_kill_9_mid_run_then_resume_does_not_redo_finished_folds(
     assert fold0.stat().st_mtime_ns == stamp
     res = json.loads((run / "results.json").read_text())
     assert [f["fold"] for f in res["per_fold"]] == [0, 1, 2]
+
+
+def test_three_classes_end_to_end(setup: dict[str, Path], tmp_path: Path) -> None:
+    """Any number of classes: a third label gives a 3 x 3 confusion and three probabilities."""
+    from cls_testdata import read_rows, write_rows
+
+    rows = read_rows(setup["csv"])
+    for i, r in enumerate(rows):
+        if r["label"] == "nonGS" and i % 2:
+            r["label"] = "obsolescent"
+    csv3 = write_rows(setup["csv"].parent / "labels3.csv", rows)
+    out = tmp_path / "run3"
+    run_finetune_cls(_cfg(setup, out, data=str(csv3), folds=2, epochs=5))
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted(saved["classes"]) == ["GS", "nonGS", "obsolescent"]
+    conf = np.asarray(saved["confusion"])
+    assert conf.shape == (3, 3) and conf.sum() == len(rows)
+    model, meta = load_classifier(out)
+    images = [setup["csv"].parent / rows[0]["image"], setup["csv"].parent / rows[5]["image"]]
+    probs = classify_images(model, meta, images, 2, "cpu")
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
