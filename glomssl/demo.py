@@ -146,7 +146,7 @@ def pretrain(state: DemoState) -> None:
     run = state.out / "pretrain"
     print(
         f"  glomssl pretrain --method vicreg --data {corpus} --out {run} "
-        "--image-size 64 --batch-size 8 --max-steps 10 --workers 0"
+        "--image-size 64 --batch-size 8 --max-steps 10 --warmup-steps 2 --workers 0"
     )
     cfg = build_config(
         PretrainConfig,
@@ -158,6 +158,7 @@ def pretrain(state: DemoState) -> None:
             "image_size": 64,
             "batch_size": 8,
             "max_steps": 10,
+            "warmup_steps": 2,  # the default 40-step warm-up is for real runs
             "workers": 0,
             "hardware": {"accelerator": "cpu"},
             "resume": (run / "checkpoints" / "last.ckpt").is_file(),  # a rerun changes nothing
