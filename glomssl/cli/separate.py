@@ -28,7 +28,12 @@ def _echo(summary: dict[str, Any]) -> None:
     help="auto (the measured best, see docs/separate.md), hybrid, yolo or classic [auto].",
 )
 @click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")
-@click.option("--conf", type=float, default=None, help="Detector confidence threshold [tuned for the weights].")
+@click.option(
+    "--conf",
+    type=float,
+    default=None,
+    help="Detector confidence threshold [tuned for the weights].",
+)
 @click.option("--imgsz", type=int, default=None, help="Detector image size [from weights].")
 @click.option("--min-side", type=int, default=None, help="Drop panels smaller than this [24].")
 @click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
