@@ -182,9 +182,8 @@ class MultiHeadSegmenter(_SharedNetSegmenter):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(
-            "multihead", classes, 0, encoder, base, feat_dim, mean, std
-        )  # (B, K, H, W)
+        # (B, K, H, W): one logit per class
+        super().__init__("multihead", classes, 0, encoder, base, feat_dim, mean, std)
 
 
 class MultiClassSegmenter(_SharedNetSegmenter):
