@@ -93,3 +93,25 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "--out") -> Pa
             f"{what} {p} is not a writable folder ({exc.strerror}); choose a folder you can write to"
         ) from exc
     return p
+
+
+@contextmanager
+def folder_lock(out: Path, command: str) -> Iterator[None]:
+    """Hold an OS lock on ``OUT/.<command>.lock`` so two runs of ``glomssl <command>`` never work in
+    one folder; the OS releases it even on ``kill -9``. A second run gets a one-line error."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no guard
+        yield
+        return
+    with open(Path(out) / f".{command}.lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise GlomsslError(
+                f"another `glomssl {command}` is working in {out}; wait for it or use another --out"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,32 +225,10 @@ def finalize_manifest(ctx: MineContext) -> Path | None:
     return target
 
 
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold an OS lock on ``OUT/.mine.lock`` so two miners never share a folder (released by the
-    OS even on ``kill -9``)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no guard
-        yield
-        return
-    with open(out / ".mine.lock", "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise GlomsslError(
-                f"another `glomssl mine` is working in {out}; wait for it or use another --out"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def run_mine(cfg: MineConfig) -> MineSummary:
     """Run the mining stages in order (resumable). Returns a summary; raises GlomsslError."""
     from glomssl.config import save_config
-    from glomssl.fsutil import ensure_writable_dir
+    from glomssl.fsutil import ensure_writable_dir, folder_lock
     from glomssl.mining.download import HttpClient, RetryPolicy
     from glomssl.mining.openi import OpenIClient
     from glomssl.mining.store import MineStore
@@ -270,7 +246,7 @@ def run_mine(cfg: MineConfig) -> MineSummary:
     names = [name for name, _ in plan]
     last = names.index(cfg.stop_after) if cfg.stop_after else len(names) - 1
     results: list[StageResult] = []
-    with _exclusive(out), MineStore(out / "state.sqlite") as store:
+    with folder_lock(out, "mine"), MineStore(out / "state.sqlite") as store:
         store.bind_search(cfg.search_key())
         save_config(dataclasses.replace(cfg, quiet=False), out / "config.yaml")
         attempts0 = store.n_attempts()

@@ -27,8 +27,7 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from glomssl.config import opt
 from glomssl.errors import GlomsslError
-from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, sha256_bytes
+from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, folder_lock, sha256_bytes
 from glomssl.manifest import Row, load_image_list, relpath, write_jsonl, write_manifest
 from glomssl.mining.boxes import Box, Scored, iou, prf1
 from glomssl.mining.classic import classic_boxes, clean_boxes, ink_mask, whole_figure
@@ -217,28 +216,6 @@ def _open_state(path: Path, fingerprint: str) -> sqlite3.Connection:
     return db
 
 
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold an OS lock on ``OUT/.separate.lock`` so two runs never work in one folder (released by
-    the OS even on ``kill -9``)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no guard
-        yield
-        return
-    with open(out / ".separate.lock", "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise GlomsslError(
-                f"another `glomssl separate` is working in {out}; wait for it or use another --out"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _preview(img: Image.Image, panels: Sequence[Scored], target: Path) -> None:
     canvas = img.copy()
     dr = ImageDraw.Draw(canvas)
@@ -270,7 +247,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         check_weights(cfg.weights)
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
-    with _exclusive(out):
+    with folder_lock(out, "separate"):
         return _run(cfg, method, items, out)
 
 
