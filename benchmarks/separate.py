@@ -6,6 +6,8 @@ Synthetic figures: seed 99 of glomssl's training generator (never a training see
 unless --images is given. The held-out layout generator that decides the default is scored by
 benchmarks/separator_heldout.py. Speed: figures resized to a long side
 of 512 px, separated in batches of 8 on this machine's CPU (end to end: pixels in, boxes out).
+``classic`` is the default splitter, ``classic_v1`` its first version, ``classic_seams`` the
+``--seams`` setting.
 
 Prints ONE JSON line.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from glomssl.mining.classic import ClassicParams
 from glomssl.mining.separate import AUTO_METHOD, Separator, prf1
 from glomssl.mining.synth import Fonts, load_pool, make_figure
 
@@ -85,6 +88,8 @@ def main() -> None:
 
     seps = {
         "classic": Separator("classic"),
+        "classic_v1": Separator("classic", classic=ClassicParams.v1()),
+        "classic_seams": Separator("classic", classic=ClassicParams.touching()),
         "yolo": Separator("yolo", weights=args.weights, imgsz=args.imgsz),
         "hybrid": Separator("hybrid", weights=args.weights, imgsz=args.imgsz),
     }

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from glomssl.mining.boxes import prf1
-from glomssl.mining.classic import clean_boxes, ink_mask, whole_figure
+from glomssl.mining.classic import ClassicParams, clean_boxes, ink_mask, whole_figure
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
@@ -98,7 +98,7 @@ def score(sep: Separator, figs: list[Image.Image], truths: list) -> dict:
 def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 24) -> list[dict]:
     """Score yolo confidences and hybrid parameter combinations from one detector pass."""
     arrs = [np.asarray(f) for f in figs]
-    inks = [ink_mask(a) for a in arrs]
+    inks = [ink_mask(a, params=sep.classic) for a in arrs]
     dets: list = []
     for start in range(0, len(arrs), 8):
         dets += sep.detect(arrs[start : start + 8])
@@ -130,7 +130,10 @@ def grid(sep: Separator, figs: list[Image.Image], truths: list, min_side: int = 
     for conf, seam, split_conf, small, merge_conf in combos:
         p = HybridParams(**{**base, "conf": conf, "seam": seam, "split_conf": split_conf,
                             "small": small, "merge_conf": max(conf, merge_conf)})  # fmt: skip
-        raw = [hybrid_boxes(a, ink, ds, min_side, p) for a, ink, ds in zip(arrs, inks, dets)]
+        raw = [
+            hybrid_boxes(a, ink, ds, min_side, p, sep.classic)
+            for a, ink, ds in zip(arrs, inks, dets)
+        ]
         out.append({"method": "hybrid", **vars(p), **finish(raw)})
     return out
 
@@ -152,6 +155,13 @@ def main() -> None:
         "--hybrid", default="", help="hybrid parameters, e.g. member=0.6,merge_conf=0.4"
     )
     ap.add_argument("--grid", action="store_true", help="score a threshold grid instead")
+    ap.add_argument(
+        "--classic",
+        choices=["v1", "v2", "seams"],
+        default="v2",
+        help="classic splitter: v1, v2 (the default: gutter-colour background) or seams "
+        "(v2 + 1-px gutters and seams, `--seams`); also the hybrid's leaves [v2]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     args = ap.parse_args()
 
@@ -166,16 +176,20 @@ def main() -> None:
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    classic = {"v1": ClassicParams.v1(), "v2": ClassicParams(), "seams": ClassicParams.touching()}[
+        args.classic
+    ]
+    result["classic_version"] = args.classic
     params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
     if args.grid:
-        result["classic"] = score(Separator("classic"), *data)
-        detector = Separator("hybrid", weights=args.weights, conf=0.05)
+        result["classic"] = score(Separator("classic", classic=classic), *data)
+        detector = Separator("hybrid", weights=args.weights, conf=0.05, classic=classic)
         result["grid"] = grid(detector, *data)
         print(json.dumps(result))
         return
     exs = exsclaim_set(shared) if args.exsclaim else None
     for m in args.methods.split(","):
-        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=params)
+        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=params, classic=classic)
         result[m] = score(sep, *data)
         if exs is not None:
             result[f"exsclaim_{m}"] = score(sep, *exs)

@@ -36,6 +36,11 @@ def _echo(summary: dict[str, Any]) -> None:
 )
 @click.option("--imgsz", type=int, default=None, help="Detector image size [from weights].")
 @click.option("--min-side", type=int, default=None, help="Drop panels smaller than this [24].")
+@click.option(
+    "--seams/--no-seams",
+    default=None,
+    help="classic/hybrid: also cut 1-px gutters and seams of touching photos [off].",
+)
 @click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
 @click.option("--device", default=None, help="cpu, auto, cuda, cuda:N or a CUDA index [cpu].")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
@@ -49,6 +54,7 @@ def separate(
     conf: float | None,
     imgsz: int | None,
     min_side: int | None,
+    seams: bool | None,
     preview: int | None,
     device: str | None,
     config_file: str | None,
@@ -72,6 +78,7 @@ def separate(
             "conf": conf,
             "imgsz": imgsz,
             "min_side": min_side,
+            "seams": seams,
             "preview": preview,
             "device": device,
             "quiet": quiet or None,

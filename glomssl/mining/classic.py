@@ -1,28 +1,116 @@
-"""The classic panel splitter: recursive XY cuts on a figure's whitespace, and box clean-up.
+"""The classic panel splitter: recursive XY cuts on a figure's gutters, and box clean-up.
 
-It needs no model: it finds the figure's background colour from its border, marks "ink" pixels that
-differ from it, and cuts the figure recursively along rows or columns that hold no ink (the recursive
-XY-cut of Nagy & Seth, 1984, on projection profiles). Regions too small to be panels (letters, stray
-text) are dropped. It is exact when panels are separated by gutters of background colour, and it
-cannot split panels that touch or keep together a chart whose parts are separated by whitespace.
+It needs no model. It finds the figure's background (gutter) colour, marks "ink" pixels that differ
+from it, and cuts the figure recursively along rows or columns that hold no ink (the recursive XY-cut
+of Nagy & Seth, 1984, on projection profiles). A region with no such line left is cut once more along
+a straight seam where two pictures touch, if it has one. Regions too small to be panels (letters,
+stray text) are dropped.
+
+The background colour is the colour of full-length uniform rows and columns (the gutters themselves)
+when there are any, and otherwise the dominant colour of the border, so pictures that touch the
+figure's edge do not turn white gutters into "ink" (the first version took the border's median).
+
+``--seams`` (:meth:`ClassicParams.touching`) is for montages of pictures that touch: a one-pixel
+gutter counts (otherwise about 1/256 of the long side), and a region with no gutter left is cut along
+a straight line where the colour jumps along most of its length, much more than at the lines beside
+it, with textured content (not white, not background) on both sides: the seam of two pasted photos,
+not an edge inside one, nor a chart's axis. It is off by default because on real journal figures with
+charts it also cuts charts at their axes (docs/experiments/panel-detector.md, section 7).
+
+It is exact when panels are separated by gutters, and it still keeps together a chart whose parts are
+separated by whitespace only when the parts are too small to be panels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from glomssl.mining.boxes import Box, Scored, area, inter
 
 
-def ink_mask(arr: np.ndarray, tol: int = 30) -> np.ndarray:
-    """Boolean (H, W) mask of pixels that differ from the background (median of the border) by more
-    than ``tol`` in any channel. Compares each uint8 channel with the band bg +- tol (no int16 copy
-    of the image: ten times faster than the absolute difference)."""
+@dataclasses.dataclass(frozen=True)
+class ClassicParams:
+    """Settings of the classic splitter.
+
+    The defaults are what ``glomssl separate`` runs: version 1's cuts with the gutter-colour
+    background. :meth:`touching` adds one-pixel gutters and seams (``--seams``), :meth:`v1` is the
+    first version. Values were chosen on the tuning set T of docs/experiments/panel-detector.md
+    (section 7), never on the held-out set or on real figures.
+    """
+
+    background: str = (
+        "gutters"  # "gutters": uniform full lines, then the border's mode; "border": median
+    )
+    min_gap: int = 0  # narrowest gutter (px); 0: about 1/256 of the long side, at least 2
+    seam: float = 0.0  # a seam's jump must exceed this many times the jumps beside it (0: no seams)
+    seam_jump: float = 30.0  # ... and be at least this large (median over the line, 0-255 scale)
+    seam_white: float = 0.1  # ... with at most this share of near-white pixels on either side
+    seam_ink: float = 0.9  # ... and at least this share of ink on either side
+
+    @classmethod
+    def v1(cls) -> ClassicParams:
+        """The first version: border-median background, gutters of ~1/256 of the long side, no seams."""
+        return cls(background="border")
+
+    @classmethod
+    def touching(cls) -> ClassicParams:
+        """For montages of touching pictures: one-pixel gutters count, and seams are cut."""
+        return cls(min_gap=1, seam=2.0)
+
+
+DEFAULT_CLASSIC = ClassicParams()
+
+
+def _colour_mode(colours: np.ndarray) -> tuple[np.ndarray, float]:
+    """Median colour of the most common 32-level colour bin of (N, 3) ``colours``, and its share."""
+    q = colours.astype(np.int32) // 32
+    key = q[:, 0] * 64 + q[:, 1] * 8 + q[:, 2]
+    keys, counts = np.unique(key, return_counts=True)
+    k = int(np.argmax(counts))
+    return np.median(colours[key == keys[k]], axis=0), float(counts[k] / len(key))
+
+
+def background_colour(
+    arr: np.ndarray, params: ClassicParams = DEFAULT_CLASSIC, tol: int = 12
+) -> np.ndarray:
+    """The figure's background (gutter) colour, (C,) float.
+
+    ``border``: median of the border pixels (version 1). ``gutters``: the most common colour of the
+    rows and columns that are uniform (every channel within ``tol``) from edge to edge; without any,
+    the dominant colour of the border when it holds at least 30% of it; else the border median.
+    """
     border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])  # (N, C)
-    bg = np.median(border, axis=0)  # (C,)
+    if params.background == "border":
+        return np.median(border, axis=0)
+    lines = []
+    for axis in (1, 0):  # rows (uniform along x), then columns
+        # a cheap pass on every 4th pixel finds the candidates; the full line then decides
+        step = arr[:, ::4] if axis == 1 else arr[::4]
+        rough = step.max(axis=axis).astype(np.int16) - step.min(axis=axis)  # (L, C)
+        cand = np.flatnonzero((rough <= tol).all(axis=1))
+        if cand.size == 0:
+            continue
+        full = arr[cand] if axis == 1 else arr[:, cand].transpose(1, 0, 2)  # (n, len, C)
+        span = full.max(axis=1).astype(np.int16) - full.min(axis=1)  # (n, C)
+        uniform = (span <= tol).all(axis=1)
+        if uniform.any():
+            lines.append(full[uniform].mean(axis=1, dtype=np.float32))  # (m, C)
+    if lines:
+        return _colour_mode(np.concatenate(lines))[0]
+    colour, share = _colour_mode(border)
+    return colour if share >= 0.3 else np.median(border, axis=0)
+
+
+def ink_mask(arr: np.ndarray, tol: int = 30, params: ClassicParams = DEFAULT_CLASSIC) -> np.ndarray:
+    """Boolean (H, W) mask of pixels that differ from the background (:func:`background_colour`) by
+    more than ``tol`` in any channel. Compares each uint8 channel with the band bg +- tol (no int16
+    copy of the image: ten times faster than the absolute difference)."""
+    bg = background_colour(arr, params)  # (C,)
     out = np.zeros(arr.shape[:2], dtype=bool)  # (H, W)
     for c in range(arr.shape[2]):
         ch = arr[:, :, c]
@@ -50,8 +138,90 @@ def _gaps(profile: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep])]
 
 
-def xy_cut(ink: np.ndarray, box: Box, min_gap: int, depth: int = 0) -> list[Box]:
-    """Recursive XY cut of ``box``: split at blank rows or columns until none is left."""
+class _Lines:
+    """Per-figure sums for :func:`seam_cut`: ink and near-white counts along every row and column of
+    any box, from cumulative sums (one pass over the figure, not one per region)."""
+
+    def __init__(self, arr: np.ndarray, ink: np.ndarray) -> None:
+        self.arr = arr
+        white = arr.min(axis=2) > 225  # (H, W) near-white pixels
+        self.down = {  # cumulative down the rows: column sums of any row range, (H + 1, W)
+            "ink": np.pad(np.cumsum(ink, axis=0, dtype=np.int32), ((1, 0), (0, 0))),
+            "white": np.pad(np.cumsum(white, axis=0, dtype=np.int32), ((1, 0), (0, 0))),
+        }
+        self.across = {  # cumulative along the columns: row sums of any column range, (H, W + 1)
+            "ink": np.pad(np.cumsum(ink, axis=1, dtype=np.int32), ((0, 0), (1, 0))),
+            "white": np.pad(np.cumsum(white, axis=1, dtype=np.int32), ((0, 0), (1, 0))),
+        }
+
+    def shares(self, box: Box, axis: int, what: str) -> np.ndarray:
+        """Share of ``what`` pixels on each line across ``axis`` of ``box`` (axis 1: per column)."""
+        x0, y0, x1, y1 = box
+        if axis == 1:
+            c = self.down[what]
+            return (c[y1, x0:x1] - c[y0, x0:x1]) / (y1 - y0)
+        c = self.across[what]
+        return (c[y0:y1, x1] - c[y0:y1, x0]) / (x1 - x0)
+
+
+def seam_cut(
+    lines: _Lines, box: Box, limit: int, params: ClassicParams = DEFAULT_CLASSIC
+) -> tuple[int, int] | None:
+    """The straight seam where two touching pictures meet inside ``box``, as (axis, offset) (axis 1:
+    a vertical seam before column ``offset`` of the box, axis 0: a horizontal one before that row),
+    or None. Both parts must be at least ``limit`` px; see :class:`ClassicParams` for the tests."""
+    if params.seam <= 0:
+        return None
+    x0, y0, x1, y1 = box
+    arr = lines.arr
+    best: tuple[float, int, int] | None = None
+    for axis in (1, 0):
+        length, across = (x1 - x0, y1 - y0) if axis == 1 else (y1 - y0, x1 - x0)
+        if length < 2 * limit + 2 or across < 8:
+            continue
+        inked = lines.shares(box, axis, "ink")  # (L,)
+        white = lines.shares(box, axis, "white")  # (L,)
+        textured = (np.minimum(inked[:-1], inked[1:]) >= params.seam_ink) & (
+            np.maximum(white[:-1], white[1:]) <= params.seam_white
+        )  # (L - 1,) candidate lines: textured content on both sides
+        textured[: limit - 1] = False  # both parts at least ``limit``
+        textured[length - limit :] = False
+        if not textured.any():
+            continue
+        sub = arr[y0:y1, x0:x1] if axis == 1 else arr[y0:y1, x0:x1].transpose(1, 0, 2)  # (n, L, C)
+        s16 = sub.astype(np.int16)
+        jump = np.abs(s16[:, 1:] - s16[:, :-1]).max(axis=2)  # (n, L - 1) between neighbours
+        strength = np.median(jump, axis=0)  # (L - 1,) typical jump along each line
+        steady = np.quantile(jump, 0.25, axis=0)  # (L - 1,) jumps along most of the line
+        pad = np.pad(strength, 8, mode="edge")  # the 16 lines beside each one (8 per side)
+        windows = sliding_window_view(pad, 17)  # (L - 1, 17)
+        beside = np.median(np.delete(windows, 8, axis=1), axis=1)  # (L - 1,)
+        ok = (
+            textured
+            & (strength >= params.seam_jump)
+            & (steady >= params.seam_jump / 2)
+            & (strength >= params.seam * (beside + 1))
+        )
+        if not ok.any():
+            continue
+        score = np.where(ok, strength / (beside + 1), 0.0)
+        j = int(np.argmax(score))
+        if best is None or score[j] > best[0]:
+            best = (float(score[j]), axis, j + 1)
+    return None if best is None else (best[1], best[2])
+
+
+def xy_cut(
+    ink: np.ndarray,
+    box: Box,
+    min_gap: int,
+    depth: int = 0,
+    lines: _Lines | None = None,
+    limit: int = 0,
+    params: ClassicParams = DEFAULT_CLASSIC,
+) -> list[Box]:
+    """Recursive XY cut of ``box``: split at blank rows or columns until none is left, then (when
+    the figure's ``lines`` are given) at the seam of two touching pictures, parts >= ``limit`` px."""
     trimmed = trim_box(ink, box)
     if trimmed is None:
         return []
@@ -59,25 +229,41 @@ def xy_cut(ink: np.ndarray, box: Box, min_gap: int, depth: int = 0) -> list[Box]
     sub = ink[y0:y1, x0:x1]
     row_gaps = _gaps(sub.sum(axis=1), min_gap)
     col_gaps = _gaps(sub.sum(axis=0), min_gap)
-    if depth > 12 or (not row_gaps and not col_gaps):
+    if depth > 12:
         return [trimmed]
+
+    def deeper(part: Box) -> list[Box]:
+        return xy_cut(ink, part, min_gap, depth + 1, lines, limit, params)
+
+    if not row_gaps and not col_gaps:
+        seam = seam_cut(lines, trimmed, max(limit, 2), params) if lines is not None else None
+        if seam is None:
+            return [trimmed]
+        axis, at = seam
+        parts = (
+            [(x0, y0, x0 + at, y1), (x0 + at, y0, x1, y1)]
+            if axis == 1
+            else [(x0, y0, x1, y0 + at), (x0, y0 + at, x1, y1)]
+        )
+        return [leaf for part in parts for leaf in deeper(part)]
     widest_row = max((b - a for a, b in row_gaps), default=0)
     widest_col = max((b - a for a, b in col_gaps), default=0)
     out: list[Box] = []
     if widest_row >= widest_col:
         edges = [0] + [c for g in row_gaps for c in g] + [y1 - y0]
         for a, b in zip(edges[::2], edges[1::2]):
-            out += xy_cut(ink, (x0, y0 + a, x1, y0 + b), min_gap, depth + 1)
+            out += deeper((x0, y0 + a, x1, y0 + b))
     else:
         edges = [0] + [c for g in col_gaps for c in g] + [x1 - x0]
         for a, b in zip(edges[::2], edges[1::2]):
-            out += xy_cut(ink, (x0 + a, y0, x0 + b, y1), min_gap, depth + 1)
+            out += deeper((x0 + a, y0, x0 + b, y1))
     return out
 
 
-def min_gap_for(shape: tuple[int, ...]) -> int:
-    """Narrowest blank run (px) that counts as a gutter: about 1/256 of the long side, at least 2."""
-    return max(2, round(max(shape[:2]) / 256))
+def min_gap_for(shape: tuple[int, ...], params: ClassicParams = DEFAULT_CLASSIC) -> int:
+    """Narrowest blank run (px) that counts as a gutter: ``params.min_gap``, or for version 1 about
+    1/256 of the long side, at least 2."""
+    return params.min_gap if params.min_gap > 0 else max(2, round(max(shape[:2]) / 256))
 
 
 def size_limit(shape: tuple[int, ...], min_side: int) -> int:
@@ -85,14 +271,31 @@ def size_limit(shape: tuple[int, ...], min_side: int) -> int:
     return max(min_side, round(0.06 * min(shape[:2])))
 
 
-def classic_boxes(img: Image.Image, min_side: int = 24, tol: int = 30) -> list[Scored]:
-    """Panels by recursive XY cuts on the figure's whitespace; score = share of ink in the box."""
-    arr = np.asarray(img.convert("RGB"))  # (H, W, 3)
-    ink = ink_mask(arr, tol)
+def leaves(
+    arr: np.ndarray, ink: np.ndarray, min_side: int, params: ClassicParams = DEFAULT_CLASSIC
+) -> list[Box]:
+    """Every region the cuts leave in the (H, W, 3) figure ``arr`` with ink mask ``ink``."""
     h, w = ink.shape
     limit = size_limit(ink.shape, min_side)
+    lines = _Lines(arr, ink) if params.seam > 0 else None
+    return xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape, params), 0, lines, limit, params)
+
+
+def classic_boxes(
+    img: Image.Image,
+    min_side: int = 24,
+    tol: int = 30,
+    params: ClassicParams = DEFAULT_CLASSIC,
+    ink: np.ndarray | None = None,
+) -> list[Scored]:
+    """Panels by recursive cuts on the figure's gutters and seams; score = share of ink in the box.
+    ``ink``: the figure's :func:`ink_mask` when the caller has it already."""
+    arr = np.asarray(img.convert("RGB"))  # (H, W, 3)
+    if ink is None:
+        ink = ink_mask(arr, tol, params)
+    limit = size_limit(ink.shape, min_side)
     out = []
-    for b in xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape)):
+    for b in leaves(arr, ink, min_side, params):
         if b[2] - b[0] >= limit and b[3] - b[1] >= limit:
             out.append((b, float(ink[b[1] : b[3], b[0] : b[2]].mean())))
     return out

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from glomssl.mining.boxes import Box, Scored, area, inter, union_box
-from glomssl.mining.classic import min_gap_for, size_limit, trim_box, xy_cut
+from glomssl.mining.classic import DEFAULT_CLASSIC, ClassicParams, leaves, size_limit, trim_box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,7 @@ def hybrid_boxes(
     detections: Sequence[Scored],
     min_side: int = 24,
     params: HybridParams = HybridParams(),
+    classic: ClassicParams = DEFAULT_CLASSIC,
 ) -> list[Scored]:
     """Panels of one figure (unsorted, untrimmed): classic leaves split/merged by detections.
 
@@ -108,7 +109,7 @@ def hybrid_boxes(
     box holds: the share of ink in the leaf).
     """
     h, w = ink.shape
-    leaves = xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape))
+    regions = leaves(arr, ink, min_side, classic)
     limit = size_limit(ink.shape, min_side)
     dets: list[Scored] = []
     for b, s in detections:
@@ -120,7 +121,7 @@ def hybrid_boxes(
             dets.append((box, float(s)))
     # 1. split leaves that hold several detector boxes (touching panels)
     pieces: list[tuple[Box, float | None]] = []  # (box, confidence of the box that cut it | None)
-    for leaf in leaves:
+    for leaf in regions:
         inside = [
             (d, s)
             for d, s in dets

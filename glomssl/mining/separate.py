@@ -39,7 +39,14 @@ from glomssl.errors import GlomsslError
 from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, folder_lock, sha256_bytes
 from glomssl.manifest import Row, load_image_list, relpath, write_jsonl, write_manifest
 from glomssl.mining.boxes import Box, Scored, iou, prf1
-from glomssl.mining.classic import classic_boxes, clean_boxes, ink_mask, whole_figure
+from glomssl.mining.classic import (
+    DEFAULT_CLASSIC,
+    ClassicParams,
+    classic_boxes,
+    clean_boxes,
+    ink_mask,
+    whole_figure,
+)
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 
 __all__ = [
@@ -102,6 +109,7 @@ class SeparateConfig:
     iou: float = opt(0.5, gt=0, le=1)  # non-maximum suppression overlap
     imgsz: int = opt(0, ge=0)  # 0: the size the weights were trained at
     min_side: int = opt(24, ge=1)  # panels narrower or lower than this (px) are dropped
+    seams: bool = False  # classic cuts also at 1-px gutters and seams of touching photos
     batch: int = opt(8, ge=1)
     preview: int = opt(0, ge=0)  # draw the boxes of this many figures into DIR/previews
     device: str = "cpu"
@@ -137,12 +145,14 @@ class Separator:
         min_side: int = 24,
         device: str = "cpu",
         hybrid: dict[str, float] | None = None,
+        classic: ClassicParams = DEFAULT_CLASSIC,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
         self.conf = conf if conf is not None else tuned_conf
         self.iou, self.min_side = iou, min_side
         self.hybrid = dataclasses.replace(tuned, **(hybrid or {}), conf=self.conf)
+        self.classic = classic  # the whitespace/seam splitter's settings (also the hybrid's leaves)
         self.detector: Any = None
         self.imgsz = imgsz or 512
         if self.method in ("yolo", "hybrid"):
@@ -172,14 +182,17 @@ class Separator:
     def split(self, images: Sequence[Image.Image]) -> list[list[Scored]]:
         """Panels of each figure (reading order); never empty: falls back to the whole figure."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
-        inks = [ink_mask(a) for a in arrs]
+        inks = [ink_mask(a, params=self.classic) for a in arrs]
         if self.method == "classic":
-            raw = [classic_boxes(im, self.min_side) for im in images]
+            raw = [
+                classic_boxes(im, self.min_side, params=self.classic, ink=ink)
+                for im, ink in zip(images, inks)
+            ]
         elif self.method == "yolo":
             raw = self.detect(arrs)
         else:
             raw = [
-                hybrid_boxes(a, ink, dets, self.min_side, self.hybrid)
+                hybrid_boxes(a, ink, dets, self.min_side, self.hybrid, self.classic)
                 for a, ink, dets in zip(arrs, inks, self.detect(arrs))
             ]
         out = []
@@ -257,6 +270,8 @@ def _run(
     from glomssl.data.images import load_rgb
 
     settings: dict[str, Any] = {"method": method, "min_side": cfg.min_side}
+    if cfg.seams and method != "yolo":
+        settings["seams"] = True
     if method != "classic":
         conf = cfg.conf if cfg.conf is not None else tuned_settings(method, cfg.weights)[0]
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
@@ -268,7 +283,16 @@ def _run(
         done = {k for (k,) in db.execute("SELECT key FROM parents")}
         todo = [(k, f, r) for k, (f, r) in keyed.items() if k not in done]
         sep = (  # nothing to do: do not load the detector at all
-            Separator(method, cfg.weights, cfg.conf, cfg.iou, cfg.imgsz, cfg.min_side, cfg.device)
+            Separator(
+                method,
+                cfg.weights,
+                cfg.conf,
+                cfg.iou,
+                cfg.imgsz,
+                cfg.min_side,
+                cfg.device,
+                classic=ClassicParams.touching() if cfg.seams else DEFAULT_CLASSIC,
+            )
             if todo
             else None
         )
