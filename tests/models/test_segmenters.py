@@ -106,8 +106,20 @@ def test_controller_outer_is_a_linear_map_per_task() -> None:
     ctrl = Controller(5, 3, 7, "outer")
     f = torch.randn(2, 5)
     got = ctrl(f, torch.tensor([[1], [2]]))[:, 0]
-    want = torch.stack([ctrl.weight[1] @ f[0], ctrl.weight[2] @ f[1]]) + ctrl.task_bias[[1, 2]]
+    u = f / f.norm(dim=1, keepdim=True)  # the controller reads the unit-length pooled feature
+    want = torch.stack([ctrl.weight[1] @ u[0], ctrl.weight[2] @ u[1]]) + ctrl.task_bias[[1, 2]]
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["outer", "concat"])
+def test_controller_ignores_the_scale_of_the_pooled_feature(kind: str) -> None:
+    """A ResNet bottleneck pools to features ~30x larger than the residual U-Net's; the generated
+    heads must not depend on that scale (else AdamW steps move them by ~1 per step)."""
+    torch.manual_seed(4)
+    ctrl = Controller(512, 2, 162, kind)
+    f = torch.rand(3, 512)
+    tasks = torch.tensor([[0, 1]] * 3)
+    torch.testing.assert_close(ctrl(f, tasks), ctrl(100.0 * f, tasks))
 
 
 @pytest.mark.parametrize("encoder", ["resunet", "resnet18"])
