@@ -270,8 +270,10 @@ def _run(
     from glomssl.data.images import load_rgb
 
     settings: dict[str, Any] = {"method": method, "min_side": cfg.min_side}
-    if cfg.seams and method != "yolo":
-        settings["seams"] = True
+    if method != "yolo":  # the gutter analysis changed in version 2: never resume v1 panels with it
+        settings["classic"] = 2
+        if cfg.seams:
+            settings["seams"] = True
     if method != "classic":
         conf = cfg.conf if cfg.conf is not None else tuned_settings(method, cfg.weights)[0]
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
