@@ -46,7 +46,8 @@ class Controller(nn.Module):
     norm ~30; unscaled, every AdamW step moved each generated parameter by up to lr x ||f||_1 (about
     1 at lr 2e-3), and the dynamic head on the ResNet-18 encoder never left the all-foreground
     answer on the real Tuft task (validation Dice 0.862 = the prior after 90 steps; 0.918 with the
-    scaling, docs/experiments/segmenter.md). (With the image
+    scaling, docs/experiments/segmenter.md). ``normalise=False`` is the earlier behaviour, kept so that
+    segmenters trained before the change (whose model.json lacks ``unit_pooled``) load unchanged. (With the image
     part at full size and no per-task offset, the heads of different tasks start as near copies and
     the dynamic model stayed at the all-foreground solution for 400 steps on the real Tuft/GS tasks,
     while a multi-head network left it within 200.)
@@ -60,13 +61,16 @@ class Controller(nn.Module):
         kind: str = "outer",
         init_head: Callable[[], torch.Tensor] | None = None,
         cond_init: float = 0.1,
+        normalise: bool = True,
     ) -> None:
         super().__init__()
         if kind not in ("concat", "outer"):
             raise GlomsslError(f"controller {kind!r} must be concat or outer")
         self.kind = kind
         self.num_tasks = num_tasks
-        bound = cond_init  # the pooled feature has unit length (forward)
+        self.normalise = normalise
+        # the image part starts cond_init x smaller than a head: |f| is 1 (normalise) or ~sqrt(C)
+        bound = cond_init if normalise else cond_init * in_dim**-0.5
         if kind == "concat":  # theta = W_f f + (W_t onehot_k + b): the paper's concatenation
             self.weight = nn.Parameter(torch.empty(num_params, in_dim).uniform_(-bound, bound))
         else:  # theta = W_k f + b_k: a 1x1 conv on the outer product f x onehot_k (public code)
@@ -78,7 +82,8 @@ class Controller(nn.Module):
 
     def forward(self, pooled: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """``pooled`` (B, C); ``tasks`` (B, T) long task ids -> (B, T, P) parameters."""
-        pooled = nn.functional.normalize(pooled, dim=-1)  # unit length: see the class docstring
+        if self.normalise:  # unit length: see the class docstring
+            pooled = nn.functional.normalize(pooled, dim=-1)
         if self.kind == "concat":
             return (pooled @ self.weight.T)[:, None, :] + self.task_bias[tasks]  # (B, T, P)
         w = self.weight[tasks]  # (B, T, P, C)

@@ -115,17 +115,20 @@ class DynamicSegmenter(Segmenter):
         controller: str = "outer",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        unit_pooled: bool = False,
     ) -> None:
+        # unit_pooled: the controller reads the pooled feature scaled to unit length (what training
+        # writes since the ResNet-18 fix); False rebuilds segmenters saved before it unchanged
         super().__init__(
             "dynamic", classes, mean, std, encoder=encoder, base=base, feat_dim=feat_dim,
-            hidden=hidden, controller=controller,
+            hidden=hidden, controller=controller, unit_pooled=unit_pooled,
         )  # fmt: skip
         self.net = create_encoder_decoder(encoder, base, feat_dim)
         self.stride = self.net.stride
         self.head = DynamicHead(feat_dim, hidden, 2)
         self.controller = Controller(
             self.net.bottleneck_dim, self.num_classes, self.head.num_params, controller,
-            init_head=self.head.init_params,
+            init_head=self.head.init_params, normalise=unit_pooled,
         )  # fmt: skip
 
     def _run(self, x: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:

@@ -174,3 +174,28 @@ def test_init_from_a_pretrain_run(tmp_path: Path) -> None:
         create_model("multihead", classes=CLASSES, encoder="resnet34").load_init(str(tmp_path))
     with pytest.raises(GlomsslError, match="resnet18"):
         small("dynamic").load_init(str(tmp_path))  # a resunet has nothing pretrained
+
+
+def test_segmenters_saved_before_the_unit_pooled_change_load_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A model.json without ``unit_pooled`` (saved before the controller change) rebuilds a controller
+    that reads the pooled feature unscaled, so the old weights give the old outputs; new exports say
+    ``unit_pooled: true``."""
+    from glomssl.finetune.segmenter.infer import export_segmenter, load_segmenter
+    from glomssl.finetune.segmenter.train import SegTrainConfig
+
+    torch.manual_seed(5)
+    old = DynamicSegmenter(["Tuft", "GS"], encoder="resunet", base=8).eval()
+    assert old.controller.normalise is False
+    kwargs = dict(old.build_kwargs)
+    kwargs.pop("unit_pooled")  # what an earlier glomssl wrote
+    old.build_kwargs = kwargs
+    export_segmenter(old, tmp_path, {})
+    back, meta = load_segmenter(tmp_path)
+    assert "unit_pooled" not in meta["model_kwargs"] and back.controller.normalise is False
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back.probabilities(x), old.probabilities(x))
+    kw = SegTrainConfig(train=["t.csv"], out=str(tmp_path / "r")).model_kwargs(["Tuft", "GS"])
+    assert kw["unit_pooled"] is True  # what `finetune seg` builds and exports now
+    new = DynamicSegmenter(**kw)
+    assert new.controller.normalise is True and new.build_kwargs["unit_pooled"] is True

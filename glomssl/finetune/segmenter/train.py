@@ -115,6 +115,7 @@ class SegTrainConfig:
         kw: dict[str, Any] = {"classes": classes, "encoder": self.encoder, "base": self.base}
         if self.model == "dynamic":
             kw["controller"] = self.controller
+            kw["unit_pooled"] = True
         return kw
 
 
