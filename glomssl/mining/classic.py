@@ -51,6 +51,8 @@ class ClassicParams:
     seam_jump: float = 30.0  # ... and be at least this large (median over the line, 0-255 scale)
     seam_white: float = 0.1  # ... with at most this share of near-white pixels on either side
     seam_ink: float = 0.9  # ... and at least this share of ink on either side
+    thin: float = 0.0  # a gutter narrower than min_gap counts when the lines on both its sides are
+    # at least this share ink: two pictures' edges, not a chart's axis beside its tick labels (0: never)
 
     @classmethod
     def v1(cls) -> ClassicParams:
@@ -129,12 +131,22 @@ def trim_box(ink: np.ndarray, box: Box) -> Box | None:
     return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
 
 
-def _gaps(profile: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
-    """Runs of empty entries (start, end) at least ``min_gap`` long, excluding the two ends."""
+def _gaps(
+    profile: np.ndarray, min_gap: int, flanks: np.ndarray | None = None, thin: float = 0.0
+) -> list[tuple[int, int]]:
+    """Runs of empty entries (start, end) at least ``min_gap`` long, excluding the two ends.
+
+    With ``thin`` > 0, a shorter run also counts when ``flanks`` (the share of ink on each line, (L,))
+    is at least ``thin`` on the lines just before and just after it."""
     empty = np.concatenate([[False], profile == 0, [False]]).astype(np.int8)  # (L + 2,)
     edges = np.flatnonzero(np.diff(empty))  # run starts and ends, alternating
     starts, ends = edges[::2], edges[1::2]
-    keep = (starts > 0) & (ends < len(profile)) & (ends - starts >= min_gap)
+    inside = (starts > 0) & (ends < len(profile))
+    keep = inside & (ends - starts >= min_gap)
+    if thin > 0 and flanks is not None:
+        before = flanks[np.clip(starts - 1, 0, len(profile) - 1)]
+        after = flanks[np.clip(ends, 0, len(profile) - 1)]
+        keep |= inside & (before >= thin) & (after >= thin)
     return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep])]
 
 
@@ -227,8 +239,9 @@ def xy_cut(
         return []
     x0, y0, x1, y1 = trimmed
     sub = ink[y0:y1, x0:x1]
-    row_gaps = _gaps(sub.sum(axis=1), min_gap)
-    col_gaps = _gaps(sub.sum(axis=0), min_gap)
+    rows, cols = sub.sum(axis=1), sub.sum(axis=0)  # ink per row (H,) and per column (W,)
+    row_gaps = _gaps(rows, min_gap, rows / (x1 - x0), params.thin)
+    col_gaps = _gaps(cols, min_gap, cols / (y1 - y0), params.thin)
     if depth > 12:
         return [trimmed]
 
