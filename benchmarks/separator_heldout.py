@@ -157,10 +157,11 @@ def main() -> None:
     ap.add_argument("--grid", action="store_true", help="score a threshold grid instead")
     ap.add_argument(
         "--classic",
-        choices=["v1", "v2", "seams"],
+        choices=["v1", "v2", "seams", "thin"],
         default="v2",
         help="classic splitter: v1, v2 (the default: gutter-colour background) or seams "
-        "(v2 + 1-px gutters and seams, `--seams`); also the hybrid's leaves [v2]",
+        "(v2 + 1-px gutters and seams, `--seams`) or thin (v2 + guarded 1-px gutters, not "
+        "shipped); also the hybrid's leaves [v2]",
     )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     args = ap.parse_args()
@@ -176,9 +177,12 @@ def main() -> None:
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    classic = {"v1": ClassicParams.v1(), "v2": ClassicParams(), "seams": ClassicParams.touching()}[
-        args.classic
-    ]
+    classic = {
+        "v1": ClassicParams.v1(),
+        "v2": ClassicParams(),
+        "seams": ClassicParams.touching(),
+        "thin": ClassicParams(thin=0.7),  # docs/experiments/panel-detector.md, section 8
+    }[args.classic]
     result["classic_version"] = args.classic
     params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
     if args.grid:

@@ -118,6 +118,40 @@ def test_a_chart_is_not_cut_along_its_axis_or_bars() -> None:
     assert len(boxes) == 1, boxes
 
 
+def framed_charts() -> tuple[Image.Image, list[Box]]:
+    """A 512-px figure of two framed charts, 24 px apart, whose tick labels sit 1 px from the frame."""
+    fig = Image.new("RGB", (512, 300), (255, 255, 255))
+    dr = ImageDraw.Draw(fig)
+    boxes = []
+    for fx0, fx1 in ((40, 230), (300, 490)):
+        fy0, fy1 = 20, 240  # the plot's frame
+        dr.rectangle([fx0, fy0, fx1, fy1], outline=(0, 0, 0), width=2)
+        for y in range(40, 240, 40):  # y tick labels: small dark blocks, a 1-px gap from the frame
+            dr.rectangle([fx0 - 20, y - 4, fx0 - 2, y + 4], fill=(30, 30, 30))
+        for x in range(fx0 + 20, fx1, 40):  # x tick labels below the frame
+            dr.rectangle([x - 8, fy1 + 2, x + 8, fy1 + 14], fill=(30, 30, 30))
+        dr.line([(fx0 + 10, 200), (fx0 + 90, 80), (fx0 + 170, 150)], fill=(200, 40, 40), width=3)
+        boxes.append((fx0 - 20, fy0, fx1 + 1, fy1 + 15))
+    return fig, boxes
+
+
+def test_guarded_thin_gutters_cut_photos_but_not_a_chart_from_its_labels() -> None:
+    """``thin``: a 1-px gutter counts only between densely inked edges (two pictures), not between a
+    chart's frame and its tick labels, which an unguarded 1-px gutter cuts apart."""
+    guarded = ClassicParams(thin=0.7)
+    fig, truth = mosaic(2, 3, gutter=1, margin=10, bg=(255, 255, 255), seed=4)
+    fig = fig.resize((512, round(fig.height * 512 / fig.width)), Image.NEAREST)
+    scale = 512 / (3 * 110 + 2 + 20)
+    truth = [tuple(round(v * scale) for v in b) for b in truth]
+    assert min_gap_for((fig.height, fig.width)) == 2
+    assert not exact(split(fig, ClassicParams()), truth, 0.8)  # 1 px is below the default gutter
+    assert exact(split(fig, guarded), truth, 0.8)
+    charts, whole = framed_charts()
+    assert exact(split(charts, guarded), whole)
+    assert exact(split(charts, ClassicParams()), whole)
+    assert not exact(split(charts, ClassicParams(min_gap=1)), whole)  # labels cut off
+
+
 def test_version_one_settings_are_kept() -> None:
     assert min_gap_for((512, 300), V1) == 2
     assert min_gap_for((1024, 700), V1) == 4
@@ -125,6 +159,7 @@ def test_version_one_settings_are_kept() -> None:
     assert min_gap_for((1024, 700), SEAMS) == 1
     assert V1.seam == 0.0 and V1.background == "border"
     assert ClassicParams().seam == 0.0  # seams are opt-in (--seams)
+    assert ClassicParams().thin == 0.0  # guarded thin gutters are not the default (section 8)
 
 
 def test_cli_seams_option(tmp_path) -> None:  # type: ignore[no-untyped-def]
