@@ -1,5 +1,5 @@
-"""Benchmark figure separation: F1 at IoU 0.5 of each method (classic, yolo, hybrid; auto is one of
-them), and figures per second.
+"""Benchmark figure separation: F1 at IoU 0.5 of each method (classic, yolo, hybrid, guided; auto is
+one of them), and figures per second.
 
 Real figures: ../shared/data/compound_figures/exsclaim (14 figures, 78 boxes; read-only, test use).
 Synthetic figures: seed 99 of glomssl's training generator (never a training seed), drawn panels only
@@ -92,6 +92,7 @@ def main() -> None:
         "classic_seams": Separator("classic", classic=ClassicParams.touching()),
         "yolo": Separator("yolo", weights=args.weights, imgsz=args.imgsz),
         "hybrid": Separator("hybrid", weights=args.weights, imgsz=args.imgsz),
+        "guided": Separator("guided", weights=args.weights, imgsz=args.imgsz),
     }
     result: dict = {
         "benchmark": "separate",

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "separate": (
         "glomssl.cli.separate",
         "separate",
-        "Split compound figures into panels (classic, hybrid or YOLO).",
+        "Split compound figures into panels (classic, guided, hybrid or YOLO).",
     ),
     "curate": (
         "glomssl.cli.curate",

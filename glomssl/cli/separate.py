@@ -23,9 +23,10 @@ def _echo(summary: dict[str, Any]) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option(
     "--method",
-    type=click.Choice(["auto", "hybrid", "yolo", "classic"]),
+    type=click.Choice(["auto", "guided", "hybrid", "yolo", "classic"]),
     default=None,
-    help="auto (the measured best, see docs/separate.md), hybrid, yolo or classic [auto].",
+    help="auto (the measured best, see docs/separate.md), guided (classic + hairline cuts the "
+    "detector confirms), hybrid, yolo or classic [auto].",
 )
 @click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")
 @click.option(

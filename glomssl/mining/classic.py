@@ -150,7 +150,7 @@ def _gaps(
     return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep])]
 
 
-class _Lines:
+class LineSums:
     """Per-figure sums for :func:`seam_cut`: ink and near-white counts along every row and column of
     any box, from cumulative sums (one pass over the figure, not one per region)."""
 
@@ -177,7 +177,7 @@ class _Lines:
 
 
 def seam_cut(
-    lines: _Lines, box: Box, limit: int, params: ClassicParams = DEFAULT_CLASSIC
+    lines: LineSums, box: Box, limit: int, params: ClassicParams = DEFAULT_CLASSIC
 ) -> tuple[int, int] | None:
     """The straight seam where two touching pictures meet inside ``box``, as (axis, offset) (axis 1:
     a vertical seam before column ``offset`` of the box, axis 0: a horizontal one before that row),
@@ -228,7 +228,7 @@ def xy_cut(
     box: Box,
     min_gap: int,
     depth: int = 0,
-    lines: _Lines | None = None,
+    lines: LineSums | None = None,
     limit: int = 0,
     params: ClassicParams = DEFAULT_CLASSIC,
 ) -> list[Box]:
@@ -290,7 +290,7 @@ def leaves(
     """Every region the cuts leave in the (H, W, 3) figure ``arr`` with ink mask ``ink``."""
     h, w = ink.shape
     limit = size_limit(ink.shape, min_side)
-    lines = _Lines(arr, ink) if params.seam > 0 else None
+    lines = LineSums(arr, ink) if params.seam > 0 else None
     return xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape, params), 0, lines, limit, params)
 
 

@@ -28,7 +28,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from glomssl.mining.boxes import Box, Scored, area, inter, union_box
-from glomssl.mining.classic import DEFAULT_CLASSIC, ClassicParams, leaves, size_limit, trim_box
+from glomssl.mining.boxes import iou
+from glomssl.mining.classic import (
+    DEFAULT_CLASSIC,
+    ClassicParams,
+    LineSums,
+    leaves,
+    min_gap_for,
+    size_limit,
+    trim_box,
+    xy_cut,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +55,7 @@ class HybridParams:
     seam: float = 0.0  # a split needs seams this contrasted (jump / median jump nearby; 0: any)
     split_conf: float = 0.0  # boxes that split a leaf need this confidence (0: any kept box)
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
+    support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -172,4 +183,71 @@ def hybrid_boxes(
             out.append((p, cut))
         elif p[2] - p[0] >= limit and p[3] - p[1] >= limit:
             out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
+    return out
+
+
+def _kept_dets(detections: Sequence[Scored], conf: float, shape: tuple[int, ...]) -> list[Scored]:
+    """Detector boxes at or above ``conf``, rounded and clipped to the (H, W) figure."""
+    h, w = shape[:2]
+    out: list[Scored] = []
+    for b, s in detections:
+        if s < conf:
+            continue
+        x0, y0, x1, y1 = (int(round(v)) for v in b)
+        box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
+        if area(box) > 0:
+            out.append((box, float(s)))
+    return out
+
+
+def guided_boxes(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    detections: Sequence[Scored],
+    min_side: int = 24,
+    params: HybridParams = HybridParams(),
+    classic: ClassicParams = DEFAULT_CLASSIC,
+) -> list[Scored]:
+    """Panels of one figure by the classic splitter, with hairline cuts the detector confirms.
+
+    Each region of the classic splitter (``classic``) is cut further as ``--seams`` would (one-pixel
+    gutters, seams of touching pictures) only when the detector agrees: at least ``params.support``
+    of the panel-size parts have a detector box at IoU >= 0.5 (two at least), and no detector box
+    matches the whole region at IoU >= 0.5 more confidently than the weakest of those. Otherwise the
+    region stays as the classic splitter leaves it, so where the detector disagrees or sees nothing the
+    result is the classic one. Scores: the confirming box's confidence, else the share of ink.
+    """
+    limit = size_limit(ink.shape, min_side)
+    fine = dataclasses.replace(ClassicParams.touching(), background=classic.background)
+    dets = _kept_dets(detections, params.conf, ink.shape)
+    lines = LineSums(arr, ink) if dets else None
+    out: list[Scored] = []
+
+    def ink_share(b: Box) -> float:
+        return float(ink[b[1] : b[3], b[0] : b[2]].mean())
+
+    def big(b: Box) -> bool:
+        return b[2] - b[0] >= limit and b[3] - b[1] >= limit
+
+    for region in leaves(arr, ink, min_side, classic):
+        parts: list[Box] = []
+        if lines is not None and big(region):
+            parts = [
+                b
+                for b in xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
+                if big(b)
+            ]
+        if len(parts) >= 2:
+            best = [max((s for d, s in dets if iou(d, b) >= 0.5), default=0.0) for b in parts]
+            confirmed = [s for s in best if s > 0]
+            whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
+            if (
+                len(confirmed) >= 2
+                and len(confirmed) >= params.support * len(parts)
+                and whole <= min(confirmed)
+            ):
+                out += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
+                continue
+        if big(region):
+            out.append((region, ink_share(region)))
     return out

@@ -6,6 +6,8 @@ Four methods (:data:`METHODS`):
 - ``yolo``: the panel detector of :mod:`glomssl.mining.yolo` (shipped weights, trained on synthetic
   compound figures, the SimCFS / Glo-In-One recipe), its boxes trimmed to the figure's ink.
 - ``hybrid``: classic cuts split and merged where the detector says so (:mod:`glomssl.mining.hybrid`).
+- ``guided``: classic cuts, plus the hairline cuts of ``--seams`` (one-pixel gutters, seams of
+  touching pictures) where the detector confirms the parts; otherwise exactly classic.
 - ``auto`` (the default): the method that won the comparison recorded in
   docs/experiments/panel-detector.md (:data:`AUTO_METHOD`).
 
@@ -47,7 +49,7 @@ from glomssl.mining.classic import (
     ink_mask,
     whole_figure,
 )
-from glomssl.mining.hybrid import HybridParams, hybrid_boxes
+from glomssl.mining.hybrid import HybridParams, guided_boxes, hybrid_boxes
 
 __all__ = [
     "AUTO_METHOD",
@@ -60,14 +62,14 @@ __all__ = [
     "run_separate",
 ]
 
-METHODS = ("auto", "hybrid", "yolo", "classic")
+METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md.
 #: The hybrid scored best on the held-out synthetic layouts (F1 0.866 vs 0.755 for classic) but
 #: below classic on the 14 real exsclaim figures (0.868 vs 0.901), and the rule's real-figure veto
 #: keeps the classic splitter as the default until a detector method passes both.
 AUTO_METHOD = "classic"
 #: detector confidence per method when neither --conf nor the weights' sidecar gives one
-DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15}
+DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15, "guided": 0.25}
 _OWN_FIELDS = {"path", "sha256", "width", "height", "parent", "bbox", "score", "method", "mask"}
 
 
@@ -155,7 +157,7 @@ class Separator:
         self.classic = classic  # the whitespace/seam splitter's settings (also the hybrid's leaves)
         self.detector: Any = None
         self.imgsz = imgsz or 512
-        if self.method in ("yolo", "hybrid"):
+        if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
             self.device = ultralytics_device(device)
@@ -191,8 +193,9 @@ class Separator:
         elif self.method == "yolo":
             raw = self.detect(arrs)
         else:
+            boxes_of = guided_boxes if self.method == "guided" else hybrid_boxes
             raw = [
-                hybrid_boxes(a, ink, dets, self.min_side, self.hybrid, self.classic)
+                boxes_of(a, ink, dets, self.min_side, self.hybrid, self.classic)
                 for a, ink, dets in zip(arrs, inks, self.detect(arrs))
             ]
         out = []

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from glomssl.mining.boxes import Box, iou
 from glomssl.mining.classic import classic_boxes, clean_boxes, ink_mask
-from glomssl.mining.hybrid import HybridParams, hybrid_boxes, refine
+from glomssl.mining.hybrid import HybridParams, guided_boxes, hybrid_boxes, refine
 
 
 def _texture(rng: np.random.Generator, w: int, h: int, tone: int) -> Image.Image:
@@ -95,3 +95,71 @@ def test_two_large_panels_need_a_very_confident_box_to_merge() -> None:
 def test_without_detections_it_is_the_classic_splitter() -> None:
     fig, _ = _touching(1)
     assert sorted(_run(fig, [])) == sorted(b for b, _ in classic_boxes(fig))
+
+
+# ----------------------------------------------------------------------------- guided
+
+
+def _guided(
+    fig: Image.Image, dets: list[tuple[Box, float]], support: float = 0.5
+) -> list[Box]:
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    params = HybridParams(conf=0.25, support=support)
+    return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, params), 24)]
+
+
+def _hairlines(seed: int) -> tuple[Image.Image, list[Box]]:
+    """Three pictures a 1-px gutter apart (too thin for the classic splitter at 560 px), then a
+    normal gutter and a fourth."""
+    rng = np.random.default_rng(seed)
+    fig = Image.new("RGB", (560, 200), (255, 255, 255))
+    truth = [(10, 20, 130, 180), (131, 20, 270, 180), (271, 20, 390, 180), (410, 20, 550, 180)]
+    for b, tone in zip(truth, (60, 170, 90, 130)):
+        fig.paste(_texture(rng, b[2] - b[0], b[3] - b[1], tone), b[:2])
+    return fig, truth
+
+
+def _matches(pred: list[Box], truth: list[Box], thr: float = 0.95) -> bool:
+    return len(pred) == len(truth) and all(max(iou(p, t) for p in pred) >= thr for t in truth)
+
+
+def test_guided_makes_hairline_cuts_the_detector_confirms() -> None:
+    for seed in range(2):
+        fig, truth = _hairlines(seed)
+        assert len(_run(fig, [])) == 2  # whitespace alone: the three hairline-cut pictures are one
+        rng = np.random.default_rng(seed)
+        dets = [((b[0] + int(rng.integers(-6, 7)), b[1] + 4, b[2] + int(rng.integers(-6, 7)), b[3] - 3), 0.7) for b in truth]  # fmt: skip
+        assert _matches(_guided(fig, dets), truth)
+        # the cuts themselves come from the image: exact edges, not the detector's rough ones
+        assert _matches(_guided(fig, dets), truth, 0.99)
+
+
+def test_guided_is_classic_where_the_detector_disagrees_or_is_silent() -> None:
+    fig, truth = _hairlines(0)
+    classic = _run(fig, [])
+    assert _guided(fig, []) == classic  # no detections: exactly classic
+    # one confident box over the three pictures: the detector says one panel, so no cut
+    whole = [((10, 20, 390, 180), 0.9), ((131, 20, 270, 180), 0.5), ((271, 20, 390, 180), 0.5)]
+    assert _guided(fig, whole) == classic
+    # only one part confirmed (support 0.5 of 3 parts needs two)
+    assert _guided(fig, [((131, 22, 268, 178), 0.8)]) == classic
+    # boxes below the confidence floor do not count
+    weak = [((b[0], b[1], b[2], b[3]), 0.1) for b in truth]
+    assert _guided(fig, weak) == classic
+    # with support 1.0 a cut needs every part confirmed
+    two = [((10, 20, 130, 180), 0.8), ((131, 20, 270, 180), 0.8)]
+    assert _matches(_guided(fig, two, support=0.5), truth)
+    assert _guided(fig, two, support=1.0) == classic
+
+
+def test_guided_method_runs_through_separator() -> None:
+    from glomssl.mining.separate import METHODS, Separator
+
+    assert "guided" in METHODS
+    fig, _ = _hairlines(1)
+    sep = Separator("guided")
+    assert sep.detector is not None and sep.conf == 0.25
+    assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
+    panels = sep.split([fig])[0]
+    assert len(panels) >= 2  # the normal gutter is always cut
