@@ -56,6 +56,7 @@ class HybridParams:
     split_conf: float = 0.0  # boxes that split a leaf need this confidence (0: any kept box)
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
+    merge: float = 0.0  # guided: 1 also merges regions one confident box holds (the hybrid's step 2)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -119,17 +120,9 @@ def hybrid_boxes(
     (box, confidence) pairs in figure pixels. Scores are detector confidences (for leaves no detector
     box holds: the share of ink in the leaf).
     """
-    h, w = ink.shape
     regions = leaves(arr, ink, min_side, classic)
     limit = size_limit(ink.shape, min_side)
-    dets: list[Scored] = []
-    for b, s in detections:
-        if s < params.conf:
-            continue
-        x0, y0, x1, y1 = (int(round(v)) for v in b)
-        box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
-        if area(box) > 0:
-            dets.append((box, float(s)))
+    dets = _kept_dets(detections, params.conf, ink.shape)
     # 1. split leaves that hold several detector boxes (touching panels)
     pieces: list[tuple[Box, float | None]] = []  # (box, confidence of the box that cut it | None)
     for leaf in regions:
@@ -148,7 +141,21 @@ def hybrid_boxes(
                     if piece is not None:
                         cuts.append((piece, s))
         pieces.extend(cuts or [(leaf, None)])
-    # 2. group the other leaves by the detector box holding most of each
+    return _arbitrate(pieces, dets, params, ink, min_side, limit)
+
+
+def _arbitrate(
+    pieces: list[tuple[Box, float | None]],
+    dets: list[Scored],
+    params: HybridParams,
+    ink: np.ndarray,
+    min_side: int,
+    limit: int,
+) -> list[Scored]:
+    """Steps 2 and 3 of the hybrid: ``pieces`` are (box, confidence of the detector box that cut it,
+    or None for a whitespace region); regions that one confident detector box holds are merged, the
+    rest kept by the size rules."""
+    # 2. group the whitespace regions by the detector box holding most of each
     groups: dict[int, list[int]] = {}
     for i, (p, cut) in enumerate(pieces):
         if cut is not None or not dets:
@@ -215,13 +222,14 @@ def guided_boxes(
     of the panel-size parts have a detector box at IoU >= 0.5 (two at least), and no detector box
     matches the whole region at IoU >= 0.5 more confidently than the weakest of those. Otherwise the
     region stays as the classic splitter leaves it, so where the detector disagrees or sees nothing the
-    result is the classic one. Scores: the confirming box's confidence, else the share of ink.
+    result is the classic one. With ``params.merge``, regions that one confident detector box holds
+    are then merged as the hybrid does (a chart cut from its labels by whitespace). Scores: the
+    confirming box's confidence, else the share of ink.
     """
     limit = size_limit(ink.shape, min_side)
     fine = dataclasses.replace(ClassicParams.touching(), background=classic.background)
     dets = _kept_dets(detections, params.conf, ink.shape)
     lines = LineSums(arr, ink) if dets else None
-    out: list[Scored] = []
 
     def ink_share(b: Box) -> float:
         return float(ink[b[1] : b[3], b[0] : b[2]].mean())
@@ -229,6 +237,7 @@ def guided_boxes(
     def big(b: Box) -> bool:
         return b[2] - b[0] >= limit and b[3] - b[1] >= limit
 
+    pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
     for region in leaves(arr, ink, min_side, classic):
         parts: list[Box] = []
         if lines is not None and big(region):
@@ -246,8 +255,9 @@ def guided_boxes(
                 and len(confirmed) >= params.support * len(parts)
                 and whole <= min(confirmed)
             ):
-                out += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
+                pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
                 continue
-        if big(region):
-            out.append((region, ink_share(region)))
-    return out
+        pieces.append((region, None))
+    if params.merge:
+        return _arbitrate(pieces, dets, dataclasses.replace(params, small=0.0), ink, min_side, limit)
+    return [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]
