@@ -163,3 +163,21 @@ def test_guided_method_runs_through_separator() -> None:
     assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
+
+
+def test_guided_merge_joins_a_chart_split_by_whitespace_only_when_asked() -> None:
+    """With ``merge`` (section 10 of the diary) regions that one confident detector box holds become
+    one panel, as in the hybrid; guided's default leaves them to the classic splitter."""
+    fig = Image.new("RGB", (560, 220), (255, 255, 255))
+    rng = np.random.default_rng(0)
+    fig.paste(_texture(rng, 200, 150, 80), (20, 20))  # a "plot" ...
+    fig.paste(_texture(rng, 70, 150, 150), (236, 20))  # ... and its legend, 16 px apart
+    fig.paste(_texture(rng, 220, 180, 110), (320, 20))  # another panel
+    chart, other = (20, 20, 306, 170), (320, 20, 540, 200)
+    dets = [(chart, 0.9), (other, 0.9)]
+    assert len(_guided(fig, dets)) == 3  # classic: plot, legend, other panel
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    merged = guided_boxes(arr, ink, dets, 24, HybridParams(conf=0.25, merge=1.0, merge_conf=0.6))
+    got = [b for b, _ in clean_boxes(ink, merged, 24)]
+    assert _matches(got, [chart, other], 0.95), got
