@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
-
 from detect_realdata import aidpath_fields, detect_field, shared_dir  # type: ignore[import-not-found]
 
 

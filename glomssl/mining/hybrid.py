@@ -27,8 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from glomssl.mining.boxes import Box, Scored, area, inter, union_box
-from glomssl.mining.boxes import iou
+from glomssl.mining.boxes import Box, Scored, area, inter, iou, union_box
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
@@ -56,7 +55,9 @@ class HybridParams:
     split_conf: float = 0.0  # boxes that split a leaf need this confidence (0: any kept box)
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
-    merge: float = 0.0  # guided: 1 also merges regions one confident box holds (the hybrid's step 2)
+    merge: float = (
+        0.0  # guided: 1 also merges regions one confident box holds (the hybrid's step 2)
+    )
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -263,5 +264,7 @@ def guided_boxes(
                 continue
         pieces.append((region, None))
     if params.merge:
-        return _arbitrate(pieces, dets, dataclasses.replace(params, small=0.0), ink, min_side, limit)
+        return _arbitrate(
+            pieces, dets, dataclasses.replace(params, small=0.0), ink, min_side, limit
+        )
     return [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]

@@ -100,9 +100,7 @@ def test_without_detections_it_is_the_classic_splitter() -> None:
 # ----------------------------------------------------------------------------- guided
 
 
-def _guided(
-    fig: Image.Image, dets: list[tuple[Box, float]], support: float = 0.5
-) -> list[Box]:
+def _guided(fig: Image.Image, dets: list[tuple[Box, float]], support: float = 0.5) -> list[Box]:
     arr = np.asarray(fig)
     ink = ink_mask(arr)
     params = HybridParams(conf=0.25, support=support)
