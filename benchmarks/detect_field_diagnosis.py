@@ -27,21 +27,8 @@ import numpy as np
 from detect_realdata import aidpath_fields, detect_field, shared_dir  # type: ignore[import-not-found]
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of two (N, 4) arrays of x0, y0, x1, y1 boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def main() -> None:
+    from glomssl.detect.geometry import box_iou
     from glomssl.detect.model import load_detector
 
     ap = argparse.ArgumentParser(description=__doc__)
@@ -53,7 +40,7 @@ def main() -> None:
     rows, false_scores = [], []
     for path, gts in aidpath_fields(shared_dir(args.shared_data)):
         boxes, scores = detect_field(det, path, args.mpp)
-        ious = iou_matrix(gts, boxes)  # (G, D)
+        ious = box_iou(gts, boxes)  # (G, D)
         matched = (ious >= 0.5).any(axis=0) if len(gts) else np.zeros(len(boxes), bool)
         false_scores += [float(s) for s in scores[~matched]]
         for g, row in zip(gts, ious):

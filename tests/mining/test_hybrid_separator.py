@@ -24,14 +24,20 @@ def _run(
     return [b for b, _ in clean_boxes(ink, hybrid_boxes(arr, ink, dets, 24, params), 24)]
 
 
-def _touching(seed: int) -> tuple[Image.Image, list[Box]]:
-    """Three pictures side by side with no gutter, then a gutter and a fourth."""
+def _pictures(seed: int, truth: list[Box]) -> tuple[Image.Image, list[Box]]:
+    """Four textured pictures of distinct tones at the ``truth`` boxes of a 560 x 200 figure."""
     rng = np.random.default_rng(seed)
     fig = Image.new("RGB", (560, 200), (255, 255, 255))
-    truth = [(10, 20, 130, 180), (130, 20, 270, 180), (270, 20, 390, 180), (410, 20, 550, 180)]
     for b, tone in zip(truth, (60, 170, 90, 130)):
         fig.paste(_texture(rng, b[2] - b[0], b[3] - b[1], tone), b[:2])
     return fig, truth
+
+
+def _touching(seed: int) -> tuple[Image.Image, list[Box]]:
+    """Three pictures side by side with no gutter, then a gutter and a fourth."""
+    return _pictures(
+        seed, [(10, 20, 130, 180), (130, 20, 270, 180), (270, 20, 390, 180), (410, 20, 550, 180)]
+    )
 
 
 def test_touching_panels_are_split_at_the_true_seam() -> None:
@@ -110,12 +116,9 @@ def _guided(fig: Image.Image, dets: list[tuple[Box, float]], support: float = 0.
 def _hairlines(seed: int) -> tuple[Image.Image, list[Box]]:
     """Three pictures a 1-px gutter apart (too thin for the classic splitter at 560 px), then a
     normal gutter and a fourth."""
-    rng = np.random.default_rng(seed)
-    fig = Image.new("RGB", (560, 200), (255, 255, 255))
-    truth = [(10, 20, 130, 180), (131, 20, 270, 180), (271, 20, 390, 180), (410, 20, 550, 180)]
-    for b, tone in zip(truth, (60, 170, 90, 130)):
-        fig.paste(_texture(rng, b[2] - b[0], b[3] - b[1], tone), b[:2])
-    return fig, truth
+    return _pictures(
+        seed, [(10, 20, 130, 180), (131, 20, 270, 180), (271, 20, 390, 180), (410, 20, 550, 180)]
+    )
 
 
 def _matches(pred: list[Box], truth: list[Box], thr: float = 0.95) -> bool:
