@@ -278,8 +278,11 @@ def _run(
         if cfg.seams:
             settings["seams"] = True
     if method != "classic":
-        conf = cfg.conf if cfg.conf is not None else tuned_settings(method, cfg.weights)[0]
+        tuned_conf, tuned = tuned_settings(method, cfg.weights)
+        conf = cfg.conf if cfg.conf is not None else tuned_conf
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
+        if method == "guided":  # its own settings travel with the weights' sidecar
+            settings.update(support=tuned.support, merge=tuned.merge)
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

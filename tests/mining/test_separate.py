@@ -3,6 +3,7 @@ run (state, duplicates, lock, previews, file modes, bad weights and devices)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -315,6 +316,20 @@ def test_auto_runs_the_chosen_method_and_records_it(tmp_path: Path) -> None:
         read_manifest(tmp_path / "e" / "manifest.jsonl") == rows
         and explicit["panels"] == s["panels"]
     )
+
+
+def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
+    folder = _inputs(tmp_path)
+    cfg = SeparateConfig(input=str(folder), out=str(tmp_path / "g"), method="guided", quiet=True)
+    first = run_separate(cfg)
+    assert first["method"] == "guided" and first["panels"] >= 2
+    rows = read_manifest(tmp_path / "g" / "manifest.jsonl")
+    assert {r["method"] for r in rows} == {"guided"}
+    again = run_separate(cfg)  # same settings: nothing redone, nothing refused
+    assert read_manifest(tmp_path / "g" / "manifest.jsonl") == rows
+    assert again["processed"] == 0 and again["skipped"] == first["figures"]
+    with pytest.raises(GlomsslError, match="other settings"):
+        run_separate(dataclasses.replace(cfg, method="hybrid"))
 
 
 def _real_score(shared_data: Path, method: str) -> dict:
