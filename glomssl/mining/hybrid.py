@@ -42,7 +42,7 @@ from glomssl.mining.classic import (
 
 @dataclasses.dataclass(frozen=True)
 class HybridParams:
-    """Thresholds of the hybrid splitter."""
+    """Thresholds of the hybrid splitter (and of ``guided``: ``conf``, ``support``, ``merge``)."""
 
     conf: float = 0.15  # detector boxes below this confidence are ignored
     member: float = 0.75  # a leaf belongs to the detector box that holds this share of its area
@@ -55,9 +55,7 @@ class HybridParams:
     split_conf: float = 0.0  # boxes that split a leaf need this confidence (0: any kept box)
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
-    merge: float = (
-        0.0  # guided: 1 also merges regions one confident box holds (the hybrid's step 2)
-    )
+    merge: float = 0.0  # guided: 1 also merges regions one confident box holds (hybrid step 2)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:

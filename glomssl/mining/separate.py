@@ -1,6 +1,6 @@
 """Split compound figures into panels: ``glomssl separate``.
 
-Four methods (:data:`METHODS`):
+Five methods (:data:`METHODS`):
 
 - ``classic``: recursive XY cuts on the figure's whitespace (:mod:`glomssl.mining.classic`); no model.
 - ``yolo``: the panel detector of :mod:`glomssl.mining.yolo` (shipped weights, trained on synthetic
