@@ -56,6 +56,9 @@ class HybridParams:
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
     merge: float = 0.0  # guided: 1 also merges regions one confident box holds (hybrid step 2)
+    letters: float = (
+        0.0  # guided: 1 keeps a region whole when only some of its parts carry a letter
+    )
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -192,6 +195,47 @@ def _arbitrate(
     return out
 
 
+def letter_tokens(small: Sequence[Box], shape: tuple[int, ...]) -> list[Box]:
+    """Letter-like tokens among regions too small to be panels: pieces on one line (vertical
+    overlap at least half the smaller height, gap at most 0.6 x the taller height) joined,
+    transitively; kept when 5 px to 6% of the figure's short side high and at most 2.5 x as wide
+    as high ("a", "(a)", "A1")."""
+    boxes = list(small)
+    group = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            b = boxes[j]
+            ha, hb = a[3] - a[1], b[3] - b[1]
+            overlap = min(a[3], b[3]) - max(a[1], b[1])
+            gap = max(a[0], b[0]) - min(a[2], b[2])
+            if overlap >= 0.5 * min(ha, hb) and gap <= 0.6 * max(ha, hb):
+                group[root(j)] = root(i)
+    joined: dict[int, list[Box]] = {}
+    for i, bx in enumerate(boxes):
+        joined.setdefault(root(i), []).append(bx)
+    toks = [union_box(g) for g in joined.values()]
+    top = 0.06 * min(shape[:2])
+    return [t for t in toks if 5 <= t[3] - t[1] <= top and t[2] - t[0] <= 2.5 * (t[3] - t[1])]
+
+
+def carries_letter(part: Box, tokens: Sequence[Box]) -> bool:
+    """Whether a letter token overlaps ``part``'s corner window: from three token heights above and
+    left of its top-left corner to a quarter of its width and height inside."""
+    x0, y0, x1, y1 = part
+    for t in tokens:
+        m = 3 * (t[3] - t[1])
+        if inter(t, (x0 - m, y0 - m, x0 + (x1 - x0) // 4, y0 + (y1 - y0) // 4)) > 0:
+            return True
+    return False
+
+
 def _kept_dets(detections: Sequence[Scored], conf: float, shape: tuple[int, ...]) -> list[Scored]:
     """Detector boxes at or above ``conf``, rounded and clipped to the (H, W) figure."""
     h, w = shape[:2]
@@ -204,6 +248,27 @@ def _kept_dets(detections: Sequence[Scored], conf: float, shape: tuple[int, ...]
         if area(box) > 0:
             out.append((box, float(s)))
     return out
+
+
+def _one_lettered_panel(
+    region: Box,
+    parts: Sequence[Box],
+    small: Sequence[Box],
+    regions: Sequence[Box],
+    shape: tuple[int, ...],
+    limit: int,
+) -> bool:
+    """Whether some of ``region``'s ``parts`` carry a panel letter and others none: the pictures of
+    one lettered panel. Letters come from the small pieces of its own cut (``small``) and the small
+    ``regions`` of the figure (sides under ``limit`` px) near it."""
+    m = max(8, round(0.1 * min(shape[:2])))
+    near = (region[0] - m, region[1] - m, region[2] + m, region[3] + m)
+    pieces = list(small) + [
+        r for r in regions if min(r[2] - r[0], r[3] - r[1]) < limit and inter(r, near) > 0
+    ]
+    tokens = letter_tokens(pieces, shape)
+    lettered = [carries_letter(p, tokens) for p in parts]
+    return any(lettered) and not all(lettered)
 
 
 def guided_boxes(
@@ -237,18 +302,18 @@ def guided_boxes(
         return b[2] - b[0] >= limit and b[3] - b[1] >= limit
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
-    for region in leaves(arr, ink, min_side, classic):
+    regions = leaves(arr, ink, min_side, classic)
+    for region in regions:
         parts: list[Box] = []
+        small: list[Box] = []
         # a part's confirming box (IoU >= 0.5) lies at least half inside the region: without two
         # such boxes nothing can be confirmed, so the costly fine cuts are skipped (same result)
         inside = sum(inter(d, region) >= 0.5 * area(d) for d, _ in dets)
         if inside >= 2 and big(region):
             lines = lines or LineSums(arr, ink)
-            parts = [
-                b
-                for b in xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
-                if big(b)
-            ]
+            cut = xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
+            parts = [b for b in cut if big(b)]
+            small = [b for b in cut if not big(b)]
         if len(parts) >= 2:
             best = [max((s for d, s in dets if iou(d, b) >= 0.5), default=0.0) for b in parts]
             confirmed = [s for s in best if s > 0]
@@ -257,6 +322,10 @@ def guided_boxes(
                 len(confirmed) >= 2
                 and len(confirmed) >= params.support * len(parts)
                 and whole <= min(confirmed)
+                and not (
+                    params.letters
+                    and _one_lettered_panel(region, parts, small, regions, ink.shape, limit)
+                )
             ):
                 pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
                 continue

@@ -64,10 +64,10 @@ __all__ = [
 
 METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md.
-#: The hybrid scored best on the held-out synthetic layouts (F1 0.866 vs 0.755 for classic) but
-#: below classic on the 14 real exsclaim figures (0.868 vs 0.901), and the rule's real-figure veto
-#: keeps the classic splitter as the default until a detector method passes both.
-AUTO_METHOD = "classic"
+#: Section 12: guided with panel letters respected (the shipped sidecar's ``letters``) scored F1 0.827
+#: on the held-out synthetic layouts against 0.788 for classic, and 0.901 on the 14 real exsclaim
+#: figures, not below classic's 0.901: the first detector method to pass the real-figure veto.
+AUTO_METHOD = "guided"
 #: detector confidence per method when neither --conf nor the weights' sidecar gives one
 DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15, "guided": 0.25}
 _OWN_FIELDS = {"path", "sha256", "width", "height", "parent", "bbox", "score", "method", "mask"}
@@ -282,7 +282,7 @@ def _run(
         conf = cfg.conf if cfg.conf is not None else tuned_conf
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
         if method == "guided":  # its own settings travel with the weights' sidecar
-            settings.update(support=tuned.support, merge=tuned.merge)
+            settings.update(support=tuned.support, merge=tuned.merge, letters=tuned.letters)
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

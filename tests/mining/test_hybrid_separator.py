@@ -162,6 +162,7 @@ def test_guided_method_runs_through_separator() -> None:
     sep = Separator("guided")
     assert sep.detector is not None and sep.conf == 0.25
     assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
+    assert sep.hybrid.letters == 1.0  # panel letters respected (section 12)
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
 
@@ -182,3 +183,52 @@ def test_guided_merge_joins_a_chart_split_by_whitespace_only_when_asked() -> Non
     merged = guided_boxes(arr, ink, dets, 24, HybridParams(conf=0.25, merge=1.0, merge_conf=0.6))
     got = [b for b, _ in clean_boxes(ink, merged, 24)]
     assert _matches(got, [chart, other], 0.95), got
+
+
+def _letter(fig: Image.Image, x: int, y: int) -> None:
+    """A bold glyph-sized mark (10 x 11 px, a panel letter at this figure's size: up to 6% of its
+    200 px short side) with its top-left at (x, y)."""
+    ImageDraw.Draw(fig).rectangle((x, y, x + 9, y + 10), outline=(0, 0, 0), width=3)
+
+
+def _guided_letters(fig: Image.Image, dets: list[tuple[Box, float]], letters: float) -> list[Box]:
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    params = HybridParams(conf=0.25, support=0.5, letters=letters)
+    return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, params), 24)]
+
+
+def test_letter_tokens_join_a_line_and_keep_only_letter_sized_ones() -> None:
+    from glomssl.mining.hybrid import carries_letter, letter_tokens
+
+    shape = (400, 600)  # short side 400: a token may be 5 to 24 px high
+    pieces = [(10, 10, 14, 22), (15, 10, 22, 22), (23, 10, 27, 22)]  # "(a)" in three pieces
+    pieces += [(100, 10, 110, 22), (112, 10, 122, 22), (124, 10, 134, 22), (136, 10, 146, 22)]
+    pieces += [(200, 10, 203, 13), (300, 10, 310, 60)]  # a dot; a tall bar
+    tokens = letter_tokens(pieces, shape)
+    # "(a)" becomes one token; the four-letter word is too wide; the dot too small; the bar too tall
+    assert tokens == [(10, 10, 27, 22)]
+    assert carries_letter((30, 26, 200, 200), tokens)  # just below and right of the letter
+    assert not carries_letter((120, 26, 300, 200), tokens)  # far from its corner
+    assert not carries_letter((0, 100, 200, 300), tokens)  # the letter is far above
+
+
+def test_guided_letters_keep_one_lettered_panel_whole_and_cut_lettered_pictures() -> None:
+    fig, truth = _hairlines(0)
+    dets = [(b, 0.8) for b in truth]
+    # no letters at all: exactly guided
+    assert _guided_letters(fig, dets, 1.0) == _guided_letters(fig, dets, 0.0)
+    assert _matches(_guided_letters(fig, dets, 1.0), truth)
+    # one letter above the first of the three touching pictures (and one above the fourth): the
+    # three are one lettered panel, so the region stays whole as classic leaves it
+    one = fig.copy()
+    _letter(one, 10, 4)
+    _letter(one, 410, 4)
+    kept = _guided_letters(one, dets, 1.0)
+    assert len(kept) == 2 and _matches(kept, [(10, 20, 390, 180), truth[3]])
+    assert _matches(_guided_letters(one, dets, 0.0), truth)  # the option off: cut as before
+    # a letter above each picture: each is its own panel, cut as guided does
+    each = fig.copy()
+    for b in truth:
+        _letter(each, b[0], 4)
+    assert _matches(_guided_letters(each, dets, 1.0), truth)
