@@ -56,9 +56,9 @@ class HybridParams:
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
     merge: float = 0.0  # guided: 1 also merges regions one confident box holds (hybrid step 2)
-    letters: float = (
-        0.0  # guided: 1 keeps a region whole when only some of its parts carry a letter
-    )
+    letters: float = 0.0  # guided: 1 keeps a region whole when only some parts carry a letter
+    letter_join: float = 0.0  # ... 1: only letter-high pieces join into letter tokens
+    letter_one: float = 0.0  # ... 1: kept whole only when exactly one part carries a letter
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -195,12 +195,15 @@ def _arbitrate(
     return out
 
 
-def letter_tokens(small: Sequence[Box], shape: tuple[int, ...]) -> list[Box]:
+def letter_tokens(
+    small: Sequence[Box], shape: tuple[int, ...], join_low: bool = False
+) -> list[Box]:
     """Letter-like tokens among regions too small to be panels: pieces on one line (vertical
     overlap at least half the smaller height, gap at most 0.6 x the taller height) joined,
     transitively; kept when 5 px to 6% of the figure's short side high and at most 2.5 x as wide
-    as high ("a", "(a)", "A1")."""
-    boxes = list(small)
+    as high ("a", "(a)", "A1"). ``join_low``: pieces taller than a letter take no part."""
+    top = 0.06 * min(shape[:2])
+    boxes = [b for b in small if not join_low or b[3] - b[1] <= top]
     group = list(range(len(boxes)))
 
     def root(i: int) -> int:
@@ -221,7 +224,6 @@ def letter_tokens(small: Sequence[Box], shape: tuple[int, ...]) -> list[Box]:
     for i, bx in enumerate(boxes):
         joined.setdefault(root(i), []).append(bx)
     toks = [union_box(g) for g in joined.values()]
-    top = 0.06 * min(shape[:2])
     return [t for t in toks if 5 <= t[3] - t[1] <= top and t[2] - t[0] <= 2.5 * (t[3] - t[1])]
 
 
@@ -257,17 +259,21 @@ def _one_lettered_panel(
     regions: Sequence[Box],
     shape: tuple[int, ...],
     limit: int,
+    params: HybridParams,
 ) -> bool:
     """Whether some of ``region``'s ``parts`` carry a panel letter and others none: the pictures of
     one lettered panel. Letters come from the small pieces of its own cut (``small``) and the small
-    ``regions`` of the figure (sides under ``limit`` px) near it."""
+    ``regions`` of the figure (sides under ``limit`` px) near it. With ``params.letter_one`` only
+    when exactly one part carries a letter."""
     m = max(8, round(0.1 * min(shape[:2])))
     near = (region[0] - m, region[1] - m, region[2] + m, region[3] + m)
     pieces = list(small) + [
         r for r in regions if min(r[2] - r[0], r[3] - r[1]) < limit and inter(r, near) > 0
     ]
-    tokens = letter_tokens(pieces, shape)
+    tokens = letter_tokens(pieces, shape, bool(params.letter_join))
     lettered = [carries_letter(p, tokens) for p in parts]
+    if params.letter_one:
+        return sum(lettered) == 1
     return any(lettered) and not all(lettered)
 
 
@@ -324,7 +330,7 @@ def guided_boxes(
                 and whole <= min(confirmed)
                 and not (
                     params.letters
-                    and _one_lettered_panel(region, parts, small, regions, ink.shape, limit)
+                    and _one_lettered_panel(region, parts, small, regions, ink.shape, limit, params)
                 )
             ):
                 pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]

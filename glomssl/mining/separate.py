@@ -64,9 +64,10 @@ __all__ = [
 
 METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md.
-#: Section 12: guided with panel letters respected (the shipped sidecar's ``letters``) scored F1 0.827
-#: on the held-out synthetic layouts against 0.788 for classic, and 0.901 on the 14 real exsclaim
-#: figures, not below classic's 0.901: the first detector method to pass the real-figure veto.
+#: Sections 12-13: guided with panel letters respected (the shipped sidecar's ``letters`` and
+#: ``letter_one``) scored F1 0.850 on the held-out synthetic layouts against 0.788 for classic, and
+#: 0.901 on the 14 real exsclaim figures, not below classic's: the first detector method to pass the
+#: real-figure veto.
 AUTO_METHOD = "guided"
 #: detector confidence per method when neither --conf nor the weights' sidecar gives one
 DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15, "guided": 0.25}
@@ -282,7 +283,8 @@ def _run(
         conf = cfg.conf if cfg.conf is not None else tuned_conf
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
         if method == "guided":  # its own settings travel with the weights' sidecar
-            settings.update(support=tuned.support, merge=tuned.merge, letters=tuned.letters)
+            guided = ("support", "merge", "letters", "letter_join", "letter_one")
+            settings.update({k: getattr(tuned, k) for k in guided})
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

@@ -162,7 +162,7 @@ def test_guided_method_runs_through_separator() -> None:
     sep = Separator("guided")
     assert sep.detector is not None and sep.conf == 0.25
     assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
-    assert sep.hybrid.letters == 1.0  # panel letters respected (section 12)
+    assert sep.hybrid.letters == sep.hybrid.letter_one == 1.0  # letters respected (sections 12-13)
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
 
@@ -232,3 +232,35 @@ def test_guided_letters_keep_one_lettered_panel_whole_and_cut_lettered_pictures(
     for b in truth:
         _letter(each, b[0], 4)
     assert _matches(_guided_letters(each, dets, 1.0), truth)
+
+
+def test_stricter_letter_guard_switches() -> None:
+    from glomssl.mining.hybrid import letter_tokens
+
+    # letter_join: a tall thin piece (a picture's edge strip) no longer absorbs a letter beside it
+    letter, strip = (100, 10, 108, 19), (150, 5, 156, 200)
+    assert letter_tokens([letter, strip], (400, 600)) == []  # joined: too wide to be a letter
+    assert letter_tokens([letter, strip], (400, 600), join_low=True) == [letter]
+    # letter_one: two of three touching pictures lettered (the third's letter not apart) are three
+    # panels; section 12's guard kept them whole, the stricter one cuts them
+    fig, truth = _hairlines(0)
+    dets = [(b, 0.8) for b in truth]
+    two = fig.copy()
+    for b in (truth[0], truth[1], truth[3]):
+        _letter(two, b[0], 4)
+    arr = np.asarray(two)
+    ink = ink_mask(arr)
+
+    def run(**kw: float) -> list[Box]:
+        p = HybridParams(conf=0.25, support=0.5, letters=1.0, **kw)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, p), 24)]
+
+    assert len(run()) == 2  # some lettered, one not: kept whole
+    assert _matches(run(letter_one=1.0), truth)
+    # ... while one lettered picture among unlettered ones still marks one panel
+    one = fig.copy()
+    _letter(one, 10, 4)
+    _letter(one, 410, 4)
+    arr = np.asarray(one)
+    ink = ink_mask(arr)
+    assert len(run(letter_one=1.0)) == 2
