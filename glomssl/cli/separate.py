@@ -25,8 +25,9 @@ def _echo(summary: dict[str, Any]) -> None:
     "--method",
     type=click.Choice(["auto", "guided", "hybrid", "yolo", "classic"]),
     default=None,
-    help="auto (the measured best, see docs/separate.md), guided (classic + hairline cuts the "
-    "detector confirms), hybrid, yolo or classic [auto].",
+    help="auto (the measured best: guided today, see docs/separate.md), guided (classic + hairline "
+    "cuts the detector confirms; a panel with one letter kept whole), hybrid, yolo or classic "
+    "(no model) [auto].",
 )
 @click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")
 @click.option(
@@ -40,7 +41,7 @@ def _echo(summary: dict[str, Any]) -> None:
 @click.option(
     "--seams/--no-seams",
     default=None,
-    help="classic/hybrid: also cut 1-px gutters and seams of touching photos [off].",
+    help="Also cut every 1-px gutter and seam of touching photos, confirmed or not [off].",
 )
 @click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
 @click.option("--device", default=None, help="cpu, auto, cuda, cuda:N or a CUDA index [cpu].")

@@ -56,9 +56,9 @@ class HybridParams:
     small: float = 1.0  # 1: a leaf one box holds is kept down to min_side; 0: the classic size rule
     support: float = 0.5  # guided: share of a region's panel-size parts a detector box must confirm
     merge: float = 0.0  # guided: 1 also merges regions one confident box holds (hybrid step 2)
-    letters: float = 0.0  # guided: 1 keeps a region whole when only some parts carry a letter
+    letters: float = 1.0  # guided: 1 keeps a region whole when only some parts carry a letter
     letter_join: float = 0.0  # ... 1: only letter-high pieces join into letter tokens
-    letter_one: float = 0.0  # ... 1: kept whole only when exactly one part carries a letter
+    letter_one: float = 1.0  # ... 1: kept whole only when exactly one part carries a letter
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -212,9 +212,12 @@ def letter_tokens(
             i = group[i]
         return i
 
+    boxes.sort(key=lambda b: b[1])  # by top: the pairs worth testing share rows
     for i, a in enumerate(boxes):
         for j in range(i + 1, len(boxes)):
             b = boxes[j]
+            if b[1] >= a[3]:  # this one and all after it start below ``a``: no overlap
+                break
             ha, hb = a[3] - a[1], b[3] - b[1]
             overlap = min(a[3], b[3]) - max(a[1], b[1])
             gap = max(a[0], b[0]) - min(a[2], b[2])
@@ -290,7 +293,10 @@ def guided_boxes(
     Each region of the classic splitter (``classic``) is cut further as ``--seams`` would (one-pixel
     gutters, seams of touching pictures) only when the detector agrees: at least ``params.support``
     of the panel-size parts have a detector box at IoU >= 0.5 (two at least), and no detector box
-    matches the whole region at IoU >= 0.5 more confidently than the weakest of those. Otherwise the
+    matches the whole region at IoU >= 0.5 more confidently than the weakest of those, and (with
+    ``params.letters``) the parts are not one lettered panel: a region where exactly one part (with
+    ``letter_one``; else some but not all) carries a panel letter at its top-left corner stays
+    whole (docs/experiments/panel-detector.md, sections 12-13). Otherwise the
     region stays as the classic splitter leaves it, so where the detector disagrees or sees nothing the
     result is the classic one. With ``params.merge``, regions that one confident detector box holds
     are then merged as the hybrid does (a chart cut from its labels by whitespace). Scores: the

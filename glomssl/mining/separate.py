@@ -7,7 +7,8 @@ Five methods (:data:`METHODS`):
   compound figures, the SimCFS / Glo-In-One recipe), its boxes trimmed to the figure's ink.
 - ``hybrid``: classic cuts split and merged where the detector says so (:mod:`glomssl.mining.hybrid`).
 - ``guided``: classic cuts, plus the hairline cuts of ``--seams`` (one-pixel gutters, seams of
-  touching pictures) where the detector confirms the parts; otherwise exactly classic.
+  touching pictures) where the detector confirms the parts and they are not one lettered panel;
+  otherwise exactly classic. ``auto`` runs it.
 - ``auto`` (the default): the method that won the comparison recorded in
   docs/experiments/panel-detector.md (:data:`AUTO_METHOD`).
 

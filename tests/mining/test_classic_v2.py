@@ -175,7 +175,7 @@ def test_cli_seams_option(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
     def run(out: str, *extra: str) -> tuple[int, str]:
         args = ["separate", "--input", str(figs), "--out", str(tmp_path / out), "--quiet"]
-        res = CliRunner().invoke(cli, [*args, *extra])
+        res = CliRunner().invoke(cli, [*args, "--method", "classic", *extra])
         return res.exit_code, res.output
 
     code, out = run("plain")
