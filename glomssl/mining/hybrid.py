@@ -59,6 +59,7 @@ class HybridParams:
     letters: float = 1.0  # guided: 1 keeps a region whole when only some parts carry a letter
     letter_join: float = 0.0  # ... 1: only letter-high pieces join into letter tokens
     letter_one: float = 1.0  # ... 1: kept whole only when exactly one part carries a letter
+    fallback: float = 0.0  # guided: 1 splits at detector boxes where no hairline cut exists
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -128,22 +129,33 @@ def hybrid_boxes(
     # 1. split leaves that hold several detector boxes (touching panels)
     pieces: list[tuple[Box, float | None]] = []  # (box, confidence of the box that cut it | None)
     for leaf in regions:
-        inside = [
-            (d, s)
-            for d, s in dets
-            if inter(d, leaf) >= params.split_inside * area(d) and s >= params.split_conf
-        ]
-        covered = sum(inter(d, leaf) for d, _ in inside)
-        cuts: list[tuple[Box, float]] = []
-        if len(inside) >= 2 and covered >= params.split_cover * area(leaf):
-            refined = [(refine(arr, leaf, d, params.snap), s) for d, s in inside]
-            if min(c for (_, c), _ in refined) >= params.seam:
-                for (box, _), s in refined:
-                    piece = trim_box(ink, box)
-                    if piece is not None:
-                        cuts.append((piece, s))
+        cuts = _detector_split(arr, ink, leaf, dets, params)
         pieces.extend(cuts or [(leaf, None)])
     return _arbitrate(pieces, dets, params, ink, min_side, limit)
+
+
+def _detector_split(
+    arr: np.ndarray, ink: np.ndarray, leaf: Box, dets: Sequence[Scored], params: HybridParams
+) -> list[tuple[Box, float | None]]:
+    """The hybrid's step 1 on one region: its detector boxes (confidence >= ``split_conf``, at
+    least ``split_inside`` inside it, two or more covering ``split_cover`` of it), edges refined to
+    the region or to colour seams of contrast >= ``seam``, trimmed to ink; [] when it does not
+    split."""
+    inside = [
+        (d, s)
+        for d, s in dets
+        if inter(d, leaf) >= params.split_inside * area(d) and s >= params.split_conf
+    ]
+    covered = sum(inter(d, leaf) for d, _ in inside)
+    cuts: list[tuple[Box, float | None]] = []
+    if len(inside) >= 2 and covered >= params.split_cover * area(leaf):
+        refined = [(refine(arr, leaf, d, params.snap), s) for d, s in inside]
+        if min(c for (_, c), _ in refined) >= params.seam:
+            for (box, _), s in refined:
+                piece = trim_box(ink, box)
+                if piece is not None:
+                    cuts.append((piece, s))
+    return cuts
 
 
 def _arbitrate(
@@ -326,6 +338,20 @@ def guided_boxes(
             cut = xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
             parts = [b for b in cut if big(b)]
             small = [b for b in cut if not big(b)]
+        if params.fallback and inside >= 2 and big(region) and len(parts) < 2:
+            cuts = _detector_split(arr, ink, region, dets, params)
+            whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
+            boxes = [b for b, _ in cuts]
+            if (
+                cuts
+                and whole <= min(s or 0.0 for _, s in cuts)
+                and not (
+                    params.letters
+                    and _one_lettered_panel(region, boxes, small, regions, ink.shape, limit, params)
+                )
+            ):
+                pieces += cuts
+                continue
         if len(parts) >= 2:
             best = [max((s for d, s in dets if iou(d, b) >= 0.5), default=0.0) for b in parts]
             confirmed = [s for s in best if s > 0]

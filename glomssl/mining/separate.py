@@ -284,8 +284,7 @@ def _run(
         conf = cfg.conf if cfg.conf is not None else tuned_conf
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
         if method == "guided":  # its own settings travel with the weights' sidecar
-            guided = ("support", "merge", "letters", "letter_join", "letter_one")
-            settings.update({k: getattr(tuned, k) for k in guided})
+            settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}
