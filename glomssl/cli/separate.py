@@ -26,7 +26,7 @@ def _echo(summary: dict[str, Any]) -> None:
     type=click.Choice(["auto", "guided", "hybrid", "yolo", "classic"]),
     default=None,
     help="auto (the measured best: guided today, see docs/separate.md), guided (classic + hairline "
-    "cuts the detector confirms; a panel with one letter kept whole), hybrid, yolo or classic "
+    "cuts and splits the detector confirms; a panel with one letter kept whole), hybrid, yolo or classic "
     "(no model) [auto].",
 )
 @click.option("--weights", type=click.Path(), default=None, help="Detector weights [shipped].")

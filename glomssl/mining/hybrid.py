@@ -308,9 +308,11 @@ def guided_boxes(
     matches the whole region at IoU >= 0.5 more confidently than the weakest of those, and (with
     ``params.letters``) the parts are not one lettered panel: a region where exactly one part (with
     ``letter_one``; else some but not all) carries a panel letter at its top-left corner stays
-    whole (docs/experiments/panel-detector.md, sections 12-13). Otherwise the
-    region stays as the classic splitter leaves it, so where the detector disagrees or sees nothing the
-    result is the classic one. With ``params.merge``, regions that one confident detector box holds
+    whole (docs/experiments/panel-detector.md, sections 12-13). With ``params.fallback``, a region
+    whose fine cut finds no two panel-size parts is split at its detector boxes as the hybrid's step
+    1 does (:func:`_detector_split`), under the same whole-region and letter checks (section 14).
+    Otherwise the region stays as the classic splitter leaves it, so where the detector disagrees or
+    sees nothing the result is the classic one. With ``params.merge``, regions that one confident detector box holds
     are then merged as the hybrid does (a chart cut from its labels by whitespace). Scores: the
     confirming box's confidence, else the share of ink.
     """

@@ -7,8 +7,9 @@ Five methods (:data:`METHODS`):
   compound figures, the SimCFS / Glo-In-One recipe), its boxes trimmed to the figure's ink.
 - ``hybrid``: classic cuts split and merged where the detector says so (:mod:`glomssl.mining.hybrid`).
 - ``guided``: classic cuts, plus the hairline cuts of ``--seams`` (one-pixel gutters, seams of
-  touching pictures) where the detector confirms the parts and they are not one lettered panel;
-  otherwise exactly classic. ``auto`` runs it.
+  touching pictures) where the detector confirms the parts, or its own boxes' colour edges where
+  no hairline exists, unless the parts are one lettered panel; otherwise exactly classic. ``auto``
+  runs it.
 - ``auto`` (the default): the method that won the comparison recorded in
   docs/experiments/panel-detector.md (:data:`AUTO_METHOD`).
 
@@ -65,10 +66,10 @@ __all__ = [
 
 METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md.
-#: Sections 12-13: guided with panel letters respected (the shipped sidecar's ``letters`` and
-#: ``letter_one``) scored F1 0.850 on the held-out synthetic layouts against 0.788 for classic, and
-#: 0.901 on the 14 real exsclaim figures, not below classic's: the first detector method to pass the
-#: real-figure veto.
+#: Sections 12-14: guided with panel letters respected and the detector's own splits where no
+#: hairline exists (the shipped sidecar's settings) scored F1 0.861 on the held-out synthetic layouts
+#: against 0.788 for classic, and 0.901 on the 14 real exsclaim figures, not below classic's: the
+#: first detector method to pass the real-figure veto.
 AUTO_METHOD = "guided"
 #: detector confidence per method when neither --conf nor the weights' sidecar gives one
 DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15, "guided": 0.25}
