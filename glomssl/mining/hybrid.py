@@ -59,7 +59,8 @@ class HybridParams:
     letters: float = 1.0  # guided: 1 keeps a region whole when only some parts carry a letter
     letter_join: float = 0.0  # ... 1: only letter-high pieces join into letter tokens
     letter_one: float = 1.0  # ... 1: kept whole only when exactly one part carries a letter
-    fallback: float = 0.0  # guided: 1 splits at detector boxes where no hairline cut exists
+    fallback: float = 0.0  # guided: 1 splits at detector boxes where no hairline cut exists; 2 also
+    # where hairline cuts exist but are not confirmed
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -308,9 +309,10 @@ def guided_boxes(
     matches the whole region at IoU >= 0.5 more confidently than the weakest of those, and (with
     ``params.letters``) the parts are not one lettered panel: a region where exactly one part (with
     ``letter_one``; else some but not all) carries a panel letter at its top-left corner stays
-    whole (docs/experiments/panel-detector.md, sections 12-13). With ``params.fallback``, a region
+    whole (docs/experiments/panel-detector.md, sections 12-13). With ``params.fallback`` 1, a region
     whose fine cut finds no two panel-size parts is split at its detector boxes as the hybrid's step
-    1 does (:func:`_detector_split`), under the same whole-region and letter checks (section 14).
+    1 does (:func:`_detector_split`), under the same whole-region and letter checks (section 14);
+    with 2, so is every region that would otherwise stay whole (section 15).
     Otherwise the region stays as the classic splitter leaves it, so where the detector disagrees or
     sees nothing the result is the classic one. With ``params.merge``, regions that one confident detector box holds
     are then merged as the hybrid does (a chart cut from its labels by whitespace). Scores: the
@@ -340,34 +342,38 @@ def guided_boxes(
             cut = xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
             parts = [b for b in cut if big(b)]
             small = [b for b in cut if not big(b)]
-        if params.fallback and inside >= 2 and big(region) and len(parts) < 2:
-            cuts = _detector_split(arr, ink, region, dets, params)
-            whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
-            boxes = [b for b, _ in cuts]
-            if (
-                cuts
-                and whole <= min(s or 0.0 for _, s in cuts)
-                and not (
-                    params.letters
-                    and _one_lettered_panel(region, boxes, small, regions, ink.shape, limit, params)
-                )
-            ):
-                pieces += cuts
-                continue
+        whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
+
+        def one_panel(boxes: list[Box], region: Box = region, small: list[Box] = small) -> bool:
+            return bool(params.letters) and _one_lettered_panel(
+                region, boxes, small, regions, ink.shape, limit, params
+            )
+
         if len(parts) >= 2:
             best = [max((s for d, s in dets if iou(d, b) >= 0.5), default=0.0) for b in parts]
             confirmed = [s for s in best if s > 0]
-            whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
             if (
                 len(confirmed) >= 2
                 and len(confirmed) >= params.support * len(parts)
                 and whole <= min(confirmed)
-                and not (
-                    params.letters
-                    and _one_lettered_panel(region, parts, small, regions, ink.shape, limit, params)
-                )
+                and not one_panel(parts)
             ):
                 pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
+                continue
+        # the detector's own splits: where the fine cut found nothing (fallback 1), or wherever the
+        # region would otherwise stay whole (fallback 2)
+        if (
+            inside >= 2
+            and big(region)
+            and (params.fallback >= 2 or (params.fallback and len(parts) < 2))
+        ):
+            cuts = _detector_split(arr, ink, region, dets, params)
+            if (
+                cuts
+                and whole <= min(s or 0.0 for _, s in cuts)
+                and not one_panel([b for b, _ in cuts])
+            ):
+                pieces += cuts
                 continue
         pieces.append((region, None))
     if params.merge:

@@ -7,8 +7,7 @@ Five methods (:data:`METHODS`):
   compound figures, the SimCFS / Glo-In-One recipe), its boxes trimmed to the figure's ink.
 - ``hybrid``: classic cuts split and merged where the detector says so (:mod:`glomssl.mining.hybrid`).
 - ``guided``: classic cuts, plus the hairline cuts of ``--seams`` (one-pixel gutters, seams of
-  touching pictures) where the detector confirms the parts, or its own boxes' colour edges where
-  no hairline exists, unless the parts are one lettered panel; otherwise exactly classic. ``auto``
+  touching pictures) where the detector confirms the parts, else its own boxes' colour edges, unless the parts are one lettered panel; otherwise exactly classic. ``auto``
   runs it.
 - ``auto`` (the default): the method that won the comparison recorded in
   docs/experiments/panel-detector.md (:data:`AUTO_METHOD`).
@@ -66,8 +65,8 @@ __all__ = [
 
 METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 #: what ``--method auto`` runs: the winner under the rule of docs/experiments/panel-detector.md.
-#: Sections 12-14: guided with panel letters respected and the detector's own splits where no
-#: hairline exists (the shipped sidecar's settings) scored F1 0.861 on the held-out synthetic layouts
+#: Sections 12-15: guided with panel letters respected and the detector's own splits where hairline
+#: cuts are missing or unconfirmed (the shipped sidecar's settings) scored F1 0.872 on the held-out synthetic layouts
 #: against 0.788 for classic, and 0.901 on the 14 real exsclaim figures, not below classic's: the
 #: first detector method to pass the real-figure veto.
 AUTO_METHOD = "guided"

@@ -163,7 +163,7 @@ def test_guided_method_runs_through_separator() -> None:
     assert sep.detector is not None and sep.conf == 0.25
     assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
     assert sep.hybrid.letters == sep.hybrid.letter_one == 1.0  # letters respected (sections 12-13)
-    assert (sep.hybrid.fallback, sep.hybrid.split_conf, sep.hybrid.seam) == (1.0, 0.6, 1.5)  # 14
+    assert (sep.hybrid.fallback, sep.hybrid.split_conf, sep.hybrid.seam) == (2.0, 0.6, 1.5)  # 14-15
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
 
@@ -267,7 +267,7 @@ def test_stricter_letter_guard_switches() -> None:
     assert len(run(letter_one=1.0)) == 2
 
 
-def _no_hairline(flat: bool = False) -> tuple[Image.Image, list[Box]]:
+def _no_hairline(flat: bool = False, band: int = 20) -> tuple[Image.Image, list[Box]]:
     """Two pictures touching with no gutter and no full-length seam (a thin textured band on top of
     a shared grey, so the fine cut finds nothing), then a gutter and a third; ``flat``: the first
     two are one grey block (no seam at all)."""
@@ -276,7 +276,7 @@ def _no_hairline(flat: bool = False) -> tuple[Image.Image, list[Box]]:
     truth = [(20, 20, 220, 180), (220, 20, 400, 180), (420, 20, 540, 180)]
     for b, tone in zip(truth, (60, 150, 100)):
         x = np.full((b[3] - b[1], b[2] - b[0], 3), 200, np.uint8)
-        x[:20] = np.clip(rng.normal(tone, 25, (20, b[2] - b[0], 3)), 0, 255).astype(np.uint8)
+        x[:band] = np.clip(rng.normal(tone, 25, (band, b[2] - b[0], 3)), 0, 255).astype(np.uint8)
         fig.paste(Image.fromarray(x), b[:2])
     if flat:
         fig.paste(Image.new("RGB", (380, 160), (200, 200, 200)), (20, 20))
@@ -301,3 +301,20 @@ def test_guided_fallback_splits_at_detector_boxes_only_with_a_colour_seam() -> N
     assert run(fig, [(b, 0.5) for b, _ in dets], 1.0) == merged
     flat, _ = _no_hairline(flat=True)
     assert run(flat, dets, 1.0) == merged
+
+
+def test_guided_fallback_2_also_splits_where_unconfirmed_hairline_cuts_exist() -> None:
+    """A band tall enough to be a part of its own: the fine cut finds parts (two band halves and the
+    grey below) that no detector box confirms, so fallback 1 keeps the region whole and 2 splits it
+    at the detector's boxes."""
+    fig, truth = _no_hairline(band=64)
+    dets = [((24, 22, 214, 178), 0.8), ((226, 18, 396, 182), 0.7), ((420, 20, 540, 180), 0.9)]
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+
+    def run(fallback: float) -> list[Box]:
+        p = HybridParams(conf=0.25, support=0.5, fallback=fallback, split_conf=0.6, seam=1.5)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, p), 24)]
+
+    assert run(1.0) == [(20, 20, 400, 180), truth[2]]
+    assert run(2.0) == truth

@@ -335,7 +335,7 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "g" / "separate.sqlite") as db:
         stored = json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
     got = [stored[k] for k in ("support", "merge", "letters", "letter_one", "fallback", "seam")]
-    assert got == [0.5, 0.0, 1.0, 1.0, 1.0, 1.5]
+    assert got == [0.5, 0.0, 1.0, 1.0, 2.0, 1.5]
 
 
 def _real_score(shared_data: Path, method: str) -> dict:
