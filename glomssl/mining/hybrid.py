@@ -301,22 +301,24 @@ def guided_boxes(
     params: HybridParams = HybridParams(),
     classic: ClassicParams = DEFAULT_CLASSIC,
 ) -> list[Scored]:
-    """Panels of one figure by the classic splitter, with hairline cuts the detector confirms.
+    """Panels of one figure by the classic splitter, with the cuts the detector confirms.
 
     Each region of the classic splitter (``classic``) is cut further as ``--seams`` would (one-pixel
     gutters, seams of touching pictures) only when the detector agrees: at least ``params.support``
-    of the panel-size parts have a detector box at IoU >= 0.5 (two at least), and no detector box
+    of the panel-size parts have a detector box at IoU >= 0.5 (two at least), no detector box
     matches the whole region at IoU >= 0.5 more confidently than the weakest of those, and (with
     ``params.letters``) the parts are not one lettered panel: a region where exactly one part (with
     ``letter_one``; else some but not all) carries a panel letter at its top-left corner stays
-    whole (docs/experiments/panel-detector.md, sections 12-13). With ``params.fallback`` 1, a region
-    whose fine cut finds no two panel-size parts is split at its detector boxes as the hybrid's step
-    1 does (:func:`_detector_split`), under the same whole-region and letter checks (section 14);
-    with 2, so is every region that would otherwise stay whole (section 15).
-    Otherwise the region stays as the classic splitter leaves it, so where the detector disagrees or
-    sees nothing the result is the classic one. With ``params.merge``, regions that one confident detector box holds
-    are then merged as the hybrid does (a chart cut from its labels by whitespace). Scores: the
-    confirming box's confidence, else the share of ink.
+    whole (docs/experiments/panel-detector.md, sections 12-13).
+
+    With ``params.fallback`` 1, a region whose fine cut finds no two panel-size parts is split at
+    its detector boxes as the hybrid's step 1 does (:func:`_detector_split`), under the same
+    whole-region and letter checks (section 14); with 2, so is every region that would otherwise
+    stay whole (section 15). Otherwise the region stays as the classic splitter leaves it, so where
+    the detector disagrees or sees nothing the result is the classic one. With ``params.merge``,
+    regions that one confident detector box holds are then merged as the hybrid does (a chart cut
+    from its labels by whitespace). Scores: the confirming or cutting box's confidence, else the
+    share of ink.
     """
     limit = size_limit(ink.shape, min_side)
     fine = dataclasses.replace(ClassicParams.touching(), background=classic.background)
