@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -95,10 +96,23 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
     tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
     own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
     own = own if isinstance(own, dict) else {}
-    conf = float(own.get("conf", DEFAULT_CONF.get(method, 0.25)))
-    names = {f.name for f in dataclasses.fields(HybridParams)} - {"conf"}
-    params = HybridParams(conf=conf, **{k: float(v) for k, v in own.items() if k in names})
-    return conf, params
+    names = {f.name for f in dataclasses.fields(HybridParams)}
+    values: dict[str, float] = {}
+    for k, v in own.items():
+        if k not in names:
+            continue
+        number = v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        if number is None or not math.isfinite(number) or number < 0:
+            side = (
+                Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
+            )
+            raise GlomsslError(
+                f"{side}: separate.{method}.{k} must be a finite number >= 0, got {v!r}; "
+                "fix or delete that value"
+            )
+        values[k] = float(number)
+    conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
+    return conf, HybridParams(conf=conf, **values)
 
 
 @dataclasses.dataclass
@@ -263,6 +277,8 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         from glomssl.mining.yolo import check_weights
 
         check_weights(cfg.weights)
+        if method != "classic":
+            tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):

@@ -338,6 +338,37 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     assert got == [0.5, 0.0, 1.0, 1.0, 2.0, 1.5]
 
 
+@pytest.mark.parametrize("bad", ["abc", float("nan"), -1, True, None])
+def test_bad_sidecar_setting_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from glomssl.cli import cli
+
+    weights = tmp_path / "w" / "panel_detector.safetensors"
+    weights.parent.mkdir()
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    meta["separate"]["guided"]["letters"] = bad
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    folder = _inputs(tmp_path)
+    res = CliRunner().invoke(
+        cli,
+        [
+            "separate",
+            "--input",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+            "--weights",
+            str(weights),
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "separate.guided.letters" in line and "\n" not in line and "Traceback" not in line
+    assert not (tmp_path / "o").exists()
+
+
 def _real_score(shared_data: Path, method: str) -> dict:
     root = shared_data / "compound_figures" / "exsclaim"
     meta = json.loads((root / "boxes.json").read_text())
