@@ -160,23 +160,18 @@ def test_run_separate_manifest_carries_provenance(tmp_path: Path) -> None:
         assert 0.0 < r["score"] <= 1.0
 
 
+def _cli_separate(folder: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    """``glomssl separate --input FOLDER --out OUT ...`` through click's runner."""
+    from glomssl.cli import cli
+
+    return CliRunner().invoke(cli, ["separate", "--input", str(folder), "--out", str(out), *extra])
+
+
 def test_cli_separate_and_errors(tmp_path: Path) -> None:
     from glomssl.cli import cli
 
     folder = _inputs(tmp_path)
-    res = CliRunner().invoke(
-        cli,
-        [
-            "separate",
-            "--input",
-            str(folder),
-            "--out",
-            str(tmp_path / "o"),
-            "--method",
-            "classic",
-            "--quiet",
-        ],
-    )
+    res = _cli_separate(folder, tmp_path / "o", "--method", "classic", "--quiet")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output.strip().splitlines()[-1])["panels"] == 18
     bad = tmp_path / "bad.safetensors"
@@ -342,27 +337,13 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
 def test_bad_sidecar_setting_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
     import shutil
 
-    from glomssl.cli import cli
-
     weights = tmp_path / "w" / "panel_detector.safetensors"
     weights.parent.mkdir()
     shutil.copy(DEFAULT_WEIGHTS, weights)
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     meta["separate"]["guided"]["letters"] = bad
     weights.with_suffix(".json").write_text(json.dumps(meta))
-    folder = _inputs(tmp_path)
-    res = CliRunner().invoke(
-        cli,
-        [
-            "separate",
-            "--input",
-            str(folder),
-            "--out",
-            str(tmp_path / "o"),
-            "--weights",
-            str(weights),
-        ],
-    )
+    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
     assert res.exit_code == 2, res.output
     line = res.output.strip()
     assert "separate.guided.letters" in line and "\n" not in line and "Traceback" not in line
