@@ -2,8 +2,9 @@
 
 Sets:
 - ``heldout`` (H, decides): 300 figures of glomssl.mining.synth.heldout (a layout generator never used in
-  training), seeds [20251, i]; panels are glomerulus crops of centre VUHSK, crops of the 12 aidpath PAS
-  tiles and matplotlib charts, none of which any new training run sees.
+  training), seeds [20251, i] for i from ``--first`` (0; H2, first drawn in the fifth session:
+  300); panels are glomerulus crops of centre VUHSK, crops of the 12 aidpath PAS tiles and
+  matplotlib charts, none of which any new training run sees.
 - ``tuning`` (T, sets parameters): 200 figures of the training generator with seed 98 and the training
   panel pool (``--images``, see benchmarks/separator_pool.py).
 - ``exsclaim`` (sanity check, only with --exsclaim): the 14 real figures of ../shared/data.
@@ -39,11 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
 
 
-def heldout_set(shared: Path, n: int, cache: Path | None) -> Figures:
-    """H: drawn once, cached as PNG + boxes.json when ``cache`` is given."""
+def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Figures:
+    """H (figures ``first`` .. ``first + n - 1``): drawn once, cached as PNG + boxes.json when
+    ``cache`` is given."""
     if cache is not None and (cache / "boxes.json").is_file():
         meta = json.loads((cache / "boxes.json").read_text())
-        if len(meta) >= n:
+        if len(meta) >= n and meta[0]["file"] == f"{first:04d}.png":
             figs = [Image.open(cache / m["file"]).convert("RGB") for m in meta[:n]]
             return figs, [[tuple(b) for b in m["boxes"]] for m in meta[:n]]
     with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
@@ -54,7 +56,7 @@ def heldout_set(shared: Path, n: int, cache: Path | None) -> Figures:
     ]
     fonts = Fonts()
     figs, truths, meta = [], [], []
-    for i in range(n):
+    for i in range(first, first + n):
         fig, boxes = make_heldout_figure(
             np.random.default_rng([20251, i]), {"glom": glom, "tissue": tissue}, fonts
         )
@@ -145,6 +147,7 @@ def main() -> None:
     ap.add_argument("--set", choices=["heldout", "tuning", "exsclaim"], default="heldout")
     ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
+    ap.add_argument("--first", type=int, default=0, help="first held-out figure's seed index [0]")
     ap.add_argument(
         "--images", action="append", default=[], help="training panel pool (tuning set)"
     )
@@ -169,12 +172,14 @@ def main() -> None:
     shared = Path(args.shared_data)
     t0 = time.perf_counter()
     if args.set == "heldout":
-        data = heldout_set(shared, args.n or 300, Path(args.cache) if args.cache else None)
+        cache = Path(args.cache) if args.cache else None
+        data = heldout_set(shared, args.n or 300, cache, args.first)
     elif args.set == "exsclaim":
         data = exsclaim_set(shared)
     else:
         data = tuning_set(args.n or 200, args.images)
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
+                    "first": args.first if args.set == "heldout" else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     classic = {

@@ -61,6 +61,8 @@ class HybridParams:
     letter_one: float = 1.0  # ... 1: kept whole only when exactly one part carries a letter
     fallback: float = 0.0  # guided: 1 splits at detector boxes where no hairline cut exists; 2 also
     # where hairline cuts exist but are not confirmed
+    distinct: float = 0.0  # guided: 1 lets only a box that matches the region better than every
+    # part veto a split as "one whole panel" (not the box of its largest part)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -344,7 +346,19 @@ def guided_boxes(
             cut = xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
             parts = [b for b in cut if big(b)]
             small = [b for b in cut if not big(b)]
-        whole = max((s for d, s in dets if iou(d, region) >= 0.5), default=0.0)
+
+        def whole(boxes: list[Box], region: Box = region) -> float:
+            """The most confident box matching ``region`` as one panel (IoU >= 0.5); with
+            ``distinct``, one matching some part of ``boxes`` at least as well does not count."""
+            return max(
+                (
+                    s
+                    for d, s in dets
+                    if iou(d, region) >= 0.5
+                    and not (params.distinct and any(iou(d, b) >= iou(d, region) for b in boxes))
+                ),
+                default=0.0,
+            )
 
         def one_panel(boxes: list[Box], region: Box = region, small: list[Box] = small) -> bool:
             return bool(params.letters) and _one_lettered_panel(
@@ -357,7 +371,7 @@ def guided_boxes(
             if (
                 len(confirmed) >= 2
                 and len(confirmed) >= params.support * len(parts)
-                and whole <= min(confirmed)
+                and whole(parts) <= min(confirmed)
                 and not one_panel(parts)
             ):
                 pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
@@ -372,7 +386,7 @@ def guided_boxes(
             cuts = _detector_split(arr, ink, region, dets, params)
             if (
                 cuts
-                and whole <= min(s or 0.0 for _, s in cuts)
+                and whole([b for b, _ in cuts]) <= min(s or 0.0 for _, s in cuts)
                 and not one_panel([b for b, _ in cuts])
             ):
                 pieces += cuts
