@@ -318,3 +318,23 @@ def test_guided_fallback_2_also_splits_where_unconfirmed_hairline_cuts_exist() -
 
     assert run(1.0) == [(20, 20, 400, 180), truth[2]]
     assert run(2.0) == truth
+
+
+def test_guided_distinct_ignores_a_parts_own_box_as_the_whole_region() -> None:
+    """A large picture and a small one a 1-px gutter apart: the large one's box also matches the
+    pair as a region (IoU 0.84), so without ``distinct`` the check reads it as "one panel" and keeps
+    the pair whole; with it, only a box that fits the region better than every part vetoes."""
+    fig, truth = _pictures(3, [(10, 20, 330, 180), (331, 20, 390, 180), (410, 20, 550, 180)])
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    dets = [((12, 22, 328, 178), 0.9), ((332, 21, 389, 179), 0.7), ((411, 21, 549, 179), 0.9)]
+
+    def run(d: list[tuple[Box, float]], distinct: float) -> list[Box]:
+        p = HybridParams(conf=0.25, support=0.5, letters=0.0, distinct=distinct)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, d, 24, p), 24)]
+
+    merged = [(10, 20, 390, 180), truth[2]]
+    assert run(dets, 0.0) == merged
+    assert _matches(run(dets, 1.0), truth, 0.99)
+    # a box over the whole pair, more confident than the small part's, still keeps it whole
+    assert run(dets + [((10, 20, 390, 180), 0.95)], 1.0) == merged
