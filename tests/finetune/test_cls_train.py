@@ -240,3 +240,24 @@ def test_three_classes_end_to_end(setup: dict[str, Path], tmp_path: Path) -> Non
     images = [setup["csv"].parent / rows[0]["image"], setup["csv"].parent / rows[5]["image"]]
     probs = classify_images(model, meta, images, 2, "cpu")
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cached_features_reuse_only_a_readable_file_for_the_same_key(tmp_path: Path) -> None:
+    from glomssl.finetune.classifier.linear import cached_features
+
+    calls: list[int] = []
+
+    def compute() -> np.ndarray:
+        calls.append(1)
+        return np.full((3, 4), float(len(calls)), np.float32)
+
+    path = tmp_path / "features.npz"
+    feats, hit = cached_features(path, "a", compute)
+    assert not hit and len(calls) == 1 and path.is_file()
+    again, hit = cached_features(path, "a", compute)
+    assert hit and len(calls) == 1 and np.array_equal(again, feats)
+    _, hit = cached_features(path, "b", compute)  # another trunk or image list: recomputed
+    assert not hit and len(calls) == 2
+    path.write_bytes(b"PK\x03\x04 truncated")  # a broken file: recomputed, not a traceback
+    fresh, hit = cached_features(path, "b", compute)
+    assert not hit and len(calls) == 3 and float(fresh[0, 0]) == 3.0

@@ -14,11 +14,13 @@ plain network ``head(trunk(x))``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,12 +84,11 @@ def cached_features(
     from glomssl.fsutil import atomic_open
 
     if path.is_file():
-        try:
+        with contextlib.suppress(OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            # unreadable or stale: recompute
             with np.load(path, allow_pickle=False) as data:
                 if str(data["key"]) == key:
                     return np.asarray(data["features"], dtype=np.float32), True
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or stale: recompute
     feats = compute()
     with atomic_open(path, "wb") as fh:
         np.savez(fh, features=feats, key=np.asarray(key))
