@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,7 +265,7 @@ def load_latent(path: str | os.PathLike[str], G: nn.Module | None = None) -> dic
     try:
         with np.load(p, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise GlomsslError(f"latent {p} is not a readable .npz ({exc}); re-create it") from exc
     if "ws" not in data:
         raise GlomsslError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,7 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
         data = np.load(p, allow_pickle=False)
         paths = [str(s) for s in data["paths"]]
         emb = np.asarray(data["embeddings"], dtype=np.float32)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise GlomsslError(f"{p} is not an embeddings file from `glomssl embed` ({exc})") from exc
     if emb.ndim != 2 or len(emb) != len(paths):
         raise GlomsslError(f"{p}: embeddings must be one row per path; re-run `glomssl embed`")

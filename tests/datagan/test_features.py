@@ -99,3 +99,6 @@ def test_latent_of_other_network_is_one_line_error(G: torch.nn.Module, tmp_path)
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     with pytest.raises(GlomsslError, match="not a readable"):
         fx.load_latent(tmp_path / "c.npz")
+    (tmp_path / "d.npz").write_bytes(b"PK\x03\x04 cut short")  # a zip's start, then nothing
+    with pytest.raises(GlomsslError, match="not a readable"):
+        fx.load_latent(tmp_path / "d.npz")

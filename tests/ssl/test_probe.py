@@ -94,5 +94,8 @@ def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None
     np.savez(tmp_path / "e.npz", paths=np.array(paths), embeddings=emb)
     with pytest.raises(GlomsslError, match="1 embeddings hold NaN or inf"):
         run_probe(cfg)
+    (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 cut short")  # a zip's start, then nothing
+    with pytest.raises(GlomsslError, match="is not an embeddings file"):
+        run_probe(cfg)
     with pytest.raises(GlomsslError, match="--repeats must be >= 1"):
         build_config(ProbeConfig, overrides={"embeddings": "x", "labels": "y", "repeats": 0})
