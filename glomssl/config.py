@@ -190,7 +190,13 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise GlomsslError(f"config file {p} does not exist; check the --config path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GlomsslError(
+            f"cannot read config file {p} ({exc}); pass a UTF-8 YAML file of option: value"
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise GlomsslError(f"config file {p} is not valid YAML: {exc}".splitlines()[0]) from exc
     if data is None:

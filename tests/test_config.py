@@ -70,3 +70,6 @@ def test_bad_yaml_files(tmp_path: Path) -> None:
     f.write_text("- a list\n")
     with pytest.raises(GlomsslError, match="mapping"):
         build_config(Demo, f)
+    f.write_bytes(b"lr: 0.1\n\x9f\xff\x00 binary")
+    with pytest.raises(GlomsslError, match="cannot read config file .*bad.yaml"):
+        build_config(Demo, f)
