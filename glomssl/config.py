@@ -140,7 +140,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             f = float(value)
         except ValueError as exc:
             raise GlomsslError(f"config {name}: expected an integer, got {value!r}") from exc
-        if f != int(f):
+        # int(nan) and int(inf) would raise ValueError and OverflowError
+        if not math.isfinite(f) or f != int(f):
             raise GlomsslError(f"config {name}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:

@@ -48,6 +48,9 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     [
         ({"steps": "ten"}, "steps: expected an integer"),
         ({"steps": 1.5}, "steps: expected an integer"),
+        ({"steps": float("nan")}, "steps: expected an integer"),
+        ({"steps": float("inf")}, "steps: expected an integer"),
+        ({"steps": "-inf"}, "steps: expected an integer"),
         ({"arch": "vgg"}, "arch: 'vgg' is not one of"),
         ({"lr": -1}, "lr must be positive"),
         ({"flag": "maybe"}, "flag: expected true/false"),
