@@ -140,7 +140,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             f = float(value)
         except ValueError as exc:
             raise GlomsslError(f"config {name}: expected an integer, got {value!r}") from exc
-        if f != int(f):
+        # int(nan) and int(inf) would raise ValueError and OverflowError
+        if not math.isfinite(f) or f != int(f):
             raise GlomsslError(f"config {name}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
@@ -190,7 +191,13 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise GlomsslError(f"config file {p} does not exist; check the --config path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GlomsslError(
+            f"cannot read config file {p} ({exc}); pass a UTF-8 YAML file of option: value"
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise GlomsslError(f"config file {p} is not valid YAML: {exc}".splitlines()[0]) from exc
     if data is None:

@@ -126,8 +126,13 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
     if side.is_file():
         try:
             meta = json.loads(side.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        # JSONDecodeError (bad JSON) and UnicodeDecodeError (binary bytes) are both ValueErrors
+        except (OSError, ValueError) as exc:
             raise GlomsslError(f"{side} is not valid JSON; restore or delete it") from exc
+        if not isinstance(meta, dict):
+            raise GlomsslError(
+                f"{side} is not a weights sidecar (a JSON object of key: value); restore or delete it"
+            )
     return tensors, meta
 
 

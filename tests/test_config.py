@@ -48,6 +48,9 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     [
         ({"steps": "ten"}, "steps: expected an integer"),
         ({"steps": 1.5}, "steps: expected an integer"),
+        ({"steps": float("nan")}, "steps: expected an integer"),
+        ({"steps": float("inf")}, "steps: expected an integer"),
+        ({"steps": "-inf"}, "steps: expected an integer"),
         ({"arch": "vgg"}, "arch: 'vgg' is not one of"),
         ({"lr": -1}, "lr must be positive"),
         ({"flag": "maybe"}, "flag: expected true/false"),
@@ -69,4 +72,7 @@ def test_bad_yaml_files(tmp_path: Path) -> None:
         build_config(Demo, f)
     f.write_text("- a list\n")
     with pytest.raises(GlomsslError, match="mapping"):
+        build_config(Demo, f)
+    f.write_bytes(b"lr: 0.1\n\x9f\xff\x00 binary")
+    with pytest.raises(GlomsslError, match="cannot read config file .*bad.yaml"):
         build_config(Demo, f)

@@ -38,6 +38,15 @@ def test_load_weights_refuses_other_files(tmp_path: Path) -> None:
         load_weights(tmp_path / "missing.safetensors")
 
 
+@pytest.mark.parametrize("sidecar", [b"\x9f\xff binary", b"[1, 2]", b'"text"'])
+def test_load_weights_refuses_a_broken_sidecar(tmp_path: Path, sidecar: bytes) -> None:
+    """Not UTF-8, or valid JSON that is no object: a one-line error, not a traceback later."""
+    p = save_weights(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, {"arch": "tiny"})
+    (tmp_path / "m.json").write_bytes(sidecar)
+    with pytest.raises(GlomsslError, match=r"m\.json is not"):
+        load_weights(p)
+
+
 def test_metrics_logger_appends(tmp_path: Path) -> None:
     log = MetricsLogger(tmp_path / "metrics.jsonl")
     log.log(step=1, loss=0.5)

@@ -209,7 +209,15 @@ def _check_plan(out: Path, plan: dict[str, Any], write: bool) -> None:
         if write:
             atomic_write_text(plan_file, json.dumps(plan, indent=1) + "\n")
         return
-    old = json.loads(plan_file.read_text(encoding="utf-8"))
+    try:
+        old = json.loads(plan_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        old = None
+    if not isinstance(old, dict):
+        raise GlomsslError(
+            f"{plan_file} is damaged (not a JSON object), so this --out cannot be resumed safely; "
+            "use a new --out folder"
+        )
     settings = ("n", "candidates", "seed", "trunc")
     if {k: old.get(k) for k in settings} != {k: plan[k] for k in settings}:
         theirs = {k: old.get(k) for k in settings}
@@ -283,7 +291,8 @@ def run_datagan_generate(
     for sub in ("images", "masks", "records"):
         (out / sub).mkdir(exist_ok=True)
     seeds = [cfg.seed + i for i in range(shard, n_cand, nshards)]
-    todo = [s for s in seeds if not (out / "records" / f"{s:08d}.json").is_file()]
+    # a missing or damaged record (a crash, a bad copy) is made again
+    todo = [s for s in seeds if _read_record(out / "records" / f"{s:08d}.json") is None]
     if stop_after is not None:
         todo = todo[:stop_after]
     checked = False
@@ -324,6 +333,16 @@ def run_datagan_generate(
     return result
 
 
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """A candidate's ``records/<seed>.json``, or None when it is missing or damaged."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
+    keys = ("seed", "image", "mask", "uncertainty")
+    return rec if isinstance(rec, dict) and all(k in rec for k in keys) else None
+
+
 def finalize(out: Path, n: int, n_cand: int, seed0: int) -> dict[str, Any]:
     """Keep the ``n`` most certain candidates; write manifest.jsonl and preview.png (idempotent)."""
     from glomssl.fsutil import sha256_file
@@ -332,7 +351,10 @@ def finalize(out: Path, n: int, n_cand: int, seed0: int) -> dict[str, Any]:
     recs = []
     for s in range(seed0, seed0 + n_cand):
         f = out / "records" / f"{s:08d}.json"
-        recs.append(json.loads(f.read_text(encoding="utf-8")))
+        rec = _read_record(f)
+        if rec is None:  # damaged since this shard checked it (another shard's run)
+            raise GlomsslError(f"{f} is damaged; run the same command again to make it anew")
+        recs.append(rec)
     recs.sort(key=lambda r: (r["uncertainty"], r["seed"]))
     keep, drop = recs[:n], recs[n:]
     for r in drop:

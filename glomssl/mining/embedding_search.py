@@ -250,7 +250,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
             emb = np.ascontiguousarray(npz["embeddings"], dtype=np.float32)
     except ValueError as exc:
         raise GlomsslError(f"{p} is not a plain npz of strings and numbers ({exc})") from exc
-    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:  # EOFError: an empty file
         raise GlomsslError(f"{p} is not a readable npz file ({exc})") from exc
     if emb.ndim != 2 or emb.shape[0] != len(paths):
         raise GlomsslError(f"{p}: 'embeddings' must be (N, D) with N = len(paths) = {len(paths)}")

@@ -127,7 +127,7 @@ def load_records(folder: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise GlomsslError(f"{path} does not exist; a replay folder needs records.json") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise GlomsslError(f"{path} is not readable JSON ({exc}); fix the replay folder") from exc
     records = data.get("list", []) if isinstance(data, dict) else data
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

@@ -147,9 +147,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     try:
         return load_weights(path)
-    except GlomsslError as exc:
+    except GlomsslError as exc:  # say which file is wrong: the weights or their sidecar
         raise GlomsslError(
-            f"{path} is not a detector checkpoint (not a safetensors file); pass the "
+            f"{path} is not a detector checkpoint ({str(exc).split(';')[0]}); pass the "
             "panel_detector.safetensors that `glomssl separator train` writes"
         ) from exc
 
@@ -161,7 +161,7 @@ def weights_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any
     side = (Path(weights) if weights is not None else DEFAULT_WEIGHTS).with_suffix(".json")
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return {}
     return meta if isinstance(meta, dict) else {}
 

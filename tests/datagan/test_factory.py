@@ -236,6 +236,28 @@ def test_resume_after_stop_and_shards(setup: dict[str, Path], reference: Path) -
     _same_manifest(sh, reference)
 
 
+@pytest.mark.parametrize(
+    "damage", [b"", b"PK\x03\x04 cut short", b"\x9f\xff", b"[1, 2]\n", b"{}\n"]
+)
+def test_resume_with_damaged_records_and_plan(
+    setup: dict[str, Path], reference: Path, tmp_path: Path, damage: bytes
+) -> None:
+    """A damaged records/<seed>.json (records are written without fsync) is made again; a damaged
+    plan.json is a one-line error, not a traceback."""
+    from glomssl.errors import GlomsslError
+
+    out = tmp_path / "out"
+    part = run_datagan_generate(_cfg(setup, out, n=4, drop_uncertain=0.5), stop_after=3)
+    (out / "records" / "00000001.json").write_bytes(damage)
+    rest = run_datagan_generate(_cfg(setup, out, n=4, drop_uncertain=0.5))
+    assert part["generated"] == 3 and rest["generated"] == 6 and rest["kept"] == 4
+    _same_manifest(out, reference)
+    (out / "plan.json").write_bytes(damage)
+    with pytest.raises(GlomsslError, match=r"plan\.json is damaged|other settings") as info:
+        run_datagan_generate(_cfg(setup, out, n=4, drop_uncertain=0.5))
+    assert "\n" not in str(info.value)
+
+
 def test_resume_after_kill(setup: dict[str, Path], reference: Path) -> None:
     """kill -9 a real `datagan generate` process mid-run; the rerun completes the same set."""
     out = setup["root"] / "killed"

@@ -126,6 +126,22 @@ def test_resume_keeps_finished_folds(setup: dict[str, Path], tmp_path: Path) -> 
     assert (out / "folds" / "fold-0.json").stat().st_mtime_ns != f0
 
 
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 cut short", b"\x9f\xff\x00", b"[1, 2]\n"])
+def test_resume_with_a_damaged_run_folder(
+    setup: dict[str, Path], tmp_path: Path, damage: bytes
+) -> None:
+    """A broken fold record is trained again; a broken config.yaml is a one-line error."""
+    out = tmp_path / "run"
+    run_finetune_cls(_cfg(setup, out, folds=2, epochs=2, export=False))
+    (out / "folds" / "fold-1.json").write_bytes(damage)
+    run_finetune_cls(_cfg(setup, out, folds=2, epochs=2, export=False, resume=True))
+    assert json.loads((out / "folds" / "fold-1.json").read_text())["fold"] == 1  # redone
+    (out / "config.yaml").write_bytes(damage)
+    if damage:  # an empty config.yaml reads as no options at all: "other options"
+        with pytest.raises(GlomsslError, match=r"config.yaml is not a readable run config"):
+            run_finetune_cls(_cfg(setup, out, folds=2, epochs=2, export=False, resume=True))
+
+
 def test_finetune_trains_the_trunk_and_scratch_needs_no_backbone(
     setup: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -81,6 +81,14 @@ def test_segment_folder_outputs_and_resume(tmp_path: Path, make_seg: Any) -> Non
     assert r2.exit_code == 0, r2.output
     assert (out / "masks" / "Tuft" / "im000.png").stat().st_mtime_ns == before
     assert (out / "records" / "im001.json").is_file()
+    # a damaged record (records are written without fsync) is segmented anew, not a traceback
+    for damage in (b"", b"\x9f\xff binary", b"[1, 2]\n"):
+        (out / "records" / "im001.json").write_bytes(damage)
+        r2 = CliRunner().invoke(cli, args)
+        assert r2.exit_code == 0, r2.output
+        assert json.loads((out / "records" / "im001.json").read_text())["image"].endswith(
+            "im001.png"
+        )
     # one class, label map
     r3 = CliRunner().invoke(cli, ["segment", "--model", str(run), "--input",
                                   str(tmp_path / "d" / "images"), "--out", str(tmp_path / "lab"),

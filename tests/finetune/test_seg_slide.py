@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from glomssl.annotations import read_geojson, read_imagescope_xml
 from glomssl.cli import cli
+from glomssl.errors import GlomsslError
 from glomssl.finetune.segmenter import infer
 from glomssl.finetune.segmenter.predict import SegmentConfig, run_segment
 
@@ -154,6 +155,9 @@ def test_slide_resumes_after_a_crash(
     ).read_text()
     with pytest.raises(Exception, match="another model, slide or setting"):
         run_segment(_cfg(pyramid, out, tile=64, overlap=16))
+    (out / "slide" / "segment_state.json").write_bytes(b"\x9f\xff binary")
+    with pytest.raises(GlomsslError, match=r"segment_state\.json is damaged"):
+        run_segment(_cfg(pyramid, out, batch_size=1))
 
 
 def test_slide_cli_with_a_real_model_and_bad_slides(pyramid: Path, tmp_path: Path) -> None:

@@ -300,6 +300,18 @@ def test_bad_embedding_files(tmp_path: Path, corpus: Path, payload: dict, messag
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("data", [b"", b"PK\x03\x04 cut short", b"\x93NUMPY"])
+def test_broken_embedding_files_are_one_line_errors(tmp_path: Path, data: bytes) -> None:
+    """Empty (np.load raises EOFError, which click turns into "Aborted!"), zip start, npy start."""
+    from glomssl.mining.embedding_search import load_embeddings
+
+    npz = tmp_path / "emb.npz"
+    npz.write_bytes(data)
+    with pytest.raises(GlomsslError, match=r"emb\.npz is not a") as info:
+        load_embeddings(npz)
+    assert "\n" not in str(info.value)
+
+
 def test_embeddings_too_large_for_free_memory_are_refused(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

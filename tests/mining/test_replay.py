@@ -112,3 +112,6 @@ def test_no_path_traversal_out_of_the_folder(tmp_path: Path) -> None:
 def test_missing_records_json_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="records.json"):
         ReplayServer(tmp_path)
+    (tmp_path / "records.json").write_bytes(b"\x9f\xff binary")
+    with pytest.raises(GlomsslError, match="records.json is not readable JSON"):
+        ReplayServer(tmp_path)

@@ -104,6 +104,12 @@ def test_loader_refuses_non_checkpoints(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(GlomsslError, match="not a detector checkpoint"):
         load_detector(text)
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    (tmp_path / "good.json").write_bytes(b"\x9f\xff binary")  # a damaged sidecar, named as such
+    assert weights_meta(good) == {}
+    with pytest.raises(GlomsslError, match=r"not a detector checkpoint \(.*good\.json is not"):
+        load_detector(good)
     other = tmp_path / "other.safetensors"
     save_file({"encoder.weight": torch.zeros(3, 3)}, str(other))
     with pytest.raises(GlomsslError, match="not a checkpoint of the panel detector"):

@@ -137,7 +137,15 @@ def _prepare_out(cfg: FinetuneClsConfig, out: Path) -> dict[int | str, dict[str,
     done: dict[int | str, dict[str, Any]] = {}
     old = out / "config.yaml"
     if cfg.resume and old.is_file():
-        prev = yaml.safe_load(old.read_text(encoding="utf-8")) or {}
+        try:
+            prev = yaml.safe_load(old.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            prev = None
+        if not isinstance(prev, dict):
+            raise GlomsslError(
+                f"--resume: {old} is not a readable run config; choose a new --out, or run "
+                "without --resume to start over"
+            )
         now = _comparable(cfg)
         diff = sorted(k for k in now if prev.get(k) != now[k])
         if diff:
@@ -146,8 +154,12 @@ def _prepare_out(cfg: FinetuneClsConfig, out: Path) -> dict[int | str, dict[str,
                 "repeat the same options or choose a new --out"
             )
         for f in sorted(folds_dir.glob("*.json")):
-            rec = json.loads(f.read_text(encoding="utf-8"))
-            done[rec["fold"]] = rec
+            try:
+                rec = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # a damaged record: that fold is trained again
+                continue
+            if isinstance(rec, dict) and "fold" in rec:
+                done[rec["fold"]] = rec
         metrics = out / "metrics.jsonl"
         if metrics.is_file() and is_rank_zero():  # drop the lines of the fold that was cut short
             keep = []

@@ -194,9 +194,8 @@ def run_segment_images(cfg: SegmentConfig) -> dict[str, Any]:
     done = 0
     for (path, row), name in zip(pairs, names):
         rpath = out / "records" / f"{name}.json"
-        if rpath.is_file():  # finished before a crash or an earlier run
-            rec = json.loads(rpath.read_text(encoding="utf-8"))
-        else:
+        rec = _read_record(rpath)  # finished before a crash or an earlier run
+        if rec is None:  # not yet, or damaged (written without fsync): segmented anew
             try:
                 img = np.asarray(load_rgb(path))
             except GlomsslError as exc:
@@ -230,6 +229,15 @@ def run_segment_images(cfg: SegmentConfig) -> dict[str, Any]:
         result["mean_dice"] = summary.get("mean_dice")
         result["scores"] = str(out / "scores.json")
     return result
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """An image's ``records/NAME.json``, or None when it is missing or damaged."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+        return None
+    return rec if isinstance(rec, dict) and "image" in rec else None
 
 
 def _score_row(

@@ -83,10 +83,17 @@ def segment_slide(
              "level": work.level, "scale": work.scale, "width": work.width, "height": work.height,
              "model": str(cfg.model), "threshold": cfg.threshold}  # fmt: skip
     spath = out / "segment_state.json"
-    if spath.is_file() and json.loads(spath.read_text(encoding="utf-8")) != state:
-        raise GlomsslError(
-            f"{out} holds a run of another model, slide or setting; choose a new --out to start over"
-        )
+    if spath.is_file():
+        try:
+            old = json.loads(spath.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            raise GlomsslError(
+                f"{spath} is damaged, so {out} cannot be resumed; choose a new --out to start over"
+            ) from exc
+        if old != state:
+            raise GlomsslError(
+                f"{out} holds a run of another model, slide or setting; choose a new --out to start over"
+            )
     atomic_write_text(spath, json.dumps(state) + "\n")
     canvas = CoreStitcher(len(classes), work.height, work.width, path=out / "probabilities.u8")
     done_path = out / "tiles_done.txt"
