@@ -228,14 +228,20 @@ class Separator:
 
 
 def _open_state(path: Path, fingerprint: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS parents (key TEXT PRIMARY KEY, status TEXT NOT NULL,"
-        " rows TEXT, error TEXT)"
-    )
-    old = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+    try:
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS parents (key TEXT PRIMARY KEY, status TEXT NOT NULL,"
+            " rows TEXT, error TEXT)"
+        )
+        old = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise GlomsslError(
+            f"{path} is not a glomssl separate state database ({exc}); use a new --out folder "
+            "or delete that file to start over"
+        ) from exc
     if old is None:
         with db:
             db.execute("INSERT INTO meta VALUES ('config', ?)", (fingerprint,))

@@ -60,8 +60,14 @@ def load_labels(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
         raise GlomsslError(f"labels file {p} does not exist; pass a CSV or a manifest")
     rows: list[dict[str, Any]]
     if p.suffix.lower() == ".csv":
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        try:
+            with open(p, newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise GlomsslError(
+                f"labels file {p} is not a readable UTF-8 CSV ({exc}); pass a CSV with "
+                "'image' (or 'path') and 'label' columns"
+            ) from exc
     else:
         from glomssl.manifest import read_manifest
 

@@ -182,6 +182,10 @@ def test_cli_separate_and_errors(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "not a detector checkpoint" in res.output
     assert not (tmp_path / "p").exists(), "a bad --weights must be refused before any state exists"
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "separate.sqlite").write_bytes(b"\x93 not a database " * 20)
+    res = _cli_separate(folder, tmp_path / "g", "--method", "classic", "--quiet")
+    assert res.exit_code == 2 and "not a glomssl separate state database" in res.output
     proc = subprocess.run(
         [
             sys.executable,

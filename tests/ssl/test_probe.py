@@ -72,7 +72,7 @@ def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None
 
     from glomssl.config import build_config
     from glomssl.errors import GlomsslError
-    from glomssl.ssl.probe import ProbeConfig, run_probe
+    from glomssl.ssl.probe import ProbeConfig, load_labels, run_probe
 
     paths = [f"{i}.png" for i in range(12)]
     emb = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
@@ -94,6 +94,9 @@ def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None
     np.savez(tmp_path / "e.npz", paths=np.array(paths), embeddings=emb)
     with pytest.raises(GlomsslError, match="1 embeddings hold NaN or inf"):
         run_probe(cfg)
+    (tmp_path / "bin.csv").write_bytes(b"\xc0\xff\x00 binary")
+    with pytest.raises(GlomsslError, match="not a readable UTF-8 CSV"):
+        load_labels(tmp_path / "bin.csv")
     (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 cut short")  # a zip's start, then nothing
     with pytest.raises(GlomsslError, match="is not an embeddings file"):
         run_probe(cfg)
