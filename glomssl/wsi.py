@@ -28,17 +28,49 @@ def is_slide_path(path: str | os.PathLike[str]) -> bool:
 
 def open_slide(path: str | os.PathLike[str]) -> Any:
     """Open a slide with tiffslide; a one-line error if it is missing or unreadable."""
+    import logging
+
     import tiffslide
 
     p = Path(path)
     if not p.is_file():
         raise GlomsslError(f"slide {p} does not exist; check the path")
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its complaints about a damaged file would precede our error
     try:
-        return tiffslide.TiffSlide(str(p))
+        slide = tiffslide.TiffSlide(str(p))
+        cut = _tiles_past_end(slide, p.stat().st_size)  # tifffile parses its pages here
     except Exception as exc:  # tiffslide raises several types for bad files
         raise GlomsslError(
             f"{p} is not a readable whole-slide image ({exc}); check the file"
         ) from exc
+    finally:
+        log.setLevel(level)
+    if cut:
+        slide.close()
+        raise GlomsslError(
+            f"slide {p} is cut short: {cut[0]} of its {cut[1]} image tiles lie past the end of the "
+            "file (an interrupted copy or download?); copy the slide again"
+        )
+    return slide
+
+
+def _tiles_past_end(slide: Any, size: int) -> tuple[int, int] | None:
+    """(tiles whose bytes lie past ``size``, all tiles) of a tiffslide slide's pages; None when
+    every tile is within the file (or the reader does not expose its tiles)."""
+    tf = getattr(slide, "ts_tifffile", None)
+    bad = total = 0
+    for series in getattr(tf, "series", ()):
+        for lvl in getattr(series, "levels", ()):
+            for page in getattr(lvl, "pages", ()):
+                offsets = np.asarray(getattr(page, "dataoffsets", ()), dtype=np.int64)
+                counts = np.asarray(getattr(page, "databytecounts", ()), dtype=np.int64)
+                if offsets.shape != counts.shape:
+                    continue
+                total += int(offsets.size)
+                bad += int(np.count_nonzero(offsets + counts > size))
+    return (bad, total) if bad else None
 
 
 class ImageSlide:

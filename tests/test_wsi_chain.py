@@ -165,6 +165,7 @@ def test_bad_slides_are_skipped_with_a_reason(tmp_path: Path, blue: str) -> None
     reasons = {Path(x["slide"]).name: x["reason"] for x in s["skipped"]}
     assert set(reasons) == {"blank.tif", "broken.tif", "notes.svs"}
     assert "no tissue" in reasons["blank.tif"]
+    assert "cut short" in reasons["broken.tif"] and "copy the slide again" in reasons["broken.tif"]
     assert all("\n" not in r for r in reasons.values())
     assert not (tmp_path / "out" / "blank").exists()  # nothing written for a skipped slide
 
@@ -380,3 +381,21 @@ def test_demo_step_builds_a_slide_and_runs_the_chain(tmp_path: Path) -> None:
     assert len(rows) == r["glomeruli"]
     again = run_demo_step(tmp_path / "demo")  # a rerun resumes the finished run
     assert again["glomeruli"] == r["glomeruli"]
+
+
+def test_a_truncated_slide_is_one_line_on_its_own(tmp_path: Path) -> None:
+    """`detect` on a slide cut short: one line naming it, and no noise from the TIFF reader."""
+    import subprocess
+    import sys
+
+    broken = make_slide(tmp_path / "broken.tif")
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "glomssl", "detect", "--slide", str(broken), "--out",
+         str(tmp_path / "d"), "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and "broken.tif is cut short" in lines[0], lines

@@ -61,7 +61,12 @@ def detect_slide(ctx: Context, job: SlideJob, slide: Any) -> tuple[Any, list[lis
         work = working_level(slide, level=cfg.level)
     else:
         work = working_level(slide, mpp=cfg.mpp or ctx.detector.mpp)
-    tissue, down = tissue_mask(slide)
+    try:
+        tissue, down = tissue_mask(slide)
+    except GlomsslError:
+        raise
+    except Exception as exc:  # a corrupt slide can fail on its thumbnail already
+        raise _unreadable(job, exc) from exc
     if not tissue.any():
         raise GlomsslError(f"slide {job.path} shows no tissue (blank, or not a brightfield stain)")
     tiles = tile_grid(slide, work, cfg.tile, cfg.overlap, tissue=tissue, tissue_down=down)
@@ -90,13 +95,17 @@ def detect_slide(ctx: Context, job: SlideJob, slide: Any) -> tuple[Any, list[lis
     except GlomsslError:
         raise
     except Exception as exc:  # a truncated or corrupt slide fails while tiles are read
-        raise GlomsslError(
-            f"slide {job.path} could not be read ({type(exc).__name__}: {exc}); check the file".splitlines()[
-                0
-            ]
-        ) from exc
+        raise _unreadable(job, exc) from exc
     counts = {"tiles": len(tiles), "tiles_resumed": len(tiles) - len(todo)}
     return work, rows, counts
+
+
+def _unreadable(job: SlideJob, exc: Exception) -> GlomsslError:
+    """The one-line error of a slide whose pixels cannot be decoded."""
+    what = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return GlomsslError(
+        f"slide {job.path} could not be read ({what}); check or copy the file again"
+    )
 
 
 def crop_window(slide: Any, g: Glomerulus, mpp: float | None, crop_um: float) -> tuple[float, ...]:
