@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--images", action="append", default=[], help="panel image folder (repeat)")
     ap.add_argument("--imgsz", type=int, default=0)
     ap.add_argument("--skip-real", action="store_true", help="leave the real figures out")
+    ap.add_argument("--device", default="cpu", help="detector device: cpu or cuda [cpu]")
     args = ap.parse_args()
 
     import torch
@@ -90,9 +91,9 @@ def main() -> None:
         "classic": Separator("classic"),
         "classic_v1": Separator("classic", classic=ClassicParams.v1()),
         "classic_seams": Separator("classic", classic=ClassicParams.touching()),
-        "yolo": Separator("yolo", weights=args.weights, imgsz=args.imgsz),
-        "hybrid": Separator("hybrid", weights=args.weights, imgsz=args.imgsz),
-        "guided": Separator("guided", weights=args.weights, imgsz=args.imgsz),
+        "yolo": Separator("yolo", weights=args.weights, imgsz=args.imgsz, device=args.device),
+        "hybrid": Separator("hybrid", weights=args.weights, imgsz=args.imgsz, device=args.device),
+        "guided": Separator("guided", weights=args.weights, imgsz=args.imgsz, device=args.device),
     }
     result: dict = {
         "benchmark": "separate",
@@ -100,6 +101,7 @@ def main() -> None:
         "imgsz": seps["yolo"].imgsz,
         "auto": AUTO_METHOD,
         "weights": args.weights or "shipped",
+        "device": args.device,
     }
     shared = Path(args.shared_data)
     synth = synth_set(args.n_synth, args.synth_seed, args.images)
