@@ -209,6 +209,11 @@ def build_fields(cfg: DetectDataConfig, root: Path, val_groups: set[str]) -> dic
                 write_sample(root, split, name, tile, np.asarray(boxes, np.float64).reshape(-1, 4))
                 counts[split] += 1
         _progress(cfg, "detect data: fields", k + 1, len(pairs), t0)
+    if len(skipped) == len(pairs):  # nothing usable: never a "complete" set without tiles
+        raise GlomsslError(
+            f"--fields {cfg.fields}: none of its {len(pairs)} fields is usable (first: "
+            f"{skipped[0]['reason']}); fix the images and masks it lists"
+        )
     return {"field_tiles": counts, "skipped": skipped}
 
 

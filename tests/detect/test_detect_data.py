@@ -200,3 +200,26 @@ def test_fields_become_labelled_tiles(tmp_path: Path) -> None:
         assert len(sizes) == 2 and abs(sizes[0] - 50) <= 2 and abs(sizes[1] - 60) <= 2
     with pytest.raises(GlomsslError, match="--fields-mpp"):
         DetectDataConfig(out="x", fields="f.csv").validate()
+
+
+def test_broken_training_sets_are_one_line_errors(tmp_path: Path) -> None:
+    """`detect data --fields` whose rows are all unreadable exited 0 with an empty "complete" set; a
+    binary label file was a UnicodeDecodeError, a dataset.json without `mpp` a KeyError after training."""
+    (tmp_path / "f.csv").write_text("image,mask,slide\nnope.png,nope_m.png,a\nbad.png,m.png,b\n")
+    (tmp_path / "bad.png").write_bytes(b"\x00\x01 not an image")
+    cfg = DetectDataConfig(
+        out=str(tmp_path / "ds"), fields=str(tmp_path / "f.csv"), fields_mpp=0.5, quiet=True
+    )
+    with pytest.raises(GlomsslError, match=r"--fields .*none of its 2 fields is usable"):
+        run_data(cfg)
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\xf0\x9f\x00\xff garbage")
+    with pytest.raises(GlomsslError, match="not a readable text file"):
+        read_labels(binary)
+    d = tmp_path / "set"
+    d.mkdir()
+    (d / "dataset.json").write_text(
+        json.dumps({"format": "glomssl-detect-dataset/1", "complete": True, "mpp": "abc"})
+    )
+    with pytest.raises(GlomsslError, match="no working resolution"):
+        check_dataset(d)
