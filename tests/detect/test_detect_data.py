@@ -223,3 +223,23 @@ def test_broken_training_sets_are_one_line_errors(tmp_path: Path) -> None:
     )
     with pytest.raises(GlomsslError, match="no working resolution"):
         check_dataset(d)
+
+
+def test_a_wrong_manifest_does_not_block_the_corrected_rerun(tmp_path: Path) -> None:
+    """A typo in --crops (or a manifest with no usable crop) wrote the options into --out first, so
+    the corrected command was refused ("holds a training set built with other options")."""
+    good = _crops(tmp_path / "crops", n=8, slides=4)
+    out = str(tmp_path / "ds")
+    with pytest.raises(GlomsslError, match="is not a file"):
+        run_data(DetectDataConfig(out=out, crops=str(tmp_path / "typo.csv"), n=4, quiet=True))
+    black = tmp_path / "crops" / "black.png"
+    Image.fromarray(np.zeros((160, 160), np.uint8)).save(black)
+    rows = list(csv.DictReader(good.open()))
+    unusable = tmp_path / "crops" / "unusable.csv"
+    unusable.write_text(
+        "image,mask,slide\n" + "".join(f"{r['image']},black.png,{r['slide']}\n" for r in rows)
+    )
+    with pytest.raises(GlomsslError, match=r"no readable crop .*\(first: empty mask\)"):
+        run_data(DetectDataConfig(out=out, crops=str(unusable), n=4, quiet=True))
+    s = run_data(DetectDataConfig(out=out, crops=str(good), n=4, quiet=True))
+    assert sum(s["mosaics"].values()) == 4
