@@ -32,6 +32,8 @@ FILE_MODE = 0o666 & ~_read_umask()
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", fsync: bool = True) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically."""
     target = Path(path)
+    if target.is_dir():
+        raise GlomsslError(f"{target} is a folder, not a file; pass another output file name")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     binary = "b" in mode

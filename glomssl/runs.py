@@ -59,8 +59,9 @@ def rank_zero_only(fn: F) -> F:
 
 def next_run_dir(root: str | os.PathLike[str], desc: str) -> Path:
     """Create the next numbered run folder ``root/00007-desc`` (stylegan2-ada style)."""
-    base = Path(root)
-    base.mkdir(parents=True, exist_ok=True)
+    from glomssl.fsutil import ensure_writable_dir
+
+    base = ensure_writable_dir(root)  # a file named like --out is a one-line error
     nums = [int(m.group(1)) for p in base.iterdir() if (m := _RUN_RE.match(p.name))]
     while True:
         n = max(nums, default=-1) + 1

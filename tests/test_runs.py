@@ -101,3 +101,20 @@ def test_save_weights_writes_the_sidecar_before_the_weights(tmp_path, monkeypatc
     assert not target.exists()
     assert calls[0].endswith(".json") and calls[-1].endswith(".safetensors")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_out_that_is_a_file_is_one_line_error(tmp_path: Path) -> None:
+    """`detect train`, `separator train --out FILE` used to raise FileExistsError (a traceback)."""
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text("x")
+    with pytest.raises(GlomsslError, match="not a writable folder"):
+        next_run_dir(blocker, "detector")
+
+
+def test_atomic_write_onto_a_folder_is_one_line_error(tmp_path: Path) -> None:
+    """`embed`, `classify`, `gan metrics --out X` where X is a folder: IsADirectoryError before."""
+    folder = tmp_path / "out.json"
+    folder.mkdir()
+    with pytest.raises(GlomsslError, match="is a folder, not a file"):
+        atomic_write_text(folder, "{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind

@@ -128,7 +128,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
         snapshot_name,
     )
     from glomssl.engine import truncate_metrics
-    from glomssl.fsutil import atomic_write_text
+    from glomssl.fsutil import atomic_write_text, ensure_writable_dir
     from glomssl.runs import MetricsLogger
 
     t_start = time.time()  # --max-minutes counts from here (start-up included)
@@ -136,7 +136,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
     rank0 = fabric.global_rank == 0
     dataset = make_dataset(cfg)  # bad data fails before anything is written
     if rank0:
-        run.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(run)  # an --out that is a file is a one-line error
         _report_skipped(dataset, run)
     fabric.barrier()
     existing = list_snapshots(run) if run.is_dir() else []

@@ -107,7 +107,11 @@ def build_mosaics(cfg: DetectDataConfig, root: Path, val_groups: set[str]) -> di
     assert cfg.crops is not None
     crops, skipped = load_crops(read_pairs(cfg.crops, "--crops"))
     if not crops:
-        raise GlomsslError(f"--crops {cfg.crops}: no readable crop with a non-empty mask")
+        first = f" (first: {skipped[0]['reason']})" if skipped else ""
+        raise GlomsslError(
+            f"--crops {cfg.crops}: no readable crop with a non-empty mask{first}; fix the images "
+            "and masks it lists"
+        )
     by_split: dict[str, dict[str, list[int]]] = {
         "train": defaultdict(list),
         "val": defaultdict(list),
@@ -209,6 +213,11 @@ def build_fields(cfg: DetectDataConfig, root: Path, val_groups: set[str]) -> dic
                 write_sample(root, split, name, tile, np.asarray(boxes, np.float64).reshape(-1, 4))
                 counts[split] += 1
         _progress(cfg, "detect data: fields", k + 1, len(pairs), t0)
+    if len(skipped) == len(pairs):  # nothing usable: never a "complete" set without tiles
+        raise GlomsslError(
+            f"--fields {cfg.fields}: none of its {len(pairs)} fields is usable (first: "
+            f"{skipped[0]['reason']}); fix the images and masks it lists"
+        )
     return {"field_tiles": counts, "skipped": skipped}
 
 
@@ -225,12 +234,21 @@ def run_data(cfg: DetectDataConfig) -> dict[str, Any]:
     options = to_dict(cfg)
     options.pop("quiet", None)
     desc = root / DATASET_FILE
+    # the manifests are read (and the split drawn) before anything is written, so a wrong --crops
+    # or --fields never leaves an --out that refuses the corrected command
+    groups: list[str] = []
+    if cfg.crops:
+        groups += [p.group for p in read_pairs(cfg.crops, "--crops")]
+    if cfg.fields:
+        groups += [p.group for p in read_pairs(cfg.fields, "--fields")]
+    val_groups = split_groups(groups, cfg.val_fraction, cfg.split_seed)
     if desc.is_file():
         try:
             old = json.loads(desc.read_text(encoding="utf-8")).get("options")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             old = None
-        if old != options:
+        # a build that stopped before its first tile (e.g. no usable crop) holds nothing to mix
+        if old != options and (root / "images").exists():
             raise GlomsslError(
                 f"--out {root} holds a training set built with other options; use another --out"
             )
@@ -240,12 +258,6 @@ def run_data(cfg: DetectDataConfig) -> dict[str, Any]:
     write_descriptor(
         root, {"mpp": cfg.mpp, "size": cfg.size, "options": options, "complete": False}
     )
-    groups: list[str] = []
-    if cfg.crops:
-        groups += [p.group for p in read_pairs(cfg.crops, "--crops")]
-    if cfg.fields:
-        groups += [p.group for p in read_pairs(cfg.fields, "--fields")]
-    val_groups = split_groups(groups, cfg.val_fraction, cfg.split_seed)
     summary: dict[str, Any] = {"out": str(root), "val_groups": sorted(val_groups)}
     skipped: list[dict[str, str]] = []
     if cfg.crops:

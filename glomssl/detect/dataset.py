@@ -103,7 +103,14 @@ def write_descriptor(root: Path, info: dict[str, Any]) -> Path:
 def read_labels(path: Path) -> np.ndarray:
     """(N, 5) label rows of a YOLO label file; a one-line error for anything else."""
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GlomsslError(
+            f"label file {path} is not a readable text file ({exc}); rebuild the data set with "
+            "`glomssl detect data`".splitlines()[0]
+        ) from exc
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -139,12 +146,18 @@ def check_dataset(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise GlomsslError(
             f"--data {d} is an unfinished training set; rerun the same `glomssl detect data` command"
         )
+    mpp = info.get("mpp")
+    if isinstance(mpp, bool) or not isinstance(mpp, int | float) or not 0 < mpp < float("inf"):
+        raise GlomsslError(
+            f"{desc} gives no working resolution (`mpp`: {mpp!r}); rebuild the data set with "
+            "`glomssl detect data`"
+        )
     counts = {}
     for split in ("train", "val"):
         imgs = sorted((d / "images" / split).glob("*.jpg"))
         for img in imgs:
             lab = d / "labels" / split / f"{img.stem}.txt"
-            if lab.is_file():
+            if lab.exists():  # a folder in its place is an error too
                 read_labels(lab)
         counts[split] = len(imgs)
     if counts["train"] == 0 or counts["val"] == 0:

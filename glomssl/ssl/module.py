@@ -16,7 +16,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from glomssl.errors import GlomsslError
 from glomssl.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+#: Batches in a row with fewer than two images that decode before a run stops: such a batch is no
+#: step, so images that pass the start-up header check but never decode would loop forever.
+MAX_EMPTY_BATCHES = 100
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -56,6 +61,7 @@ class SSLModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.warmup_steps = warmup_steps
         self.total_steps = max(1, total_steps)
+        self.empty_batches = 0
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -77,6 +83,15 @@ class SSLModule(L.LightningModule):
         return out["loss"]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Lightning skips training_step for a None batch (fewer than two images decoded) but still
+        # calls this hook: count such batches here, or a run whose images never decode never ends.
+        self.empty_batches = self.empty_batches + 1 if batch is None else 0
+        if self.empty_batches >= MAX_EMPTY_BATCHES:
+            raise GlomsslError(
+                f"pretraining stopped: {self.empty_batches} batches in a row held fewer than two "
+                "images that decode (files that open but are truncated or damaged); replace or "
+                "remove them from --data"
+            )
         method: Any = self.method
         method.on_train_step(self.global_step, self.total_steps)
 

@@ -200,3 +200,46 @@ def test_fields_become_labelled_tiles(tmp_path: Path) -> None:
         assert len(sizes) == 2 and abs(sizes[0] - 50) <= 2 and abs(sizes[1] - 60) <= 2
     with pytest.raises(GlomsslError, match="--fields-mpp"):
         DetectDataConfig(out="x", fields="f.csv").validate()
+
+
+def test_broken_training_sets_are_one_line_errors(tmp_path: Path) -> None:
+    """`detect data --fields` whose rows are all unreadable exited 0 with an empty "complete" set; a
+    binary label file was a UnicodeDecodeError, a dataset.json without `mpp` a KeyError after training."""
+    (tmp_path / "f.csv").write_text("image,mask,slide\nnope.png,nope_m.png,a\nbad.png,m.png,b\n")
+    (tmp_path / "bad.png").write_bytes(b"\x00\x01 not an image")
+    cfg = DetectDataConfig(
+        out=str(tmp_path / "ds"), fields=str(tmp_path / "f.csv"), fields_mpp=0.5, quiet=True
+    )
+    with pytest.raises(GlomsslError, match=r"--fields .*none of its 2 fields is usable"):
+        run_data(cfg)
+    binary = tmp_path / "b.txt"
+    binary.write_bytes(b"\xf0\x9f\x00\xff garbage")
+    with pytest.raises(GlomsslError, match="not a readable text file"):
+        read_labels(binary)
+    d = tmp_path / "set"
+    d.mkdir()
+    (d / "dataset.json").write_text(
+        json.dumps({"format": "glomssl-detect-dataset/1", "complete": True, "mpp": "abc"})
+    )
+    with pytest.raises(GlomsslError, match="no working resolution"):
+        check_dataset(d)
+
+
+def test_a_wrong_manifest_does_not_block_the_corrected_rerun(tmp_path: Path) -> None:
+    """A typo in --crops (or a manifest with no usable crop) wrote the options into --out first, so
+    the corrected command was refused ("holds a training set built with other options")."""
+    good = _crops(tmp_path / "crops", n=8, slides=4)
+    out = str(tmp_path / "ds")
+    with pytest.raises(GlomsslError, match="is not a file"):
+        run_data(DetectDataConfig(out=out, crops=str(tmp_path / "typo.csv"), n=4, quiet=True))
+    black = tmp_path / "crops" / "black.png"
+    Image.fromarray(np.zeros((160, 160), np.uint8)).save(black)
+    rows = list(csv.DictReader(good.open()))
+    unusable = tmp_path / "crops" / "unusable.csv"
+    unusable.write_text(
+        "image,mask,slide\n" + "".join(f"{r['image']},black.png,{r['slide']}\n" for r in rows)
+    )
+    with pytest.raises(GlomsslError, match=r"no readable crop .*\(first: empty mask\)"):
+        run_data(DetectDataConfig(out=out, crops=str(unusable), n=4, quiet=True))
+    s = run_data(DetectDataConfig(out=out, crops=str(good), n=4, quiet=True))
+    assert sum(s["mosaics"].values()) == 4

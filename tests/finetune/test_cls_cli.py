@@ -320,3 +320,41 @@ def test_two_process_ddp_finetune_on_cpu(setup: dict[str, Path], tmp_path: Path)
     val = [r for r in rows if r.get("event") == "validation"]
     assert len(val) == 3 * 2  # 2 folds + the final model, 2 epochs each, written once
     assert (run / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("classes", ["a", "b", "c"], "names 3 classes but the weights have 2 outputs"),
+        ("classes", "ab", "lists no classes"),
+        ("arch", None, "names no known arch"),
+        ("mean", "x", "`mean` is not 3 numbers"),
+        ("image_size", "big", "`image_size` is 'big'"),
+    ],
+)
+def test_a_model_json_that_does_not_fit_is_one_line(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    """`wsi --classifier RUN` / `classify --model RUN` whose model.json names other classes (or lacks
+    arch, mean) raised a size-mismatch RuntimeError or a KeyError; image_size failed per slide."""
+    from glomssl.errors import GlomsslError
+    from glomssl.finetune.classifier.model import (
+        Classifier,
+        export_classifier,
+        load_classifier_file,
+    )
+    from glomssl.models.backbones import ResNetTrunk
+
+    run = tmp_path / "cls"
+    meta = {"classes": ["normal", "sclerotic"], "arch": "resnet18", "image_size": 64}
+    export_classifier(Classifier(ResNetTrunk("resnet18"), 2), run / "model.safetensors", meta)
+    load_classifier_file(run)  # as exported: loads
+    side = json.loads((run / "model.json").read_text())
+    if value is None:
+        side.pop(key)
+    else:
+        side[key] = value
+    (run / "model.json").write_text(json.dumps(side))
+    with pytest.raises(GlomsslError, match=message) as err:
+        load_classifier_file(run)
+    assert "\n" not in str(err.value) and str(run) in str(err.value)

@@ -168,3 +168,28 @@ def test_segment_in_a_real_subprocess(tmp_path: Path, make_seg: Any) -> None:
                           str(tmp_path / "o2")], env=env, capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("Error:")
+
+
+def test_a_model_json_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    """`wsi --segmenter RUN` / `segment --model RUN`: a model.json without `model`, with settings that
+    are a list (tracebacks), or naming other classes than the network's (accepted; `--segment-class`
+    then failed per slide with an IndexError) is a one-line error naming the file."""
+    import pytest
+
+    from glomssl.errors import GlomsslError
+
+    run = _export(tmp_path, "unet")
+    good = json.loads((run / "model.json").read_text())
+    cases = [
+        ({"model": None}, "lacks the network's name"),
+        ({"model_kwargs": [1]}, "lacks the network's name"),
+        ({"classes": ["a", "b", "c"]}, "names the classes a,b,c but the network segments Tuft,GS"),
+        ({"classes": "ab"}, "lists no classes"),
+    ]
+    for change, message in cases:
+        side = {**good, **change}
+        side = {k: v for k, v in side.items() if v is not None}
+        (run / "model.json").write_text(json.dumps(side))
+        with pytest.raises(GlomsslError, match=message) as err:
+            load_segmenter(run)
+        assert "\n" not in str(err.value) and str(run) in str(err.value)

@@ -268,3 +268,27 @@ def test_a_corrupt_checkpoint_is_a_one_line_error(trained, tmp_path: Path) -> No
     (run2 / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(GlomsslError, match="last.ckpt cannot be read safely"):
         run_pretrain(tiny_cfg(data, run2, max_steps=4, resume=True))
+
+
+def test_images_that_open_but_never_decode_stop_the_run(
+    tmp_path: Path, make_imgs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated JPEG passes the header check; with too few good images no batch was ever a step,
+    so the run looped forever at 100% CPU. It now stops with a one-line error."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from glomssl.ssl import module
+
+    monkeypatch.setattr(module, "MAX_EMPTY_BATCHES", 3)
+    make_imgs(tmp_path / "imgs", n=1)
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, "JPEG", quality=95)
+    (tmp_path / "imgs" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+    cfg = tiny_cfg(tmp_path / "imgs", tmp_path / "run", batch_size=2, max_steps=1)
+    with pytest.raises(GlomsslError, match=r"3 batches in a row .* --data$"):
+        run_pretrain(cfg)
+    assert not (tmp_path / "run" / "backbone.safetensors").exists()

@@ -133,6 +133,37 @@ def export_classifier(
     return save_weights(path, state, info)
 
 
+def _checked_meta(path: Path, meta: dict[str, Any]) -> list[str]:
+    """The class names of a classifier's model.json, after checking the keys the loader reads."""
+    from glomssl.models.backbones import ARCHS
+
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str | int) for c in classes):
+        raise GlomsslError(f"{path}: its model.json lists no classes; re-export the classifier")
+    if meta.get("arch") not in ARCHS:
+        raise GlomsslError(
+            f"{path}: its model.json names no known arch ({meta.get('arch')!r}; glomssl has "
+            f"{', '.join(ARCHS)}); restore the run's model.json or re-export it"
+        )
+    for key in ("mean", "std"):
+        v = meta.get(key)
+        if not (
+            isinstance(v, list)
+            and len(v) == 3
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        ):
+            raise GlomsslError(
+                f"{path}: its model.json `{key}` is not 3 numbers; restore it or re-export the model"
+            )
+    size = meta.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise GlomsslError(
+            f"{path}: its model.json `image_size` is {size!r}, not a positive whole number; restore "
+            "it or re-export the model"
+        )
+    return [str(c) for c in classes]
+
+
 def load_classifier_file(
     path: str | os.PathLike[str], device: str = "cpu"
 ) -> tuple[Classifier, dict[str, Any]]:
@@ -152,8 +183,14 @@ def load_classifier_file(
             f"{p} is not a glomssl classifier (its model.json lacks kind: {KIND}); pass the "
             "model.safetensors that `glomssl finetune cls` exported"
         )
-    classes = [str(c) for c in meta["classes"]]
+    classes = _checked_meta(p, meta)
     model = Classifier(ResNetTrunk(str(meta["arch"])), len(classes), meta["mean"], meta["std"])
+    head = tensors.get("head.weight")
+    if head is not None and tuple(head.shape[:1]) != (len(classes),):
+        raise GlomsslError(
+            f"{p}: its model.json names {len(classes)} classes but the weights have "
+            f"{int(head.shape[0])} outputs; restore the run's model.json or re-export it"
+        )
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k not in ("mean", "std")]
     if missing or unexpected:

@@ -66,8 +66,35 @@ def load_segmenter(path: str | os.PathLike[str], device: str = "cpu") -> tuple[A
             f"--model {wpath} is not a glomssl segmenter (its model.json does not say format: "
             f"{SEGMENTER_FORMAT}); pass the model.safetensors that `glomssl finetune seg` exported"
         )
-    model = create_model(str(meta["model"]), **meta.get("model_kwargs", {}))
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    kwargs = meta.get("model_kwargs", {})
+    classes = meta.get("classes")
+    if not isinstance(meta.get("model"), str) or not isinstance(kwargs, dict):
+        raise GlomsslError(
+            f"--model {wpath}: its model.json lacks the network's name or settings (`model`, "
+            "`model_kwargs`); restore the run's model.json or re-export it"
+        )
+    if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
+        raise GlomsslError(
+            f"--model {wpath}: its model.json lists no classes (or repeats one); restore the run's "
+            "model.json or re-export it"
+        )
+    try:
+        model = create_model(meta["model"], **kwargs)
+    except GlomsslError as exc:
+        raise GlomsslError(f"--model {wpath}: its model.json does not build ({exc})") from exc
+    built = [str(c) for c in getattr(model, "classes", classes)]
+    if built != [str(c) for c in classes]:
+        raise GlomsslError(
+            f"--model {wpath}: its model.json names the classes {','.join(map(str, classes))} but "
+            f"the network segments {','.join(built)}; restore the run's model.json or re-export it"
+        )
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape (e.g. a different number of classes)
+        raise GlomsslError(
+            f"--model {wpath} does not match a {meta['model']} segmenter (its tensors have other "
+            "shapes); re-export it with this glomssl version"
+        ) from exc
     if missing or unexpected:
         raise GlomsslError(
             f"--model {wpath} does not match a {meta['model']} segmenter (missing {len(missing)}, "
