@@ -105,14 +105,16 @@ def match_labels(
         if group:
             if group not in row:
                 raise GlomsslError(
-                    f"labels have no {group!r} column; pass --group with one they have"
+                    f"labels have no {group!r} column; name one they have (`probe --group`, "
+                    "or `pretrain --set probe_group=...`)"
                 )
             gs.append(str(row[group]))
         else:
             gs.append(str(i))
     if len(idx) < 4:
         raise GlomsslError(
-            f"only {len(idx)} embedded images have labels; check --labels matches paths"
+            f"only {len(idx)} embedded images have labels; check that the labels file "
+            "(`probe --labels`, `pretrain --probe-data`) names the same image paths"
         )
     return np.asarray(idx), np.asarray(ys), np.asarray(gs)
 
