@@ -6,11 +6,13 @@ unpickles a file a user downloaded. Only rank zero writes files in distributed r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +73,17 @@ def next_run_dir(root: str | os.PathLike[str], desc: str) -> Path:
             return run
         except FileExistsError:
             nums.append(n)
+
+
+@contextlib.contextmanager
+def removed_on_error(run: Path) -> Iterator[Path]:
+    """Remove the new run folder ``run`` when the block raises: a run refused while it is being set
+    up (a bad --model, --init or data) leaves no empty numbered folder behind."""
+    try:
+        yield run
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)
+        raise
 
 
 def sidecar_path(weights: str | os.PathLike[str]) -> Path:

@@ -66,22 +66,26 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     from glomssl.detect.evaluate import best_f1_threshold, labelled_tiles, predict_files
     from glomssl.detect.model import Detector, build_net, load_yolo
     from glomssl.engine import resolve_device
-    from glomssl.runs import next_run_dir, save_weights
+    from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     info = check_dataset(cfg.data)
     device = resolve_device(cfg.device)
-    run = next_run_dir(cfg.out, "detector")
-    save_config(cfg, run / "config.yaml")
-    data_file = ultralytics_data_file(cfg.data, run)
-    layout = run / "glomerulus_detector.yaml"
-    shutil.copyfile(cfg.model, layout)
-    if cfg.init:
-        yolo, _ = load_yolo(cfg.init, work_dir=run)
-        # ultralytics copies the YOLO object's weights into its trainer's fresh model only when it
-        # believes they came from a checkpoint; the tensors themselves were loaded safely above.
-        yolo.ckpt = {"model": yolo.model}
-    else:
-        yolo = build_net(layout, work_dir=run)
+    if not cfg.init:
+        build_net(
+            cfg.model
+        )  # a bad --model is refused naming the user's file, before any run exists
+    with removed_on_error(next_run_dir(cfg.out, "detector")) as run:
+        save_config(cfg, run / "config.yaml")
+        data_file = ultralytics_data_file(cfg.data, run)
+        layout = run / "glomerulus_detector.yaml"
+        shutil.copyfile(cfg.model, layout)
+        if cfg.init:
+            yolo, _ = load_yolo(cfg.init, work_dir=run)
+            # ultralytics copies the YOLO object's weights into its trainer's fresh model only when
+            # it believes they came from a checkpoint; the tensors were loaded safely above.
+            yolo.ckpt = {"model": yolo.model}
+        else:
+            yolo = build_net(layout, work_dir=run)
     t0 = time.perf_counter()
     try:
         yolo.train(

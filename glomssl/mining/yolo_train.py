@@ -77,22 +77,22 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
     """
     cfg.validate()
     from glomssl.config import save_config
-    from glomssl.runs import next_run_dir, save_weights
+    from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     device = ultralytics_device(cfg.device)
-    run = next_run_dir(cfg.out, "separator")
-    save_config(cfg, run / "config.yaml")
-    data_yaml = safe_data_yaml(cfg.data, run)
-    init = cfg.init or (cfg.model if cfg.model.lower().endswith(".safetensors") else None)
-    if init:
-        model_yaml = Path(weights_meta(init).get("model_yaml", MODEL_YAML.name))
-        yolo = load_detector(init, work_dir=run)
-        # ultralytics copies the current module's weights into its trainer's fresh model only when
-        # the YOLO object says it came from a checkpoint; the tensors were loaded safely above.
-        yolo.ckpt = {"model": yolo.model}
-    else:
-        model_yaml = Path(cfg.model)
-        yolo = build_model(model_yaml, work_dir=run)
+    with removed_on_error(next_run_dir(cfg.out, "separator")) as run:  # no empty run if refused
+        save_config(cfg, run / "config.yaml")
+        data_yaml = safe_data_yaml(cfg.data, run)
+        init = cfg.init or (cfg.model if cfg.model.lower().endswith(".safetensors") else None)
+        if init:
+            model_yaml = Path(weights_meta(init).get("model_yaml", MODEL_YAML.name))
+            yolo = load_detector(init, work_dir=run)
+            # ultralytics copies the current module's weights into its trainer's fresh model only
+            # when the YOLO object says it came from a checkpoint; the tensors were loaded above.
+            yolo.ckpt = {"model": yolo.model}
+        else:
+            model_yaml = Path(cfg.model)
+            yolo = build_model(model_yaml, work_dir=run)
     try:
         yolo.train(
             data=os.fspath(data_yaml),

@@ -114,6 +114,22 @@ def test_tiny_training_run_writes_loadable_weights(tmp_path: Path) -> None:
     )
     with pytest.raises(GlomsslError, match="layout .yaml"):
         DetectTrainConfig(data=str(tmp_path / "ds"), model=str(tmp_path / "x.pt")).validate()
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("nc: 1\nbackbone: [[-1, 1, NoSuchLayer, [8]]]\nhead: []\n")
+    with pytest.raises(GlomsslError, match="odd.yaml"):  # the user's file, not the run's copy
+        train_glomerulus_detector(
+            DetectTrainConfig(data=str(tmp_path / "ds"), out=str(tmp_path / "bad"), model=str(odd))
+        )
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    with pytest.raises(GlomsslError):  # refused after its run folder exists: the folder goes
+        train_glomerulus_detector(
+            DetectTrainConfig(
+                data=str(tmp_path / "ds"),
+                out=str(tmp_path / "bad"),
+                init=str(tmp_path / "no.safetensors"),
+            )
+        )
+    assert not any((tmp_path / "bad").iterdir()), "a refused run leaves no run folder"
     r = train_glomerulus_detector(
         DetectTrainConfig(
             data=str(tmp_path / "ds"),

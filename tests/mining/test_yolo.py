@@ -190,6 +190,7 @@ def test_data_yaml_download_key_never_runs(tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="'download' is not allowed"):
         train_detector(cfg)
     assert not marker.exists()
+    assert not any((tmp_path / "runs").iterdir()), "a refused run leaves no run folder"
 
 
 def test_data_yaml_paths_must_exist_and_be_local(tmp_path: Path) -> None:
