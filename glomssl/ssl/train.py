@@ -155,12 +155,14 @@ def _online_probe_callback(cfg: PretrainConfig, metrics_path: Path) -> Any:
             trunk = copy.deepcopy(pl_module.method.backbone).float().cpu()
             enc = Encoder(trunk, list(IMAGENET_MEAN), list(IMAGENET_STD)).eval()
             with torch.no_grad():
-                emb, _ = embed_paths(enc, files, cfg.image_size, batch_size=64, workers=0)
-            res = probe_arrays(emb, y, g, pcfg)["results"]["knn@1"]
+                emb, ok = embed_paths(enc, files, cfg.image_size, batch_size=64, workers=0)
+            # an unreadable probe image is left out, not scored as an all-zero image
+            res = probe_arrays(emb[ok], y[ok], g[ok], pcfg)["results"]["knn@1"]
             MetricsLogger(metrics_path).log(
                 step=step,
                 epoch=trainer.current_epoch,
                 probe_knn_balanced_accuracy=res["balanced_accuracy"],
+                probe_images_unreadable=int((~ok).sum()),
             )
 
     return OnlineKnnProbe()

@@ -212,6 +212,9 @@ def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
     lines = ["image,label,slide"] + [
         f"images/{p.name},{'a' if i % 2 == 0 else 'b'},s{i % 4}" for i, p in enumerate(imgs)
     ]
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "cut.png").write_bytes(imgs[0].read_bytes()[:40])  # opens, never decodes
+    lines.append("extra/cut.png,a,s0")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     cfg = tiny_cfg(
         tmp_path / "images",
@@ -228,6 +231,7 @@ def test_online_knn_probe_is_logged(tmp_path: Path, make_imgs) -> None:
     ]
     assert [r["step"] for r in rows] == [2]
     assert 0 <= rows[0]["probe_knn_balanced_accuracy"] <= 1
+    assert rows[0]["probe_images_unreadable"] == 1  # left out of the probe, not scored as zeros
 
 
 @pytest.mark.parametrize("mode", ["train", "frozen"])
