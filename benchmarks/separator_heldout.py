@@ -168,6 +168,8 @@ def main() -> None:
     )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     args = ap.parse_args()
+    if args.first < 0 or args.n < 0:
+        ap.error("--first and --n must be >= 0")
 
     shared = Path(args.shared_data)
     t0 = time.perf_counter()
