@@ -84,6 +84,14 @@ def kill_group(pgid: int, grace_s: float = 5.0) -> bool:
     return True
 
 
+class Finished(subprocess.CompletedProcess[str]):
+    """A finished command; ``left_behind``: some process it started outlived it (and was killed)."""
+
+    def __init__(self, *args: object, left_behind: bool, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.left_behind = left_behind
+
+
 def _read(f: IO[bytes]) -> str:
     f.seek(0)
     return f.read().decode("utf-8", errors="replace")
@@ -99,10 +107,12 @@ def run_proc(
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
+    linger_s: float = 10.0,
+) -> Finished:
     """Run ``cmd`` in its own session; fail the test (output tails quoted) if it takes over
     ``timeout`` seconds, after killing its whole process group. ``env`` is added to
-    :func:`child_env`. Returns the finished process with ``stdout``/``stderr`` as text."""
+    :func:`child_env`. Returns the finished process with ``stdout``/``stderr`` as text; processes of
+    its group still running ``linger_s`` after it returned are killed and noted in ``left_behind``."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             list(cmd),
@@ -113,9 +123,14 @@ def run_proc(
             cwd=cwd,
             start_new_session=True,  # its own process group, with every process it starts
         )
-        timed_out = False
+        timed_out = left_behind = False
         try:
             proc.wait(timeout=timeout)
+            # the ranks a command started end with it, a moment later at most
+            deadline = time.monotonic() + linger_s
+            while group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            left_behind = group_alive(proc.pid)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:
@@ -130,7 +145,7 @@ def run_proc(
             f"--- stdout (tail) ---\n{_tail(stdout)}\n--- stderr (tail) ---\n{_tail(stderr)}",
             pytrace=False,
         )
-    return subprocess.CompletedProcess(list(cmd), proc.returncode, stdout, stderr)
+    return Finished(list(cmd), proc.returncode, stdout, stderr, left_behind=left_behind)
 
 
 def run_cli(
@@ -139,7 +154,7 @@ def run_cli(
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> Finished:
     """``python -m glomssl ARGS`` through :func:`run_proc`."""
     return run_proc([sys.executable, "-m", "glomssl", *args], timeout, env=env, cwd=cwd)
 

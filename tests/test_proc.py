@@ -69,9 +69,11 @@ def test_a_grandchild_left_behind_by_a_finished_command_is_killed(tmp_path: Path
     0) leaves nothing behind, and its output does not wait for the straggler."""
     pid_file = tmp_path / "grandchild.pid"
     t0 = time.monotonic()
-    p = run_proc([sys.executable, "-c", _PARENT, str(pid_file), "0", "return"], timeout=60)
+    cmd = [sys.executable, "-c", _PARENT, str(pid_file), "0", "return"]
+    p = run_proc(cmd, timeout=60, linger_s=1)
     assert time.monotonic() - t0 < 30
     assert p.returncode == 0 and "parent started its grandchild" in p.stdout
+    assert p.left_behind  # noted, so a test can insist that nothing outlives its command
     assert "parent stderr line" in p.stderr
     grand = _grandchild(pid_file)
     assert not _alive(grand), f"grandchild {grand} outlived the command"
@@ -83,6 +85,6 @@ def test_children_do_not_inherit_a_stale_rendezvous_port(monkeypatch: pytest.Mon
     monkeypatch.setenv("LOCAL_RANK", "0")
     code = "import os; print(os.environ.get('MASTER_PORT'), os.environ.get('LOCAL_RANK'))"
     p = run_proc([sys.executable, "-c", code], timeout=60)
-    assert p.stdout.split() == ["None", "None"]
+    assert p.stdout.split() == ["None", "None"] and not p.left_behind
     assert child_env({"MASTER_PORT": "1234"})["MASTER_PORT"] == "1234"  # unless asked for
     assert "MASTER_PORT" in os.environ  # the test process itself is left alone
