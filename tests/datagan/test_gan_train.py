@@ -306,15 +306,10 @@ def test_ddp_rank_check_catches_unsynchronised_gradients(
 @pytest.mark.slow
 def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_path: Path) -> None:
     """`glomssl gan train --devices 2` relaunches itself as two gloo ranks (Lightning's ddp)."""
-    import os
-    import subprocess
-    import sys
+    from _proc import check, run_cli
 
     run = tmp_path / "cliddp"
     cmd = [
-        sys.executable,
-        "-m",
-        "glomssl",
         "gan",
         "train",
         "--data",
@@ -325,9 +320,8 @@ def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_pat
     cmd += ["--resolution", "32", "--networks", "small", "--channel-max", "8", "--batch-size", "4"]
     cmd += ["--kimg", "0.008", "--snap", "0.008", "--tick", "0.004", "--workers", "0"]
     cmd += ["--accelerator", "cpu", "--devices", "2", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = check(run_cli(cmd, timeout=600))
+    assert not proc.left_behind  # no rank outlives the command
     assert json.loads(proc.stdout.strip().splitlines()[-1])["kimg"] == pytest.approx(0.008)
     assert load_snapshot(run)["meta"]["cur_nimg"] == 8
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _proc import run_cli
+from _proc import check, run_cli
 from click.testing import CliRunner
 
 from glomssl.cli import cli
@@ -141,11 +141,7 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
     """Real DDP: Lightning launches a second `python -m glomssl` process; gloo; SyncBatchNorm."""
     make_imgs(tmp_path / "imgs", n=16)
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "glomssl",
+    args = [
         "pretrain",
         "--data",
         str(tmp_path / "imgs"),
@@ -169,8 +165,8 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
         "--config",
         str(_small_heads(tmp_path)),
     ]
-    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = check(run_cli(args, timeout=600, cwd=tmp_path))
+    assert not p.left_behind  # no rank outlives the command
     assert p.stdout.count("pretrained vicreg") == 1  # the default method; rank zero alone reports
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]  # one line per step: rank zero alone writes
