@@ -394,3 +394,30 @@ def test_progress_lines_without_a_terminal(
     run_gan_train(_cfg(images, tmp_path / "run", quiet=False))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gan train img")]
     assert len(lines) >= 2 and "kimg=0.008" in lines[-1] and "loss_G=" in lines[-1]
+
+
+def test_data_that_is_no_manifest_says_what_data_must_be(images: Path, tmp_path: Path) -> None:
+    """`gan metrics --data x.csv` said "x.csv:1: not valid JSON"; it now names the file and says
+    what --data takes. A real manifest with one broken line is still reported by its line."""
+    from glomssl.manifest import image_row
+
+    run = tmp_path / "run"
+    run_gan_train(_cfg(images, run, kimg=0))
+    table = tmp_path / "labels.csv"
+    table.write_text("image,label\np0.png,GS\n")
+    args = ["metrics", "--network", str(run), "--data", str(table), "--device", "cpu"]
+    r = CliRunner().invoke(gan, [*args, "--metric-encoder", str(tmp_path / "unused")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"Error: --data {table} is not a glomssl manifest (JSONL" in r.output
+    assert "pass a folder of images, a manifest or whole-slide images" in r.output
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 8)  # binary, no newline
+    with pytest.raises(GlomsslError, match="junk.bin is not a glomssl manifest"):
+        make_dataset(_cfg(junk, tmp_path / "o"))
+    manifest = images / "m.jsonl"
+    row = json.dumps(image_row(images / "p0.png", images))
+    manifest.write_text(row + "\nnot json\n")
+    with pytest.raises(GlomsslError, match=r"m.jsonl:2: not valid JSON"):
+        make_dataset(_cfg(manifest, tmp_path / "o"))
+    manifest.write_text(row + "\n")
+    assert len(make_dataset(_cfg(manifest, tmp_path / "o"))) == 1
