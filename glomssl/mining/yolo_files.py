@@ -68,6 +68,8 @@ def _one_class(data: dict[str, Any], path: Path, what: str) -> None:
 
 def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
     """Check a user's data set YAML and write the clean copy ultralytics gets into ``run``."""
+    from glomssl.manifest import list_images
+
     src = Path(path)
     data = _load_yaml(src, "--data")
     _check_keys(data, DATA_KEYS, src, "--data")
@@ -92,6 +94,11 @@ def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
             p = (root / item).resolve()
             if not p.exists():
                 raise GlomsslError(f"--data {src}: `{key}: {item}` does not exist ({p})")
+            if p.is_dir() and not list_images(p):
+                raise GlomsslError(
+                    f"--data {src}: the `{key}` folder {p} holds no images; make a data set with "
+                    "`glomssl separator synth --out DIR` and pass DIR/data.yaml"
+                )
             resolved.append(os.fspath(p))
         clean[key] = resolved if isinstance(value, list) else resolved[0]
     import yaml
