@@ -63,6 +63,8 @@ class HybridParams:
     # where hairline cuts exist but are not confirmed
     distinct: float = 0.0  # guided: 1 lets only a box that matches the region better than every
     # part veto a split as "one whole panel" (not the box of its largest part)
+    nested: float = 0.0  # guided: 1 also splits an unconfirmed part of a confirmed cut at its
+    # detector boxes, under the same checks (section 17)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -376,7 +378,20 @@ def guided_boxes(
                 and whole(parts) <= min(confirmed)
                 and not one_panel(parts)
             ):
-                pieces += [(b, s if s > 0 else ink_share(b)) for b, s in zip(parts, best)]
+                for b, s in zip(parts, best):
+                    sub = (
+                        []
+                        if s > 0 or not params.nested
+                        else _detector_split(arr, ink, b, dets, params)
+                    )
+                    if (
+                        sub
+                        and whole([c for c, _ in sub], b) <= min(t or 0.0 for _, t in sub)
+                        and not one_panel([c for c, _ in sub], b)
+                    ):
+                        pieces += sub
+                    else:
+                        pieces.append((b, s if s > 0 else ink_share(b)))
                 continue
         # the detector's own splits: where the fine cut found nothing (fallback 1), or wherever the
         # region would otherwise stay whole (fallback 2)

@@ -338,3 +338,38 @@ def test_guided_distinct_ignores_a_parts_own_box_as_the_whole_region() -> None:
     assert _matches(run(dets, 1.0), truth, 0.99)
     # a box over the whole pair, more confident than the small part's, still keeps it whole
     assert run(dets + [((10, 20, 390, 180), 0.95)], 1.0) == merged
+
+
+def test_guided_nested_splits_an_unconfirmed_part_of_a_confirmed_cut() -> None:
+    """Two pictures touching with no seam, then two more behind 1-px gutters, all one whitespace
+    region. The fine cut finds three parts; the two single pictures are confirmed, so the cut is
+    taken, but the touching pair stays one unconfirmed part. With ``nested`` it is split at its
+    detector boxes (section 17), under the same whole-region check."""
+    rng = np.random.default_rng(1)
+    fig = Image.new("RGB", (720, 200), (255, 255, 255))
+    truth = [(20, 20, 180, 180), (180, 20, 340, 180), (341, 20, 520, 180), (521, 20, 700, 180)]
+    for b, tone in zip(truth[:2], (60, 150)):
+        x = np.full((b[3] - b[1], b[2] - b[0], 3), 200, np.uint8)  # shared grey: no seam below
+        x[:20] = np.clip(rng.normal(tone, 25, (20, b[2] - b[0], 3)), 0, 255).astype(np.uint8)
+        fig.paste(Image.fromarray(x), b[:2])
+    for b, tone in zip(truth[2:], (90, 130)):
+        fig.paste(_texture(rng, b[2] - b[0], b[3] - b[1], tone), b[:2])
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    assert [b for b, _ in classic_boxes(fig)] == [(20, 20, 700, 180)]  # one region to whitespace
+    dets = [((b[0] + 2, b[1] + 2, b[2] - 2, b[3] - 2), 0.8) for b in truth]
+
+    def run(d: list[tuple[Box, float]], nested: float) -> list[Box]:
+        p = HybridParams(
+            conf=0.25, support=0.5, fallback=2, split_conf=0.6, seam=1.5, nested=nested
+        )
+        return sorted(b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, d, 24, p), 24))
+
+    pair = (20, 20, 340, 180)
+    assert run(dets, 0.0) == [pair, truth[2], truth[3]]  # the confirmed cut keeps the pair whole
+    assert _matches(run(dets, 1.0), truth, 0.97)
+    # a more confident box over the pair itself keeps it whole, as for a whole region
+    assert run(dets + [(pair, 0.95)], 1.0) == [pair, truth[2], truth[3]]
+    # detector boxes under split_conf do not split it either
+    weak = dets[2:] + [(b, 0.5) for b, _ in dets[:2]]
+    assert run(weak, 1.0) == [pair, truth[2], truth[3]]

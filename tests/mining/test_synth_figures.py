@@ -200,3 +200,39 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert json.loads(res.output.strip().splitlines()[-1])["figures"] == 2
     res = runner.invoke(cli, ["separator", "synth", "--out", str(tmp_path / "t"), "--n", "-1"])
     assert res.exit_code == 2 and "Error: --n must be >= 1" in res.output
+
+
+def test_same_source_figures_cut_every_panel_from_one_image() -> None:
+    """``same_source`` 1: every panel is a photo (or tissue-on-slide) crop of ONE pool image, so on
+    a pool of a red, a green and a blue picture each figure's coloured panels share one hue; at 0
+    figures mix sources and panel kinds. Boxes stay exact."""
+    rng = np.random.default_rng(5)
+    pool = []
+    for c in range(3):
+        arr = rng.integers(0, 40, (90, 120, 3)).astype(np.uint8)
+        arr[..., c] = rng.integers(160, 255, (90, 120))
+        pool.append(Image.fromarray(arr))
+
+    def hues(fig: Image.Image, boxes: list) -> list[int | None]:
+        """Per panel: the dominant channel, or None for a grey (or grey-converted) panel."""
+        arr = np.asarray(fig).astype(np.float32)
+        out: list[int | None] = []
+        for x0, y0, x1, y1 in boxes:
+            mean = arr[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+            out.append(int(np.argmax(mean)) if mean.max() - mean.min() > 30 else None)
+        return out
+
+    mixed = one = 0
+    for seed in range(12):
+        kw = dict(letters=False, captions=False, resize=False, mode="uniform")
+        fig, boxes = make_figure(np.random.default_rng([3, seed]), Fonts(), pool, **kw, same_source=1.0)  # type: ignore[arg-type]  # fmt: skip
+        _check_exact(fig, boxes)
+        coloured = [h for h in hues(fig, boxes) if h is not None]
+        assert len(boxes) >= 2 and len(set(coloured)) <= 1, (seed, hues(fig, boxes))
+        one += len(coloured) >= 2  # (a figure of shared-axis charts has no photos at all)
+        fig0, boxes0 = make_figure(np.random.default_rng([3, seed]), Fonts(), pool, **kw)  # type: ignore[arg-type]  # fmt: skip
+        mixed += len({h for h in hues(fig0, boxes0) if h is not None}) >= 2
+    assert one >= 8
+    assert mixed >= 3  # without it, many figures mix panels from several pool images
+    with pytest.raises(GlomsslError, match="same_source"):
+        run_synth(SynthConfig(out="unused", same_source=float("nan")))

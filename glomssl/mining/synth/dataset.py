@@ -49,6 +49,9 @@ class SynthConfig:
     kinds: list[float] = opt(factory=lambda: list(KIND_WEIGHTS), ge=0)
     # mean share of layouts: single, grid, cuts, rows, uniform, big, strip
     layouts: list[float] = opt(factory=lambda: list(LAYOUT_WEIGHTS), ge=0)
+    # chance that a figure is a montage of one sample: all panels photos (or tissue on a slide)
+    # cut from ONE --images picture, so neighbours share stain and texture (needs --images)
+    same_source: float = opt(0.0, ge=0, le=1)
     quiet: bool = False
 
     def validate(self) -> None:
@@ -70,6 +73,8 @@ class SynthConfig:
                 f"layouts must be {len(LAYOUTS)} non-negative weights ({', '.join(LAYOUTS)}), "
                 f"got {self.layouts}"
             )
+        if not 0.0 <= self.same_source <= 1.0:  # also NaN
+            raise GlomsslError(f"same_source must be in [0, 1], got {self.same_source}")
         if not 128 <= self.long_side <= 4096:
             raise GlomsslError(f"--long-side must be in 128..4096, got {self.long_side}")
         for folder in self.images:
@@ -112,6 +117,7 @@ def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -
             cfg.captions,
             kinds=cfg.kinds,
             layouts=cfg.layouts,
+            same_source=cfg.same_source,
         )
         buf = io.BytesIO()
         fig.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))

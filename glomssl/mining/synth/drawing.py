@@ -145,6 +145,7 @@ def make_figure(
     kinds: Sequence[float] = KIND_WEIGHTS,
     layouts: Sequence[float] = LAYOUT_WEIGHTS,
     mode: str | None = None,
+    same_source: float = 0.0,
 ) -> tuple[Image.Image, list[Box]]:
     """Draw one compound figure; return it and its panel boxes (x0, y0, x1, y1), exclusive ends.
 
@@ -152,6 +153,11 @@ def make_figure(
     ``captions=False`` draws no text outside panels (no captions, titles or headers), ``letters=False``
     no panel letters. ``resize=False`` skips the final rescale to about ``long_side`` (boxes stay
     pixel-exact); the random draws are the same either way, so a seed gives the same layout.
+    ``same_source`` is the chance that a figure with ``pool`` images is a montage of one sample:
+    all its panels are photos or tissue-on-slide panels cut from ONE pool image (real figures
+    often show several fields of the same section side by side, with the same stain, touching or
+    a hairline apart). At 0 (the default) no extra random draw is made, so older seeds give the
+    same figures.
     """
     lw = np.asarray(layouts, dtype=np.float64)
     mode = mode or str(rng.choice(LAYOUTS, p=lw / lw.sum()))
@@ -178,6 +184,10 @@ def make_figure(
     kw = np.asarray(kinds, dtype=np.float64)
     kw = np.concatenate([kw, np.zeros(len(KIND_NAMES) - kw.size)]) / kw.sum()
     mix = rng.dirichlet(kw * 4 + 0.02)
+    if same_source > 0 and pool and not charts and rng.random() < same_source:
+        pool = [pool[int(rng.integers(len(pool)))]]  # every photo: a crop of this one image
+        mix = np.zeros(len(KIND_NAMES))
+        mix[KIND_NAMES.index("photo")], mix[KIND_NAMES.index("slide")] = 0.8, 0.2
     # panels at least ~36 px on their short side after the final rescale (smaller ones are useless)
     min_cell = int(np.ceil(36 * max(w, h) / (long_side * 0.75)))
     cells = layout(
