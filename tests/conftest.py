@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,22 @@ def shared_data() -> Path:
             "real data not found: put the shared data at ../shared/data or set GLOMSSL_SHARED_DATA"
         )
     return d
+
+
+_RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "RANK")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_rendezvous() -> Iterator[None]:
+    """An in-process DDP run (Lightning's ddp_fork) sets MASTER_PORT in this process and leaves it:
+    every later DDP run of the session would then reuse that one port, free or not. Restore."""
+    before = {k: os.environ.get(k) for k in _RENDEZVOUS}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

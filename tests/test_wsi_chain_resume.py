@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _proc import check, run_proc
 
 from glomssl.slidechain.demo import ASSETS
 from glomssl.slidechain.pyramid import load_tiles, tiled_source, write_pyramid
@@ -86,7 +87,7 @@ def _state(db: Path) -> tuple[int, int]:
 def test_kill_9_then_rerun_resumes(tmp_path: Path) -> None:
     slides = _slides(tmp_path)
     ref = tmp_path / "reference"
-    subprocess.run(_cmd(slides, ref), env=_env(), check=True, timeout=900)
+    check(run_proc(_cmd(slides, ref), timeout=900))
     out = tmp_path / "out"
     db = out / ".glomssl-wsi" / "queue.sqlite"
     proc = subprocess.Popen(_cmd(slides, out), env=_env())
@@ -104,7 +105,7 @@ def test_kill_9_then_rerun_resumes(tmp_path: Path) -> None:
     assert done >= 1 and committed >= 3
     first = [p for p in out.iterdir() if (p / "summary.json").is_file()]
     stamps = {p.name: (p / "summary.json").stat().st_mtime_ns for p in first}
-    subprocess.run(_cmd(slides, out), env=_env(), check=True, timeout=900)
+    check(run_proc(_cmd(slides, out), timeout=900))
     run = json.loads((out / "run_summary.json").read_text())
     assert run["done"] == 3 and run["skipped"] == [] and run["pending"] == 0
     for name, stamp in stamps.items():  # finished before the kill: not redone
@@ -118,7 +119,8 @@ def test_kill_9_then_rerun_resumes(tmp_path: Path) -> None:
         assert a == b
     # two worker processes sharing one queue: every slide once, the same results
     two = tmp_path / "two"
-    subprocess.run([*_cmd(slides, two), "--devices", "2"], env=_env(), check=True, timeout=900)
+    p = check(run_proc([*_cmd(slides, two), "--devices", "2"], timeout=900))
+    assert not p.left_behind  # no worker outlives the command
     con = sqlite3.connect(two / ".glomssl-wsi" / "queue.sqlite")
     owners = [r[0] for r in con.execute("SELECT owner FROM slides WHERE status='done'")]
     con.close()

@@ -169,6 +169,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from glomssl.engine.orphans import exit_with_launcher
+
+    exit_with_launcher()  # a DDP rank Lightning relaunched stops when rank 0 is gone
     try:
         cli.main(args=argv, prog_name="glomssl", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - interactive

@@ -103,6 +103,11 @@ def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
         return SlideDataset(cfg, slides)
     paths: list[Path] = []
     for src in cfg.data:
+        if Path(src).is_file() and not _starts_as_manifest(Path(src)):
+            raise GlomsslError(
+                f'--data {src} is not a glomssl manifest (JSONL, one {{"path": ...}} per line); '
+                "pass a folder of images, a manifest or whole-slide images"
+            )
         paths.extend(p for p, _row in load_image_list(src))
     good: list[Path] = []
     skipped: list[tuple[str, str]] = []
@@ -118,6 +123,19 @@ def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
             f"--data {', '.join(cfg.data)} holds no readable image{first}; check the path"
         )
     return ImageDataset(good, cfg.resolution, cfg.mirror, skipped)
+
+
+def _starts_as_manifest(path: Path) -> bool:
+    """Whether the first non-empty line of ``path`` is a JSON object, as a manifest's rows are (a
+    CSV or an image passed to --data is not; a manifest with one bad line is reported by line)."""
+    try:
+        with open(path, "rb") as fh:
+            while raw := fh.readline(1 << 20):  # bounded: a binary file may hold no newline
+                if raw.strip():
+                    return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except (OSError, ValueError):  # ValueError: UnicodeDecodeError and JSONDecodeError
+        return False
+    return True  # empty: reported as a manifest without rows
 
 
 def _report_skipped(ds: Any, run: Path) -> None:

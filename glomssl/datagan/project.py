@@ -296,21 +296,37 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         reason = image_ok(f)
         if reason is None and mask is not None:
             try:
-                mask_class_ids(mask, cfg.mask_threshold)
-            except OSError as exc:
-                reason = f"mask {mask.name}: {exc}"[:200]
+                ids = mask_class_ids(mask, cfg.mask_threshold)
+            except OSError as exc:  # the mask is at fault, not the image: say so
+                unreadable.append({"path": str(f), "mask": str(mask), "reason": str(exc)[:200]})
+                continue
+            with Image.open(f) as im:
+                w, h = im.size
+            if ids.shape != (h, w):
+                raise GlomsslError(
+                    f"mask {mask} is {ids.shape[1]}x{ids.shape[0]} px but its image {f} is "
+                    f"{w}x{h} px; save the mask at the size of its image"
+                )
         if reason is not None:
             unreadable.append({"path": str(f), "reason": reason})
             continue
         pairs.append((f, mask))
     out = ensure_writable_dir(cfg.out)
     (out / "reconstructions").mkdir(exist_ok=True)
+    bad_masks = [r for r in unreadable if "mask" in r]
     if unreadable:
         atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(r) + "\n" for r in unreadable))
         print(
-            f"datagan project: skipped {len(unreadable)} of {len(files)} images that cannot be "
-            f"read (listed in {out / 'skipped.jsonl'})",
+            f"datagan project: skipped {len(unreadable)} of {len(files)} images "
+            f"({len(unreadable) - len(bad_masks)} unreadable, {len(bad_masks)} with an unreadable "
+            f"mask; listed in {out / 'skipped.jsonl'})",
             file=sys.stderr,
+        )
+    if not pairs and bad_masks:
+        first = bad_masks[0]
+        raise GlomsslError(
+            f"mask {first['mask']} cannot be read as an image ({first['reason']}); save it as an "
+            f"8-bit PNG (class ids, or black/white); all skipped: {out / 'skipped.jsonl'}"
         )
     if not pairs:
         raise GlomsslError(f"--images {src} holds no readable image; see {out / 'skipped.jsonl'}")

@@ -108,7 +108,7 @@ def build_net(
         )
     from glomssl.mining.yolo import build_model
 
-    return build_model(p, work_dir)
+    return build_model(p, work_dir, kind="glomerulus")
 
 
 def read_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:

@@ -108,12 +108,15 @@ def ultralytics_device(name: str, what: str = "--device") -> str:
 
 
 def build_model(
-    model_yaml: str | os.PathLike[str] = MODEL_YAML, work_dir: str | os.PathLike[str] | None = None
+    model_yaml: str | os.PathLike[str] = MODEL_YAML,
+    work_dir: str | os.PathLike[str] | None = None,
+    kind: str = "panel",
 ) -> Any:
     """An untrained ``ultralytics.YOLO`` detector built from a checked copy of ``model_yaml``.
 
     The copy is written into ``work_dir`` (training re-reads it, so a run passes its own folder) or,
-    when None, into a temporary folder removed once the model is built.
+    when None, into a temporary folder removed once the model is built. ``kind`` is the one class
+    the detector finds, as errors name it (``panel``; ``glomerulus`` for ``glomssl detect``).
     """
     import tempfile
 
@@ -126,7 +129,7 @@ def build_model(
     from ultralytics import YOLO
 
     with tempfile.TemporaryDirectory(prefix="glomssl-model-") as tmp:
-        clean = safe_model_yaml(p, Path(work_dir) if work_dir is not None else Path(tmp))
+        clean = safe_model_yaml(p, Path(work_dir) if work_dir is not None else Path(tmp), kind)
         try:
             return YOLO(str(clean), task="detect")
         except Exception as exc:

@@ -2,8 +2,9 @@
 
 Ultralytics executes code found in the files it is given: a data set YAML's ``download:`` key is run
 with ``exec`` (or as a shell command) and a model YAML's ``activation:`` is ``eval``-ed. glomssl reads
-such files itself (``yaml.safe_load``), accepts only the keys a single-class panel data set or model
-definition needs, checks that every path is local and exists, and hands ultralytics a clean copy.
+such files itself (``yaml.safe_load``), accepts only the keys a single-class data set or model
+definition needs (a panel detector's, or the glomerulus detector's), checks that every path is local
+and exists, and hands ultralytics a clean copy.
 """
 
 from __future__ import annotations
@@ -57,17 +58,19 @@ def _check_keys(data: dict[str, Any], allowed: set[str], path: Path, what: str) 
         )
 
 
-def _one_class(data: dict[str, Any], path: Path, what: str) -> None:
+def _one_class(data: dict[str, Any], path: Path, what: str, kind: str = "panel") -> None:
     names = data.get("names")
     n = data.get("nc", len(names) if isinstance(names, list | dict) else None)
     if n != 1 or (names is not None and (not isinstance(names, list | dict) or len(names) != 1)):
         raise GlomsslError(
-            f"{what} {path}: the panel detector has one class; set `names: {{0: panel}}`"
+            f"{what} {path}: the {kind} detector has one class; set `names: {{0: {kind}}}`"
         )
 
 
 def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
     """Check a user's data set YAML and write the clean copy ultralytics gets into ``run``."""
+    from glomssl.manifest import list_images
+
     src = Path(path)
     data = _load_yaml(src, "--data")
     _check_keys(data, DATA_KEYS, src, "--data")
@@ -92,6 +95,11 @@ def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
             p = (root / item).resolve()
             if not p.exists():
                 raise GlomsslError(f"--data {src}: `{key}: {item}` does not exist ({p})")
+            if p.is_dir() and not list_images(p):
+                raise GlomsslError(
+                    f"--data {src}: the `{key}` folder {p} holds no images; make a data set with "
+                    "`glomssl separator synth --out DIR` and pass DIR/data.yaml"
+                )
             resolved.append(os.fspath(p))
         clean[key] = resolved if isinstance(value, list) else resolved[0]
     import yaml
@@ -101,12 +109,13 @@ def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
     return out
 
 
-def _check_layer(entry: Any, src: Path) -> None:
+def _check_layer(entry: Any, src: Path, kind: str) -> None:
     if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[2], str)):
         raise GlomsslError(f"--model {src}: layer {entry!r} is not [from, repeats, module, args]")
     if entry[2] not in LAYERS:
         raise GlomsslError(
-            f"--model {src}: layer module {entry[2]!r} is not one glomssl builds panel detectors from"
+            f"--model {src}: layer module {entry[2]!r} is not one glomssl builds {kind} detectors "
+            "from"
         )
     if not isinstance(entry[3], list) or not all(
         isinstance(a, int | float | str | bool | list) or a is None for a in entry[3]
@@ -114,18 +123,21 @@ def _check_layer(entry: Any, src: Path) -> None:
         raise GlomsslError(f"--model {src}: arguments {entry[3]!r} must be plain values")
 
 
-def safe_model_yaml(path: str | os.PathLike[str], out_dir: Path) -> Path:
-    """Check a model definition YAML and write its clean copy (same file name) into ``out_dir``."""
+def safe_model_yaml(path: str | os.PathLike[str], out_dir: Path, kind: str = "panel") -> Path:
+    """Check a model definition YAML and write its clean copy (same file name) into ``out_dir``.
+
+    ``kind`` names the one class in errors: ``panel`` (``separator``) or ``glomerulus`` (``detect``).
+    """
     src = Path(path)
     data = _load_yaml(src, "--model")
     _check_keys(data, MODEL_KEYS, src, "--model")
-    _one_class(data, src, "--model")
+    _one_class(data, src, "--model", kind)
     for part in ("backbone", "head"):
         layers = data.get(part)
         if not isinstance(layers, list) or not layers:
             raise GlomsslError(f"--model {src}: `{part}:` must be a list of layers")
         for entry in layers:
-            _check_layer(entry, src)
+            _check_layer(entry, src, kind)
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)

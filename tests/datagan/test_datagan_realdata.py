@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _proc import check, run_proc
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,17 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.realdata
 def test_datagan_realdata_pipeline_on_glomeruli(shared_data: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
-    env = {**os.environ, "GLOMSSL_SHARED_DATA": str(shared_data), "OMP_NUM_THREADS": "1"}
+    env = {"GLOMSSL_SHARED_DATA": str(shared_data)}
     args = ["--kimg", "0.032", "--n", "20", "--annotated", "4", "--project-steps", "5"]
     args += ["--steps", "4", "--base", "8", "--no-aidpath", "--work", str(work)]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "datagan_realdata.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    script = str(ROOT / "benchmarks" / "datagan_realdata.py")
+    proc = check(run_proc([sys.executable, script, *args], timeout=1800, env=env))
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = list(csv.DictReader(open(shared_data / "glomeruli" / "labels.csv", encoding="utf-8")))
     train_slides = {r["slide"] for r in rows} - set(out["test_slides"])

@@ -306,15 +306,10 @@ def test_ddp_rank_check_catches_unsynchronised_gradients(
 @pytest.mark.slow
 def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_path: Path) -> None:
     """`glomssl gan train --devices 2` relaunches itself as two gloo ranks (Lightning's ddp)."""
-    import os
-    import subprocess
-    import sys
+    from _proc import check, run_cli
 
     run = tmp_path / "cliddp"
     cmd = [
-        sys.executable,
-        "-m",
-        "glomssl",
         "gan",
         "train",
         "--data",
@@ -325,9 +320,8 @@ def test_cli_ddp_two_cpu_processes_via_subprocess_launcher(images: Path, tmp_pat
     cmd += ["--resolution", "32", "--networks", "small", "--channel-max", "8", "--batch-size", "4"]
     cmd += ["--kimg", "0.008", "--snap", "0.008", "--tick", "0.004", "--workers", "0"]
     cmd += ["--accelerator", "cpu", "--devices", "2", "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = check(run_cli(cmd, timeout=600))
+    assert not proc.left_behind  # no rank outlives the command
     assert json.loads(proc.stdout.strip().splitlines()[-1])["kimg"] == pytest.approx(0.008)
     assert load_snapshot(run)["meta"]["cur_nimg"] == 8
 
@@ -400,3 +394,30 @@ def test_progress_lines_without_a_terminal(
     run_gan_train(_cfg(images, tmp_path / "run", quiet=False))
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("gan train img")]
     assert len(lines) >= 2 and "kimg=0.008" in lines[-1] and "loss_G=" in lines[-1]
+
+
+def test_data_that_is_no_manifest_says_what_data_must_be(images: Path, tmp_path: Path) -> None:
+    """`gan metrics --data x.csv` said "x.csv:1: not valid JSON"; it now names the file and says
+    what --data takes. A real manifest with one broken line is still reported by its line."""
+    from glomssl.manifest import image_row
+
+    run = tmp_path / "run"
+    run_gan_train(_cfg(images, run, kimg=0))
+    table = tmp_path / "labels.csv"
+    table.write_text("image,label\np0.png,GS\n")
+    args = ["metrics", "--network", str(run), "--data", str(table), "--device", "cpu"]
+    r = CliRunner().invoke(gan, [*args, "--metric-encoder", str(tmp_path / "unused")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"Error: --data {table} is not a glomssl manifest (JSONL" in r.output
+    assert "pass a folder of images, a manifest or whole-slide images" in r.output
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 8)  # binary, no newline
+    with pytest.raises(GlomsslError, match="junk.bin is not a glomssl manifest"):
+        make_dataset(_cfg(junk, tmp_path / "o"))
+    manifest = images / "m.jsonl"
+    row = json.dumps(image_row(images / "p0.png", images))
+    manifest.write_text(row + "\nnot json\n")
+    with pytest.raises(GlomsslError, match=r"m.jsonl:2: not valid JSON"):
+        make_dataset(_cfg(manifest, tmp_path / "o"))
+    manifest.write_text(row + "\n")
+    assert len(make_dataset(_cfg(manifest, tmp_path / "o"))) == 1

@@ -201,3 +201,47 @@ def test_project_reads_exported_masks_and_skips_unreadable_images(
     r = CliRunner().invoke(datagan, [*args, "--out", str(tmp_path / "ann2"), "--steps", "2"])
     assert r.exit_code == 2 and "neither class ids" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_bad_mask_is_named_not_its_image(G: torch.nn.Module, tmp_path: Path) -> None:
+    """A mask that is not an image made `project` report the *images* as unreadable ("--images X
+    holds no readable image"), and a mask of another size than its image was accepted (and stretched
+    by the centre crop). Both are one-line errors naming the mask (and both sizes), exit 2."""
+    from click.testing import CliRunner
+
+    from glomssl.cli.datagan import datagan
+
+    run = tmp_path / "run"
+    save_snapshot(run / "snapshot-000000.safetensors", G, create_discriminator("small", RES),
+                  copy.deepcopy(G), 0.0, 0)  # fmt: skip
+    imgs, masks = tmp_path / "real", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(imgs / "a.png")
+    (masks / "a_mask.png").write_bytes(rng.bytes(300))  # binary junk, not an image
+    args = ["project", "--network", str(run), "--images", str(imgs), "--masks", str(masks)]
+    r = CliRunner().invoke(datagan, [*args, "--out", str(tmp_path / "o1"), "--steps", "2"])
+    assert r.exit_code == 2
+    err = r.output.strip().splitlines()[-1]
+    assert (
+        err.startswith(f"Error: mask {masks / 'a_mask.png'} cannot be read") and "8-bit PNG" in err
+    )
+    assert "--images" not in err
+    assert "0 unreadable, 1 with an unreadable mask" in r.output
+    skipped = json.loads((tmp_path / "o1" / "skipped.jsonl").read_text())
+    assert skipped["mask"] == str(masks / "a_mask.png")
+    bw = np.zeros((48, 40), np.uint8)  # 40 x 48 px: the image's height and width swapped
+    bw[10:30, 10:30] = 255
+    Image.fromarray(bw).save(masks / "a_mask.png")
+    r = CliRunner().invoke(datagan, [*args, "--out", str(tmp_path / "o2"), "--steps", "2"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert (
+        f"mask {masks / 'a_mask.png'} is 40x48 px but its image {imgs / 'a.png'} is 48x40 px"
+        in (r.output)
+    )
+    assert not (tmp_path / "o2").exists()  # refused before anything is written
+    Image.fromarray(bw.T.copy()).save(masks / "a_mask.png")  # the right size: projected
+    r = CliRunner().invoke(datagan, [*args, "--out", str(tmp_path / "o3"), "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    assert np.asarray(Image.open(tmp_path / "o3" / "a_mask.png")).max() == 1

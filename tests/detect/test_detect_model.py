@@ -77,6 +77,26 @@ def test_refuses_what_it_cannot_load_safely(tmp_path: Path, random_weights: Path
 
 
 @pytest.mark.slow
+def test_a_wrong_layout_is_named_in_glomerulus_terms(tmp_path: Path) -> None:
+    """`detect train --model` with a layout of two classes or an unknown layer: the hint spoke of
+    the "panel detector" and `names: {0: panel}` (the separator's); it is about glomeruli here."""
+    from glomssl.mining.yolo import build_model
+
+    two = tmp_path / "two.yaml"
+    two.write_text("nc: 2\nnames: {0: a, 1: b}\nbackbone: [[-1, 1, Conv, [8, 3, 2]]]\nhead: []\n")
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("nc: 1\nbackbone: [[-1, 1, NoSuchLayer, [8]]]\nhead: []\n")
+    for layout, says in (
+        (two, "the glomerulus detector has one class; set `names: {0: glomerulus}`"),
+        (odd, "'NoSuchLayer' is not one glomssl builds glomerulus detectors from"),
+    ):
+        with pytest.raises(GlomsslError) as info:
+            build_net(layout)  # what `detect train` builds its --model with
+        assert says in str(info.value) and "panel" not in str(info.value)
+        with pytest.raises(GlomsslError, match="panel detector"):  # `separator train` keeps its own
+            build_model(layout)
+
+
 def test_tiny_training_run_writes_loadable_weights(tmp_path: Path) -> None:
     """One epoch on a few mosaics: weights + sidecar (mpp, conf from validation), no pickles needed."""
     import csv

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _proc import check, run_cli
 from click.testing import CliRunner
 from cls_testdata import make_backbone, make_crops, read_rows, write_rows
 
 from glomssl.cli import cli
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -247,36 +244,12 @@ def test_dry_run_prints_the_merged_config(setup: dict[str, Path], tmp_path: Path
 
 
 def test_subprocess_train_and_classify(setup: dict[str, Path], tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
-    p = subprocess.run(
-        [sys.executable, "-m", "glomssl", *_train_args(setup, run, "--folds", "2")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = check(run_cli(_train_args(setup, run, "--folds", "2"), timeout=600))
     assert "2 folds" in p.stdout
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "glomssl",
-            "classify",
-            "--model",
-            str(run),
-            "--input",
-            str(setup["csv"].parent / "images"),
-            "--out",
-            str(tmp_path / "p.jsonl"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    images = str(setup["csv"].parent / "images")
+    args = ["classify", "--model", str(run), "--input", images, "--out", str(tmp_path / "p.jsonl")]
+    p = check(run_cli(args, timeout=600))
     assert "classified 48 images" in p.stdout
     assert "classify 48/48" in p.stderr  # progress lines when stderr is not a terminal
 
@@ -285,7 +258,6 @@ def test_subprocess_train_and_classify(setup: dict[str, Path], tmp_path: Path) -
 def test_two_process_ddp_finetune_on_cpu(setup: dict[str, Path], tmp_path: Path) -> None:
     """Real DDP (gloo, 2 processes) through several Trainers (one per fold): rank zero alone writes,
     validation is gathered over both ranks, and the folds stay in step."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     args = _train_args(
         setup,
@@ -305,14 +277,8 @@ def test_two_process_ddp_finetune_on_cpu(setup: dict[str, Path], tmp_path: Path)
         "--strategy",
         "ddp",
     )
-    p = subprocess.run(
-        [sys.executable, "-m", "glomssl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = check(run_cli(args, timeout=900))
+    assert not p.left_behind  # no rank outlives the command
     assert p.stdout.count("2 folds") == 1  # rank zero alone reports
     res = json.loads((run / "results.json").read_text())
     assert len(res["per_fold"]) == 2 and sum(f["n"] for f in res["per_fold"]) == 48

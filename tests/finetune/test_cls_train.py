@@ -213,6 +213,8 @@ def test_kill_9_mid_run_then_resume_does_not_redo_finished_folds(
     import sys
     import time
 
+    from _proc import check, run_proc
+
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
@@ -228,9 +230,7 @@ def test_kill_9_mid_run_then_resume_does_not_redo_finished_folds(
     proc.wait()
     assert fold0.is_file() and not (run / "results.json").exists(), "killed too late"
     stamp = fold0.stat().st_mtime_ns
-    p = subprocess.run([*args, "--resume", "--no-export"], env=env, capture_output=True, text=True,
-                       timeout=600)  # fmt: skip
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = check(run_proc([*args, "--resume", "--no-export"], timeout=600))
     assert "fold 1/3: finished earlier, not redone" in p.stderr
     assert fold0.stat().st_mtime_ns == stamp
     res = json.loads((run / "results.json").read_text())

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _proc import check, run_proc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,11 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.realdata
 def test_segment_realdata_tiny(shared_data: Path, tmp_path: Path) -> None:
     work = tmp_path / "w"
-    env = {**os.environ, "GLOMSSL_SHARED_DATA": str(shared_data), "OMP_NUM_THREADS": "1"}
+    env = {"GLOMSSL_SHARED_DATA": str(shared_data)}
     args = ["--work", str(work), "--steps", "4", "--base", "8", "--models", "dynamic"]
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "segment_realdata.py"), *args],
-                       capture_output=True, text=True, env=env, timeout=1800)  # fmt: skip
-    assert p.returncode == 0, p.stderr[-3000:]
+    script = str(ROOT / "benchmarks" / "segment_realdata.py")
+    p = check(run_proc([sys.executable, script, *args], timeout=1800, env=env))
     out = json.loads(p.stdout.strip().splitlines()[-1])
     train = list(csv.DictReader(open(work / "train.csv", encoding="utf-8")))
     test = list(csv.DictReader(open(work / "test.csv", encoding="utf-8")))

@@ -155,14 +155,15 @@ def test_segment_in_a_real_subprocess(tmp_path: Path, make_seg: Any) -> None:
     import subprocess
     import sys
 
+    from _proc import check, run_proc
+
     make_seg(tmp_path / "d", n=2, size=40)
     run = _export(tmp_path)
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "glomssl", "segment", "--model", str(run), "--input",
            str(tmp_path / "d" / "images"), "--out", str(tmp_path / "o")]  # fmt: skip
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = check(run_proc(cmd, timeout=600))
     assert "segmented 2 image(s)" in p.stdout and "segmented 2/2" in p.stdout  # progress lines
     bad = subprocess.run([*cmd[:-4], "--input", str(tmp_path / "nowhere"), "--out",
                           str(tmp_path / "o2")], env=env, capture_output=True, text=True)  # fmt: skip

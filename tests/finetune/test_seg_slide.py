@@ -191,6 +191,8 @@ def test_slide_kill_9_then_rerun(pyramid: Path, tmp_path: Path) -> None:
     import sys
     import time
 
+    from _proc import check, run_proc
+
     from glomssl.finetune.segmenter.infer import export_segmenter
     from glomssl.models import create_model
 
@@ -215,12 +217,11 @@ def test_slide_kill_9_then_rerun(pyramid: Path, tmp_path: Path) -> None:
     p.wait()
     finished = len(done.read_text().split())
     assert finished >= 5 and not (out / "slide" / "slide.geojson").exists()
-    r = subprocess.run(cmd(out), env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
+    check(run_proc(cmd(out), timeout=900))
     summary = json.loads((out / "slide" / "summary.json").read_text())
     assert summary["tiles_recomputed"] <= summary["tiles"] - finished + 1  # at most one redone
     fresh = tmp_path / "fresh"
-    subprocess.run(cmd(fresh), env=env, check=True, capture_output=True, timeout=900)
+    check(run_proc(cmd(fresh), timeout=900))
     a = np.fromfile(out / "slide" / "probabilities.u8", np.uint8)
     b = np.fromfile(fresh / "slide" / "probabilities.u8", np.uint8)
     assert np.array_equal(a, b)  # nothing half-written counted

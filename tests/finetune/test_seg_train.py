@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from _proc import check, run_proc
 from click.testing import CliRunner
 from PIL import Image
 
@@ -149,8 +150,8 @@ def test_two_process_ddp_on_cpu(seg_table: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = _cmd(seg_table, out, "--max-steps", "3", "--devices", "2", "--strategy", "ddp",
                "--val-every", "2", "--set", "log_every=1")  # fmt: skip
-    p = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = check(run_proc(cmd, timeout=900, cwd=tmp_path))
+    assert not p.left_behind  # no rank outlives the command
     assert p.stdout.count("trained dynamic") == 1  # rank zero alone reports
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows if "event" not in r] == [1, 2, 3]
@@ -178,25 +179,8 @@ def test_kill_9_then_resume(seg_table: Path, tmp_path: Path) -> None:
     # the killed run got to some step; the resumed one (from the last checkpoint) goes 6 further
     reached = max(row["step"] for row in read_metrics(out / "metrics.jsonl") if "event" not in row)
     target = reached + 6
-    r = subprocess.run(
-        _cmd(
-            seg_table,
-            out,
-            "--max-steps",
-            str(target),
-            "--ckpt-every",
-            "2",
-            "--resume",
-            "--set",
-            "log_every=1",
-        ),  # fmt: skip
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+    resume = ["--max-steps", str(target), "--ckpt-every", "2", "--resume", "--set", "log_every=1"]
+    check(run_proc(_cmd(seg_table, out, *resume), timeout=900, cwd=tmp_path))
     steps = [row["step"] for row in read_metrics(out / "metrics.jsonl") if "event" not in row]
     assert steps == sorted(set(steps)) and steps[-1] == target
     assert (out / "model.safetensors").is_file()

@@ -214,6 +214,24 @@ def test_data_yaml_paths_must_exist_and_be_local(tmp_path: Path) -> None:
     assert str((synth / "images" / "train").resolve()) in text and "download" not in text
 
 
+def test_an_empty_image_folder_says_how_to_make_data(tmp_path: Path) -> None:
+    """`separator train` on a data set whose image folder is empty failed deep in ultralytics
+    ("training failed on ...: Error loading data from ...") with no hint, and left a run folder."""
+    from glomssl.cli import cli
+
+    synth = _synth(tmp_path)
+    for f in (synth / "images" / "train").iterdir():
+        f.unlink()
+    runs = tmp_path / "runs"
+    args = ["separator", "train", "--data", str(synth / "data.yaml"), "--out", str(runs)]
+    res = CliRunner().invoke(cli, [*args, "--epochs", "1", "--imgsz", "64", "--workers", "0"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    folder = (synth / "images" / "train").resolve()
+    assert f"the `train` folder {folder} holds no images" in res.output
+    assert "`glomssl separator synth --out DIR`" in res.output
+    assert not runs.exists() or not any(runs.iterdir()), "a refused run leaves no run folder"
+
+
 def test_model_pt_is_never_unpickled(tmp_path: Path) -> None:
     import pickle
 

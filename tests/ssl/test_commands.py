@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _proc import check, run_cli
 from click.testing import CliRunner
 
 from glomssl.cli import cli
@@ -139,11 +141,7 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
     """Real DDP: Lightning launches a second `python -m glomssl` process; gloo; SyncBatchNorm."""
     make_imgs(tmp_path / "imgs", n=16)
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "glomssl",
+    args = [
         "pretrain",
         "--data",
         str(tmp_path / "imgs"),
@@ -167,8 +165,8 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
         "--config",
         str(_small_heads(tmp_path)),
     ]
-    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = check(run_cli(args, timeout=600, cwd=tmp_path))
+    assert not p.left_behind  # no rank outlives the command
     assert p.stdout.count("pretrained vicreg") == 1  # the default method; rank zero alone reports
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]  # one line per step: rank zero alone writes
@@ -176,6 +174,25 @@ def test_two_process_ddp_on_cpu_through_a_subprocess(tmp_path: Path, make_imgs) 
     _, meta = load_weights(run / "backbone.safetensors")
     assert meta["step"] == 2 and meta["config"]["hardware"]["devices"] == 2
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_rank_one_stops_when_rank_zero_cannot_rendezvous(tmp_path: Path, make_imgs) -> None:
+    """Rank 0 fails at once (its MASTER_PORT is held by another process, which accepts connections
+    and never answers): the rank Lightning started must stop with it, not sit in the rendezvous for
+    the 30-minute process-group timeout holding the caller's output open (the CI hang)."""
+    make_imgs(tmp_path / "imgs", n=16)
+    args = ["pretrain", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "run"),
+            "--image-size", "32", "--batch-size", "4", "--max-steps", "2", "--accelerator", "cpu",
+            "--devices", "2", "--strategy", "ddp", "--workers", "0", "--quiet",
+            "--config", str(_small_heads(tmp_path))]  # fmt: skip
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen(8)
+        port = busy.getsockname()[1]
+        p = run_cli(args, timeout=300, env={"MASTER_PORT": str(port)}, cwd=tmp_path)
+    assert p.returncode != 0 and "EADDRINUSE" in p.stderr, p.stderr[-3000:]
+    assert not p.left_behind, "rank 1 outlived rank 0"
 
 
 def _small_heads(tmp_path: Path) -> Path:
