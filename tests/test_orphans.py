@@ -92,3 +92,18 @@ def test_only_relaunched_ranks_are_watched(monkeypatch: pytest.MonkeyPatch) -> N
     assert relaunched_rank() == 2
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")  # torchrun supervises its own workers
     assert relaunched_rank() is None
+
+
+def test_a_taken_rendezvous_port_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glomssl.engine.orphans import rendezvous_port_error
+
+    class DistNetworkError(RuntimeError):  # torch.distributed's class, by name
+        pass
+
+    monkeypatch.setenv("MASTER_PORT", "29512")
+    busy = DistNetworkError("The server socket has failed to listen ... name: EADDRINUSE, ...")
+    msg = rendezvous_port_error(busy)
+    assert msg is not None and msg.startswith("MASTER_PORT 29512 is already in use")
+    assert "\n" not in msg and "unset MASTER_PORT" in msg
+    assert rendezvous_port_error(RuntimeError("EADDRINUSE")) is None  # not torch's error
+    assert rendezvous_port_error(DistNetworkError("connection reset")) is None

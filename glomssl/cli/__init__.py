@@ -169,7 +169,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from glomssl.engine.orphans import exit_with_launcher
+    from glomssl.engine.orphans import exit_with_launcher, rendezvous_port_error
 
     exit_with_launcher()  # a DDP rank Lightning relaunched stops when rank 0 is gone
     try:
@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)
+    except Exception as exc:  # a taken DDP port is bad input, not a crash: one line, exit 2
+        message = rendezvous_port_error(exc)
+        if message is None:
+            raise
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -70,3 +70,18 @@ def exit_with_launcher(poll_s: float = 0.5) -> bool:
 
     threading.Thread(target=watch, name="glomssl-launcher-watch", daemon=True).start()
     return True
+
+
+def rendezvous_port_error(exc: BaseException) -> str | None:
+    """The one-line error for a DDP rendezvous whose port is taken (torch's ``DistNetworkError``
+    ... EADDRINUSE), or None for any other exception. The port usually comes from a ``MASTER_PORT``
+    left set in the shell, or from another run on the same machine."""
+    text = str(exc)
+    if type(exc).__name__ != "DistNetworkError" or "EADDRINUSE" not in text:
+        return None
+    port = os.environ.get("MASTER_PORT", "")
+    where = f"MASTER_PORT {port}" if port else "the DDP rendezvous port"
+    return (
+        f"{where} is already in use on this machine (another run, or a stale MASTER_PORT); "
+        "unset MASTER_PORT to let glomssl pick a free port, or set it to a free one"
+    )
