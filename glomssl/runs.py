@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from glomssl import __version__
 from glomssl.errors import GlomsslError
-from glomssl.fsutil import atomic_write_text
+from glomssl.fsutil import FILE_MODE, atomic_write_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 _RUN_RE = re.compile(r"^(\d{5})-")
@@ -114,6 +114,7 @@ def save_weights(
     info.update(meta)
     try:
         save_file(flat, str(tmp), metadata={"format": "pt", "glomssl": __version__})
+        os.chmod(tmp, FILE_MODE)  # safetensors writes 0600 files; outputs follow the umask
         atomic_write_text(sidecar_path(target), json.dumps(info, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, target)
     finally:

@@ -118,3 +118,15 @@ def test_atomic_write_onto_a_folder_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="is a folder, not a file"):
         atomic_write_text(folder, "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left behind
+
+
+def test_saved_weights_follow_the_umask_like_other_outputs(tmp_path: Path) -> None:
+    """safetensors creates 0600 files; a user's weights must be as readable as their other outputs
+    (a shared group folder, a web server, a colleague)."""
+    import os
+
+    from glomssl.fsutil import FILE_MODE
+
+    w = save_weights(tmp_path / "m.safetensors", {"a": torch.zeros(2)}, {"k": 1})
+    mode = os.stat(w).st_mode & 0o777
+    assert mode == FILE_MODE == os.stat(tmp_path / "m.json").st_mode & 0o777, oct(mode)
