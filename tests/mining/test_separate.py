@@ -6,12 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _proc import run_cli
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
@@ -186,21 +185,7 @@ def test_cli_separate_and_errors(tmp_path: Path) -> None:
     (tmp_path / "g" / "separate.sqlite").write_bytes(b"\x93 not a database " * 20)
     res = _cli_separate(folder, tmp_path / "g", "--method", "classic", "--quiet")
     assert res.exit_code == 2 and "not a glomssl separate state database" in res.output
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "glomssl",
-            "separate",
-            "--input",
-            str(tmp_path / "nope"),
-            "--out",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_cli(["separate", "--input", str(tmp_path / "nope"), "--out", "x"], 120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
 
@@ -239,11 +224,8 @@ def test_second_run_into_one_folder_is_locked_out(tmp_path: Path) -> None:
     out.mkdir()
     with open(out / ".separate.lock", "a+b") as fh:  # what a running `separate` holds
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        proc = subprocess.run(
-            [sys.executable, "-m", "glomssl", "separate", "--input", str(folder), "--out", str(out),
-             "--method", "classic", "--quiet"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        proc = run_cli(["separate", "--input", str(folder), "--out", str(out),
+                        "--method", "classic", "--quiet"], 300)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "another `glomssl separate`" in proc.stderr
     assert not (out / "separate.sqlite").exists() and not (out / "manifest.jsonl").exists()
