@@ -34,6 +34,12 @@ def separator() -> None:
 @click.option("--long-side", type=int, default=None, help="Typical long side in px [512].")
 @click.option("--no-letters", is_flag=True, help="Draw no panel letters.")
 @click.option("--no-captions", is_flag=True, help="Draw no caption bands.")
+@click.option(
+    "--same-source",
+    type=float,
+    default=None,
+    help="Share of figures that are montages of one --images picture [0].",
+)
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -46,6 +52,7 @@ def synth(
     long_side: int | None,
     no_letters: bool,
     no_captions: bool,
+    same_source: float | None,
     config_file: str | None,
     dry_run: bool,
     quiet: bool,
@@ -68,6 +75,7 @@ def synth(
             "long_side": long_side,
             "letters": False if no_letters else None,
             "captions": False if no_captions else None,
+            "same_source": same_source,
             "quiet": quiet or None,
         },
     )

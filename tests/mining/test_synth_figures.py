@@ -200,6 +200,12 @@ def test_cli_synth(tmp_path: Path) -> None:
     assert json.loads(res.output.strip().splitlines()[-1])["figures"] == 2
     res = runner.invoke(cli, ["separator", "synth", "--out", str(tmp_path / "t"), "--n", "-1"])
     assert res.exit_code == 2 and "Error: --n must be >= 1" in res.output
+    pool = _pool(tmp_path / "pool")
+    args = ["separator", "synth", "--n", "2", "--quiet", "--images", str(pool)]
+    res = runner.invoke(cli, [*args, "--out", str(tmp_path / "m"), "--same-source", "0.5"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, [*args, "--out", str(tmp_path / "x"), "--same-source", "1.5"])
+    assert res.exit_code == 2 and "Error: --same-source must be >= 0 and <= 1" in res.output
 
 
 def test_same_source_figures_cut_every_panel_from_one_image() -> None:
@@ -234,5 +240,7 @@ def test_same_source_figures_cut_every_panel_from_one_image() -> None:
         mixed += len({h for h in hues(fig0, boxes0) if h is not None}) >= 2
     assert one >= 8
     assert mixed >= 3  # without it, many figures mix panels from several pool images
-    with pytest.raises(GlomsslError, match="same_source"):
+    with pytest.raises(GlomsslError, match="same-source"):
         run_synth(SynthConfig(out="unused", same_source=float("nan")))
+    with pytest.raises(GlomsslError, match="pass --images"):  # nothing to cut montages from
+        run_synth(SynthConfig(out="unused", same_source=0.3))

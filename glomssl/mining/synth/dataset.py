@@ -74,7 +74,12 @@ class SynthConfig:
                 f"got {self.layouts}"
             )
         if not 0.0 <= self.same_source <= 1.0:  # also NaN
-            raise GlomsslError(f"same_source must be in [0, 1], got {self.same_source}")
+            raise GlomsslError(f"--same-source must be in [0, 1], got {self.same_source}")
+        if self.same_source > 0 and not self.images:
+            raise GlomsslError(
+                f"--same-source {self.same_source:g} cuts montages from --images pictures; "
+                "pass --images FOLDER or set --same-source 0"
+            )
         if not 128 <= self.long_side <= 4096:
             raise GlomsslError(f"--long-side must be in 128..4096, got {self.long_side}")
         for folder in self.images:
