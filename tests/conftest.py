@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _proc import RENDEZVOUS_VARS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,11 @@ def shared_data() -> Path:
     return d
 
 
-_RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "RANK")
-
-
 @pytest.fixture(autouse=True)
 def _no_leaked_rendezvous() -> Iterator[None]:
     """An in-process DDP run (Lightning's ddp_fork) sets MASTER_PORT in this process and leaves it:
     every later DDP run of the session would then reuse that one port, free or not. Restore."""
-    before = {k: os.environ.get(k) for k in _RENDEZVOUS}
+    before = {k: os.environ.get(k) for k in RENDEZVOUS_VARS}
     yield
     for k, v in before.items():
         if v is None:
