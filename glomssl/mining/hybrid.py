@@ -369,6 +369,16 @@ def guided_boxes(
                 region, boxes, small, regions, ink.shape, limit, params
             )
 
+        def detector_split(box: Box) -> list[tuple[Box, float | None]]:
+            """``box`` cut at its detector boxes (section 14), or [] when it does not split or
+            the cut fails the whole-region or the letter check."""
+            cuts = _detector_split(arr, ink, box, dets, params)
+            cut_boxes = [b for b, _ in cuts]
+            if cuts and whole(cut_boxes, box) <= min(s or 0.0 for _, s in cuts):
+                if not one_panel(cut_boxes, box):
+                    return cuts
+            return []
+
         if len(parts) >= 2:
             best = [max((s for d, s in dets if iou(d, b) >= 0.5), default=0.0) for b in parts]
             confirmed = [s for s in best if s > 0]
@@ -378,20 +388,9 @@ def guided_boxes(
                 and whole(parts) <= min(confirmed)
                 and not one_panel(parts)
             ):
-                for b, s in zip(parts, best):
-                    sub = (
-                        []
-                        if s > 0 or not params.nested
-                        else _detector_split(arr, ink, b, dets, params)
-                    )
-                    if (
-                        sub
-                        and whole([c for c, _ in sub], b) <= min(t or 0.0 for _, t in sub)
-                        and not one_panel([c for c, _ in sub], b)
-                    ):
-                        pieces += sub
-                    else:
-                        pieces.append((b, s if s > 0 else ink_share(b)))
+                for b, s in zip(parts, best):  # with nested: unconfirmed parts cut further
+                    sub = detector_split(b) if params.nested and s == 0 else []
+                    pieces += sub or [(b, s if s > 0 else ink_share(b))]
                 continue
         # the detector's own splits: where the fine cut found nothing (fallback 1), or wherever the
         # region would otherwise stay whole (fallback 2)
@@ -400,12 +399,8 @@ def guided_boxes(
             and big(region)
             and (params.fallback >= 2 or (params.fallback and len(parts) < 2))
         ):
-            cuts = _detector_split(arr, ink, region, dets, params)
-            if (
-                cuts
-                and whole([b for b, _ in cuts]) <= min(s or 0.0 for _, s in cuts)
-                and not one_panel([b for b, _ in cuts])
-            ):
+            cuts = detector_split(region)
+            if cuts:
                 pieces += cuts
                 continue
         pieces.append((region, None))
