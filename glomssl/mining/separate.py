@@ -115,6 +115,19 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
     return conf, HybridParams(conf=conf, **values)
 
 
+def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
+    """Whether the detector sees each figure padded to its own rectangle (stride multiple) rather
+    than to a square: the sidecar's ``separate.rect`` (false when absent). A figure twice as wide
+    as high then costs about half the pixels; weights opt in because their thresholds were chosen
+    one way or the other (docs/experiments/panel-detector.md, section 23)."""
+    block = meta.get("separate")
+    rect = block.get("rect", False) if isinstance(block, dict) else False
+    if not isinstance(rect, bool):
+        side = Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
+        raise GlomsslError(f"{side}: separate.rect must be true or false, got {rect!r}; fix it")
+    return rect
+
+
 @dataclasses.dataclass
 class SeparateConfig:
     """Options of ``glomssl separate``."""
@@ -173,23 +186,24 @@ class Separator:
         self.classic = classic  # the whitespace/seam splitter's settings (also the hybrid's leaves)
         self.detector: Any = None
         self.imgsz = imgsz or 512
+        self.rect = False  # square padding of a batch (see letterbox_rect)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
             self.device = ultralytics_device(device)
             self.detector = load_detector(weights)
-            self.imgsz = imgsz or int(weights_meta(weights).get("imgsz", 512))
+            meta = weights_meta(weights)
+            self.imgsz = imgsz or int(meta.get("imgsz", 512))
+            self.rect = letterbox_rect(meta, weights)
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays."""
-        results = self.detector.predict(
-            [a[:, :, ::-1] for a in arrs],  # ultralytics expects BGR arrays
-            imgsz=self.imgsz,
-            conf=self.conf,
-            iou=self.iou,
-            device=self.device,
-            verbose=False,
-        )
+        bgr = [a[:, :, ::-1] for a in arrs]  # ultralytics expects BGR arrays
+        args = {"imgsz": self.imgsz, "conf": self.conf, "iou": self.iou, "device": self.device}
+        if self.rect:  # one figure at a time, padded only to its own rectangle
+            results = [self.detector.predict(a, rect=True, verbose=False, **args)[0] for a in bgr]
+        else:  # one batch, each figure padded to a square
+            results = self.detector.predict(bgr, verbose=False, **args)
         raw = []
         for res in results:
             xyxy = res.boxes.xyxy.cpu().numpy()  # (N, 4)
