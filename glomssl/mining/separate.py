@@ -128,6 +128,13 @@ def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
     return rect
 
 
+def rect_for(weights: str | None) -> bool:
+    """:func:`letterbox_rect` of the sidecar of ``weights`` (the shipped ones when None)."""
+    from glomssl.mining.yolo import weights_meta
+
+    return letterbox_rect(weights_meta(weights), weights)
+
+
 @dataclasses.dataclass
 class SeparateConfig:
     """Options of ``glomssl separate``."""
@@ -299,6 +306,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         check_weights(cfg.weights)
         if method != "classic":
             tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
+            rect_for(cfg.weights)
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):
@@ -319,6 +327,8 @@ def _run(
         tuned_conf, tuned = tuned_settings(method, cfg.weights)
         conf = cfg.conf if cfg.conf is not None else tuned_conf
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
+        if rect_for(cfg.weights):  # only when set: runs from before the setting still resume
+            settings["rect"] = True
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))

@@ -361,3 +361,74 @@ def test_shipped_detector_methods_on_real_exsclaim_figures(shared_data: Path) ->
     0.821; classic 0.901; glomssl/weights/MODEL_CARD.md)."""
     assert _real_score(shared_data, "hybrid")["f1"] >= 0.85
     assert _real_score(shared_data, "yolo")["f1"] >= 0.8
+
+
+def _weights_with(tmp_path: Path, **separate: object) -> Path:
+    """A copy of the shipped weights whose sidecar's ``separate`` block has ``separate`` added."""
+    import shutil
+
+    weights = tmp_path / "w" / "panel_detector.safetensors"
+    weights.parent.mkdir(exist_ok=True)
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    meta["separate"].update(separate)
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    return weights
+
+
+def test_rect_letterbox_runs_one_figure_per_call_and_keeps_figure_coordinates(
+    tmp_path: Path,
+) -> None:
+    from glomssl.mining.separate import letterbox_rect
+
+    assert letterbox_rect({}, None) is False  # the shipped sidecar has no such key
+    assert (
+        letterbox_rect(json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()), None) is False
+    )
+    weights = _weights_with(tmp_path, rect=True)
+    square = Separator("yolo")
+    rect = Separator("yolo", weights=str(weights))
+    assert (square.rect, rect.rect) == (False, True)
+    calls: list[tuple[int, bool]] = []
+    predict = rect.detector.predict
+
+    def spy(source, **kw):  # type: ignore[no-untyped-def]
+        calls.append((len(source) if isinstance(source, list) else 1, bool(kw.get("rect"))))
+        return predict(source, **kw)
+
+    rect.detector.predict = spy
+    rng = np.random.default_rng(0)
+    fig = np.full((200, 420, 3), 255, np.uint8)  # wide: rectangular padding differs from square
+    fig[20:180, 10:200] = rng.integers(0, 200, (160, 190, 3))
+    fig[20:180, 220:410] = rng.integers(60, 255, (160, 190, 3))
+    arrs = [fig, fig[:, ::-1].copy()]
+    got = rect.detect(arrs)
+    assert calls == [(1, True), (1, True)]  # one call per figure, each padded to its own rectangle
+    want = square.detect(arrs)
+    for a, r, s in zip(arrs, got, want):
+        h, w = a.shape[:2]
+        assert all(0 <= b[0] < b[2] <= w + 1 and 0 <= b[1] < b[3] <= h + 1 for b, _ in r)
+        # the same confident boxes in the figure's own pixels, whichever padding the model saw
+        strong = [b for b, c in s if c >= 0.5]
+        assert strong and all(max(iou(b, q) for q, _ in r) >= 0.8 for b in strong)
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_bad_rect_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+    weights = _weights_with(tmp_path, rect=bad)
+    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "separate.rect" in line and "\n" not in line and "Traceback" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_rect_setting_is_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path)
+    square = _weights_with(tmp_path)
+    assert _cli_separate(inputs, tmp_path / "o", "--weights", str(square)).exit_code == 0
+    (tmp_path / "w").rename(tmp_path / "w_square")
+    rect = _weights_with(tmp_path, rect=True)
+    assert rect == square  # the same path, now padded to rectangles: must not resume silently
+    res = _cli_separate(inputs, tmp_path / "o", "--weights", str(rect))
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
