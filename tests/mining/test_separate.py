@@ -381,13 +381,11 @@ def test_rect_letterbox_runs_one_figure_per_call_and_keeps_figure_coordinates(
 ) -> None:
     from glomssl.mining.separate import letterbox_rect
 
-    assert letterbox_rect({}, None) is False  # the shipped sidecar has no such key
-    assert (
-        letterbox_rect(json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()), None) is False
-    )
-    weights = _weights_with(tmp_path, rect=True)
-    square = Separator("yolo")
-    rect = Separator("yolo", weights=str(weights))
+    assert letterbox_rect({}, None) is False  # weights from before the setting: square padding
+    shipped = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert letterbox_rect(shipped, None) is True  # the shipped W8 (diary, section 23)
+    rect = Separator("yolo")
+    square = Separator("yolo", weights=str(_weights_with(tmp_path, rect=False)))
     assert (square.rect, rect.rect) == (False, True)
     calls: list[tuple[int, bool]] = []
     predict = rect.detector.predict
@@ -425,7 +423,7 @@ def test_bad_rect_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # t
 
 def test_rect_setting_is_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
     inputs = _inputs(tmp_path)
-    square = _weights_with(tmp_path)
+    square = _weights_with(tmp_path, rect=False)
     assert _cli_separate(inputs, tmp_path / "o", "--weights", str(square)).exit_code == 0
     (tmp_path / "w").rename(tmp_path / "w_square")
     rect = _weights_with(tmp_path, rect=True)
