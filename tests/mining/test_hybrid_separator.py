@@ -3,6 +3,8 @@ hand-made detections on figures whose true boxes are known (no model involved)."
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -163,7 +165,10 @@ def test_guided_method_runs_through_separator() -> None:
     assert sep.detector is not None and sep.conf == 0.25
     assert sep.hybrid.support == 0.5  # the setting chosen on the tuning set (section 9)
     assert sep.hybrid.letters == sep.hybrid.letter_one == 1.0  # letters respected (sections 12-13)
-    assert (sep.hybrid.fallback, sep.hybrid.split_conf, sep.hybrid.seam) == (2.0, 0.6, 1.5)  # 14-15
+    assert sep.hybrid.fallback == 2.0  # the detector's own splits (sections 14-15)
+    # section 24: nested splits, looser detector splits and merges
+    assert (sep.hybrid.nested, sep.hybrid.split_conf, sep.hybrid.seam) == (1.0, 0.4, 1.0)
+    assert sep.hybrid.merge == 1.0
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
 
@@ -340,11 +345,9 @@ def test_guided_distinct_ignores_a_parts_own_box_as_the_whole_region() -> None:
     assert run(dets + [((10, 20, 390, 180), 0.95)], 1.0) == merged
 
 
-def test_guided_nested_splits_an_unconfirmed_part_of_a_confirmed_cut() -> None:
-    """Two pictures touching with no seam, then two more behind 1-px gutters, all one whitespace
-    region. The fine cut finds three parts; the two single pictures are confirmed, so the cut is
-    taken, but the touching pair stays one unconfirmed part. With ``nested`` it is split at its
-    detector boxes (section 17), under the same whole-region check."""
+def _nested_figure() -> tuple[Image.Image, list[Box]]:
+    """Two pictures touching with no seam, then two more behind 1-px gutters (one whitespace
+    region), and the four panel boxes."""
     rng = np.random.default_rng(1)
     fig = Image.new("RGB", (720, 200), (255, 255, 255))
     truth = [(20, 20, 180, 180), (180, 20, 340, 180), (341, 20, 520, 180), (521, 20, 700, 180)]
@@ -354,6 +357,15 @@ def test_guided_nested_splits_an_unconfirmed_part_of_a_confirmed_cut() -> None:
         fig.paste(Image.fromarray(x), b[:2])
     for b, tone in zip(truth[2:], (90, 130)):
         fig.paste(_texture(rng, b[2] - b[0], b[3] - b[1], tone), b[:2])
+    return fig, truth
+
+
+def test_guided_nested_splits_an_unconfirmed_part_of_a_confirmed_cut() -> None:
+    """Two pictures touching with no seam, then two more behind 1-px gutters, all one whitespace
+    region. The fine cut finds three parts; the two single pictures are confirmed, so the cut is
+    taken, but the touching pair stays one unconfirmed part. With ``nested`` it is split at its
+    detector boxes (section 17), under the same whole-region check."""
+    fig, truth = _nested_figure()
     arr = np.asarray(fig)
     ink = ink_mask(arr)
     assert [b for b, _ in classic_boxes(fig)] == [(20, 20, 700, 180)]  # one region to whitespace
@@ -373,3 +385,23 @@ def test_guided_nested_splits_an_unconfirmed_part_of_a_confirmed_cut() -> None:
     # detector boxes under split_conf do not split it either
     weak = dets[2:] + [(b, 0.5) for b, _ in dets[:2]]
     assert run(weak, 1.0) == [pair, truth[2], truth[3]]
+
+
+def test_shipped_guided_settings_split_a_touching_pair_at_moderately_confident_boxes() -> None:
+    """The shipped sidecar's guided settings (section 24) split the unconfirmed touching pair of
+    :func:`_nested_figure` at detector boxes of confidence 0.5; section 15's settings (``nested``
+    0, ``split_conf`` 0.6) kept it whole."""
+    from glomssl.mining.separate import Separator
+
+    fig, truth = _nested_figure()
+    arr = np.asarray(fig)
+    ink = ink_mask(arr)
+    dets = [
+        ((b[0] + 2, b[1] + 2, b[2] - 2, b[3] - 2), s) for b, s in zip(truth, (0.5, 0.5, 0.8, 0.8))
+    ]
+    shipped = Separator("guided").hybrid
+    got = [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, shipped), 24)]
+    assert _matches(got, truth, 0.97), got
+    old = dataclasses.replace(shipped, nested=0.0, split_conf=0.6, seam=1.5, merge=0.0)
+    kept = sorted(b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, old), 24))
+    assert kept == [(20, 20, 340, 180), truth[2], truth[3]]
