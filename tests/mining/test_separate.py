@@ -315,8 +315,8 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     # guided's own settings (from the weights' sidecar) are part of the run's fingerprint
     with sqlite3.connect(tmp_path / "g" / "separate.sqlite") as db:
         stored = json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
-    got = [stored[k] for k in ("support", "merge", "letters", "letter_one", "fallback", "seam")]
-    assert got == [0.5, 0.0, 1.0, 1.0, 2.0, 1.5]
+    keys = ("support", "merge", "letters", "letter_one", "fallback", "seam", "nested", "split_conf")
+    assert [stored[k] for k in keys] == [0.5, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 0.4]
 
 
 @pytest.mark.parametrize("bad", ["abc", float("nan"), -1, True, None])
