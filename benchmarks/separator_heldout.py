@@ -8,6 +8,8 @@ Sets:
 - ``tuning`` (T, sets parameters): 200 figures of the training generator with seed 98 and the training
   panel pool (``--images``, see benchmarks/separator_pool.py).
 - ``exsclaim`` (sanity check, only with --exsclaim): the 14 real figures of ../shared/data.
+- ``relayout`` (R, a report, decides nothing): the 14 exsclaim layouts refilled with held-out
+  content, ``--fills`` times each (real layout geometry, synthetic panels; see relayout_set).
 
 Each candidate ("classic", "yolo", "hybrid") runs through glomssl.mining.separate.Separator, exactly as
 ``glomssl separate`` does. ``--grid`` instead scores a grid of hybrid/yolo thresholds on the chosen set
@@ -34,10 +36,21 @@ from glomssl.mining.classic import ClassicParams, clean_boxes, ink_mask, whole_f
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
-from glomssl.mining.synth.heldout import make_heldout_figure
+from glomssl.mining.synth.heldout import make_heldout_figure, refill_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
+
+
+def heldout_pools(shared: Path) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The held-out panel content: centre VUHSK's glomerulus crops and the 12 aidpath PAS tiles."""
+    with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["centre"] == "VUHSK"]
+    glom = [Image.open(shared / "glomeruli" / r["image"]).convert("RGB") for r in rows]
+    tissue = [
+        Image.open(p).convert("RGB") for p in sorted((shared / "aidpath" / "images").glob("*.png"))
+    ]
+    return glom, tissue
 
 
 def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Figures:
@@ -48,12 +61,7 @@ def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Fig
         if len(meta) >= n and meta[0]["file"] == f"{first:04d}.png":
             figs = [Image.open(cache / m["file"]).convert("RGB") for m in meta[:n]]
             return figs, [[tuple(b) for b in m["boxes"]] for m in meta[:n]]
-    with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["centre"] == "VUHSK"]
-    glom = [Image.open(shared / "glomeruli" / r["image"]).convert("RGB") for r in rows]
-    tissue = [
-        Image.open(p).convert("RGB") for p in sorted((shared / "aidpath" / "images").glob("*.png"))
-    ]
+    glom, tissue = heldout_pools(shared)
     fonts = Fonts()
     figs, truths, meta = [], [], []
     for i in range(first, first + n):
@@ -87,6 +95,34 @@ def exsclaim_set(shared: Path) -> Figures:
     meta = json.loads((root / "boxes.json").read_text())
     figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
     truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
+    return figs, truths
+
+
+def relayout_set(shared: Path, fills: int) -> Figures:
+    """R: the 14 exsclaim figures' panel layouts (their boxes, "parent" boxes left out), scaled to
+    a 512-px long side and filled ``fills`` times each with held-out content (seeds [20261, figure,
+    fill]): micrographs where exsclaim has micrographs, matplotlib charts where it has graphs or
+    illustrations. Real geometry, synthetic content."""
+    meta = json.loads((shared / "compound_figures" / "exsclaim" / "boxes.json").read_text())
+    glom, tissue = heldout_pools(shared)
+    pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
+    figs, truths = [], []
+    for i, m in enumerate(meta):
+        s = 512 / max(m["width"], m["height"])
+        size = (round(m["width"] * s), round(m["height"] * s))
+        panels = [
+            (
+                tuple(round(b[k] * s) for k in ("x0", "y0", "x1", "y1")),
+                "chart" if b["classification"] in ("graph", "illustration") else "image",
+            )
+            for b in m["boxes"]
+            if b["classification"] != "parent"
+        ]
+        for f in range(fills):
+            rng = np.random.default_rng([20261, i, f])
+            fig, boxes = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
+            figs.append(fig)
+            truths.append(boxes)
     return figs, truths
 
 
@@ -144,7 +180,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     default_shared = os.environ.get("GLOMSSL_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--shared-data", default=default_shared)
-    ap.add_argument("--set", choices=["heldout", "tuning", "exsclaim"], default="heldout")
+    ap.add_argument(
+        "--set", choices=["heldout", "tuning", "exsclaim", "relayout"], default="heldout"
+    )
+    ap.add_argument("--fills", type=int, default=10, help="relayout: fills per layout [10]")
     ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
     ap.add_argument("--first", type=int, default=0, help="first held-out figure's seed index [0]")
@@ -178,6 +217,10 @@ def main() -> None:
         data = heldout_set(shared, args.n or 300, cache, args.first)
     elif args.set == "exsclaim":
         data = exsclaim_set(shared)
+    elif args.set == "relayout":
+        if args.fills < 1:
+            ap.error("--fills must be >= 1")
+        data = relayout_set(shared, args.fills)
     else:
         data = tuning_set(args.n or 200, args.images)
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),

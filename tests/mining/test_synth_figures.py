@@ -114,6 +114,40 @@ def test_heldout_generator_boxes() -> None:
     assert total >= 12
 
 
+def test_refilled_layout_puts_panels_exactly_where_the_layout_says() -> None:
+    """A refilled layout (the ``relayout`` evaluation set): each image panel's box is the layout's
+    box and holds the pasted pixels; each chart's box is the tight box of its ink, inside its
+    layout box; the space between panels stays white apart from panel letters; boxes under 8 px
+    are left out."""
+    from glomssl.mining.synth.heldout import refill_layout
+
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 120, (300, 300, 3), dtype=np.uint8)  # never white: exact image boxes
+    pools = {"glom": [Image.fromarray(dark)], "tissue": [Image.fromarray(dark)]}
+    layout = [
+        ((10, 30, 200, 190), "image"),
+        ((210, 30, 400, 190), "chart"),
+        ((10, 210, 400, 300), "image"),
+        ((405, 30, 410, 300), "image"),  # 5 px wide: left out
+    ]
+    for seed in range(4):
+        fig, boxes = refill_layout(np.random.default_rng(seed), pools, Fonts(), (420, 310), layout)
+        assert fig.size == (420, 310) and len(boxes) == 3
+        assert boxes[0] == (10, 30, 200, 190) and boxes[2] == (10, 210, 400, 300)
+        cx0, cy0, cx1, cy1 = boxes[1]
+        assert 210 <= cx0 < cx1 <= 400 and 30 <= cy0 < cy1 <= 190
+        arr = np.asarray(fig).astype(int)
+        nonwhite = arr.min(axis=2) < 250
+        for x0, y0, x1, y1 in (boxes[0], boxes[2]):
+            # every pasted pixel is there, apart from at most a letter in the top-left corner
+            inner = nonwhite[y0:y1, x0:x1]
+            assert inner.mean() > 0.99
+        chart = nonwhite[cy0:cy1, cx0:cx1]  # tight: ink on every edge
+        assert chart[0].any() and chart[-1].any() and chart[:, 0].any() and chart[:, -1].any()
+        assert not nonwhite[:, 405:].any()  # the left-out sliver and the right margin stay blank
+        assert not nonwhite[195:205, 40:].any()  # the gutter between the rows: a letter at most
+
+
 def test_run_synth_writes_consistent_yolo_set(tmp_path: Path) -> None:
     cfg = SynthConfig(out=str(tmp_path / "s"), n=6, val_fraction=0.34, seed=3, quiet=True)
     summary = run_synth(cfg)

@@ -261,3 +261,62 @@ def make_heldout_figure(
         (round(a * sx), round(b * sy), round(c * sx), round(d * sy)) for a, b, c, d in fig.boxes
     ]
     return page.resize(size, Image.Resampling.LANCZOS), boxes
+
+
+def refill_layout(
+    rng: Rng,
+    pools: dict[str, list[Image.Image]],
+    fonts: Any,
+    size: tuple[int, int],
+    panels: Sequence[tuple[Box, str]],
+) -> tuple[Image.Image, list[Box]]:
+    """A figure of ``size`` (W, H) whose panels sit exactly where a given layout puts them, filled
+    with new content, and its panel boxes. ``panels``: (box, kind) with kind "chart" (a matplotlib
+    chart; its box is the tight box of its ink) or anything else (a crop of the ``glom`` or
+    ``tissue`` pool; its box is where it was pasted). Boxes under 8 px a side are left out. One
+    letter style per figure: panel letters in the white space above each panel when it has room,
+    inside its top-left corner, or none. Used to measure separators on real layouts' geometry."""
+    w, h = size
+    page = Image.new("RGB", (w, h), WHITE)
+    dr = ImageDraw.Draw(page)
+    font = fonts.get(rng, int(rng.integers(10, 15)), bold=True)
+    style = str(rng.choice(["outside", "inside", "none"], p=[0.5, 0.3, 0.2]))
+    lead = font.getbbox("A")[3] + 2
+    boxes: list[Box] = []
+    placed: list[Box] = []
+    for (x0, y0, x1, y1), kind in panels:
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        pw, ph = x1 - x0, y1 - y0
+        if pw < 8 or ph < 8:
+            continue
+        if kind == "chart":
+            tile = render_chart(rng, pw, ph)
+            ink = _ink_box(tile)
+            if ink is None:
+                continue
+            box = (x0 + ink[0], y0 + ink[1], x0 + ink[2], y0 + ink[3])
+        else:
+            tile = _image(rng, pools, pw, ph, "glom" if rng.random() < 0.6 else "tissue")
+            box = (x0, y0, x1, y1)
+        page.paste(tile, (x0, y0))
+        boxes.append(box)
+        placed.append((x0, y0, x1, y1))
+    for i, (x0, y0, x1, y1) in enumerate(placed):
+        letter = chr(ord("a") + i % 26)
+        above = (x0, y0 - lead, x0 + lead, y0)
+        free = y0 - lead >= 0 and not any(
+            min(above[2], b[2]) > max(above[0], b[0]) and min(above[3], b[3]) > max(above[1], b[1])
+            for b in placed
+        )
+        if style == "outside" and free:
+            dr.text((x0, y0 - lead), letter, font=font, fill=(0, 0, 0))
+        elif style == "inside" and _dark_corner(page, (x0, y0, x1, y1)):
+            dr.text((x0 + 3, y0 + 2), letter.upper(), font=font, fill=WHITE)
+    return page, boxes
+
+
+def _dark_corner(page: Image.Image, box: Box) -> bool:
+    """Whether the top-left corner of ``box`` on ``page`` is dark enough for a white letter."""
+    x0, y0, x1, y1 = box
+    corner = np.asarray(page.crop((x0, y0, min(x1, x0 + 20), min(y1, y0 + 20))))
+    return bool(corner.size) and float(corner.mean()) < 180
