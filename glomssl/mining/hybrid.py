@@ -65,6 +65,8 @@ class HybridParams:
     # part veto a split as "one whole panel" (not the box of its largest part)
     nested: float = 0.0  # guided: 1 also splits an unconfirmed part of a confirmed cut at its
     # detector boxes, under the same checks (section 17)
+    letter_conf: float = 0.0  # guided: the letter guard gives way when every part has a detector
+    # box this confident (0: never; section 26)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -364,7 +366,11 @@ def guided_boxes(
                 default=0.0,
             )
 
-        def one_panel(boxes: list[Box], region: Box = region, small: list[Box] = small) -> bool:
+        def one_panel(
+            boxes: list[Box], scores: list[float], region: Box = region, small: list[Box] = small
+        ) -> bool:
+            if params.letter_conf and min(scores) >= params.letter_conf:
+                return False  # the detector is sure of every part: the guard gives way
             return bool(params.letters) and _one_lettered_panel(
                 region, boxes, small, regions, ink.shape, limit, params
             )
@@ -374,8 +380,9 @@ def guided_boxes(
             the cut fails the whole-region or the letter check."""
             cuts = _detector_split(arr, ink, box, dets, params)
             cut_boxes = [b for b, _ in cuts]
-            if cuts and whole(cut_boxes, box) <= min(s or 0.0 for _, s in cuts):
-                if not one_panel(cut_boxes, box):
+            scores = [s or 0.0 for _, s in cuts]
+            if cuts and whole(cut_boxes, box) <= min(scores):
+                if not one_panel(cut_boxes, scores, box):
                     return cuts
             return []
 
@@ -386,7 +393,7 @@ def guided_boxes(
                 len(confirmed) >= 2
                 and len(confirmed) >= params.support * len(parts)
                 and whole(parts) <= min(confirmed)
-                and not one_panel(parts)
+                and not one_panel(parts, best)
             ):
                 for b, s in zip(parts, best):  # with nested: unconfirmed parts cut further
                     sub = detector_split(b) if params.nested and s == 0 else []
