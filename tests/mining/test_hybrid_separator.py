@@ -169,6 +169,7 @@ def test_guided_method_runs_through_separator() -> None:
     # section 24: nested splits, looser detector splits and merges
     assert (sep.hybrid.nested, sep.hybrid.split_conf, sep.hybrid.seam) == (1.0, 0.4, 1.0)
     assert sep.hybrid.merge == 1.0
+    assert sep.hybrid.letter_conf == 0.7  # section 26: the guard gives way to a sure detector
     panels = sep.split([fig])[0]
     assert len(panels) >= 2  # the normal gutter is always cut
 
@@ -238,6 +239,27 @@ def test_guided_letters_keep_one_lettered_panel_whole_and_cut_lettered_pictures(
     for b in truth:
         _letter(each, b[0], 4)
     assert _matches(_guided_letters(each, dets, 1.0), truth)
+
+
+def test_letter_guard_gives_way_to_a_sure_detector() -> None:
+    """``letter_conf`` (section 26): the one-lettered-panel guard does not apply when every part has
+    a detector box at least this confident; below it, the guard keeps the region whole."""
+    fig, truth = _hairlines(0)
+    one = fig.copy()
+    _letter(one, 10, 4)  # one letter above the first of three touching pictures
+    _letter(one, 410, 4)
+    arr = np.asarray(one)
+    ink = ink_mask(arr)
+
+    def run(conf: float, letter_conf: float) -> list[Box]:
+        dets = [(b, conf) for b in truth]
+        p = HybridParams(conf=0.25, support=0.5, letters=1.0, letter_conf=letter_conf)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, p), 24)]
+
+    whole = [(10, 20, 390, 180), truth[3]]
+    assert _matches(run(0.8, 0.0), whole)  # off: the guard keeps the lettered panel whole
+    assert _matches(run(0.8, 0.7), truth)  # every part detected at 0.8 >= 0.7: cut
+    assert _matches(run(0.65, 0.7), whole)  # the detector is not sure enough: the guard holds
 
 
 def test_stricter_letter_guard_switches() -> None:
