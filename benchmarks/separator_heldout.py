@@ -21,7 +21,6 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -36,21 +35,10 @@ from glomssl.mining.classic import ClassicParams, clean_boxes, ink_mask, whole_f
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
-from glomssl.mining.synth.heldout import make_heldout_figure, refill_layout
+from glomssl.mining.synth.heldout import heldout_pools, make_heldout_figure, relayout_set
 
 ROOT = Path(__file__).resolve().parents[1]
 Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
-
-
-def heldout_pools(shared: Path) -> tuple[list[Image.Image], list[Image.Image]]:
-    """The held-out panel content: centre VUHSK's glomerulus crops and the 12 aidpath PAS tiles."""
-    with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["centre"] == "VUHSK"]
-    glom = [Image.open(shared / "glomeruli" / r["image"]).convert("RGB") for r in rows]
-    tissue = [
-        Image.open(p).convert("RGB") for p in sorted((shared / "aidpath" / "images").glob("*.png"))
-    ]
-    return glom, tissue
 
 
 def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Figures:
@@ -95,34 +83,6 @@ def exsclaim_set(shared: Path) -> Figures:
     meta = json.loads((root / "boxes.json").read_text())
     figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
     truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
-    return figs, truths
-
-
-def relayout_set(shared: Path, fills: int) -> Figures:
-    """R: the 14 exsclaim figures' panel layouts (their boxes, "parent" boxes left out), scaled to
-    a 512-px long side and filled ``fills`` times each with held-out content (seeds [20261, figure,
-    fill]): micrographs where exsclaim has micrographs, matplotlib charts where it has graphs or
-    illustrations. Real geometry, synthetic content."""
-    meta = json.loads((shared / "compound_figures" / "exsclaim" / "boxes.json").read_text())
-    glom, tissue = heldout_pools(shared)
-    pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
-    figs, truths = [], []
-    for i, m in enumerate(meta):
-        s = 512 / max(m["width"], m["height"])
-        size = (round(m["width"] * s), round(m["height"] * s))
-        panels = [
-            (
-                tuple(round(b[k] * s) for k in ("x0", "y0", "x1", "y1")),
-                "chart" if b["classification"] in ("graph", "illustration") else "image",
-            )
-            for b in m["boxes"]
-            if b["classification"] != "parent"
-        ]
-        for f in range(fills):
-            rng = np.random.default_rng([20261, i, f])
-            fig, boxes = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
-            figs.append(fig)
-            truths.append(boxes)
     return figs, truths
 
 

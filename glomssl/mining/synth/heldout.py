@@ -20,12 +20,17 @@ Boxes are exact: an image's box is where it was pasted, a chart's box the tight 
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from glomssl.mining.synth.panels import Fonts
 
 Box = tuple[int, int, int, int]
 Rng = np.random.Generator
@@ -320,3 +325,42 @@ def _dark_corner(page: Image.Image, box: Box) -> bool:
     x0, y0, x1, y1 = box
     corner = np.asarray(page.crop((x0, y0, min(x1, x0 + 20), min(y1, y0 + 20))))
     return bool(corner.size) and float(corner.mean()) < 180
+
+
+def heldout_pools(shared: Path) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The held-out panel content: centre VUHSK's glomerulus crops and the 12 aidpath PAS tiles."""
+    with open(shared / "glomeruli" / "labels.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["centre"] == "VUHSK"]
+    glom = [Image.open(shared / "glomeruli" / r["image"]).convert("RGB") for r in rows]
+    tissue = [
+        Image.open(p).convert("RGB") for p in sorted((shared / "aidpath" / "images").glob("*.png"))
+    ]
+    return glom, tissue
+
+
+def relayout_set(shared: Path, fills: int) -> tuple[list[Image.Image], list[list[Box]]]:
+    """R: the 14 exsclaim figures' panel layouts (their boxes, "parent" boxes left out), scaled to
+    a 512-px long side and filled ``fills`` times each with held-out content (seeds [20261, figure,
+    fill]): micrographs where exsclaim has micrographs, matplotlib charts where it has graphs or
+    illustrations. Real geometry, synthetic content."""
+    meta = json.loads((shared / "compound_figures" / "exsclaim" / "boxes.json").read_text())
+    glom, tissue = heldout_pools(shared)
+    pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
+    figs, truths = [], []
+    for i, m in enumerate(meta):
+        s = 512 / max(m["width"], m["height"])
+        size = (round(m["width"] * s), round(m["height"] * s))
+        panels = [
+            (
+                tuple(round(b[k] * s) for k in ("x0", "y0", "x1", "y1")),
+                "chart" if b["classification"] in ("graph", "illustration") else "image",
+            )
+            for b in m["boxes"]
+            if b["classification"] != "parent"
+        ]
+        for f in range(fills):
+            rng = np.random.default_rng([20261, i, f])
+            fig, boxes = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
+            figs.append(fig)
+            truths.append(boxes)
+    return figs, truths
