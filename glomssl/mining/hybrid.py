@@ -315,9 +315,10 @@ def guided_boxes(
     matches the whole region at IoU >= 0.5 more confidently than the weakest of those, and (with
     ``params.letters``) the parts are not one lettered panel: a region where exactly one part (with
     ``letter_one``; else some but not all) carries a panel letter at its top-left corner stays
-    whole (docs/experiments/panel-detector.md, sections 12-13). With ``params.distinct`` (off; not
-    adopted, section 16) a box vetoes as "whole region" only if it fits the region better than
-    every part.
+    whole (docs/experiments/panel-detector.md, sections 12-13), unless every part has a detector
+    box at least ``params.letter_conf`` confident (when set; section 26). With ``params.distinct``
+    (off; not adopted, section 16) a box vetoes as "whole region" only if it fits the region better
+    than every part.
 
     With ``params.fallback`` 1, a region whose fine cut finds no two panel-size parts is split at
     its detector boxes as the hybrid's step 1 does (:func:`_detector_split`), under the same
