@@ -171,6 +171,8 @@ def main() -> None:
         ap.error("--first and --n must be >= 0")
 
     shared = Path(args.shared_data)
+    if (args.set != "tuning" or args.exsclaim) and not (shared / "compound_figures").is_dir():
+        ap.error(f"--shared-data {shared} holds no compound_figures/: pass the shared data folder")
     t0 = time.perf_counter()
     if args.set == "heldout":
         cache = Path(args.cache) if args.cache else None
