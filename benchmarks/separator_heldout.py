@@ -10,6 +10,9 @@ Sets:
 - ``exsclaim`` (sanity check, only with --exsclaim): the 14 real figures of ../shared/data.
 - ``relayout`` (R, a report, decides nothing): the 14 exsclaim layouts refilled with held-out
   content, ``--fills`` times each (real layout geometry, synthetic panels; see relayout_set).
+- ``strips`` (S, a probe of section 27): 200 long rows or columns of 3-20 pictures at full
+  resolution, seeds [20271, i] (see strip_set); ``strips512`` is the same figures scaled to a
+  512-px long side.
 
 Each candidate ("classic", "yolo", "hybrid") runs through glomssl.mining.separate.Separator, exactly as
 ``glomssl separate`` does. ``--grid`` instead scores a grid of hybrid/yolo thresholds on the chosen set
@@ -21,6 +24,7 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -35,7 +39,12 @@ from glomssl.mining.classic import ClassicParams, clean_boxes, ink_mask, whole_f
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
-from glomssl.mining.synth.heldout import heldout_pools, make_heldout_figure, relayout_set
+from glomssl.mining.synth.heldout import (
+    heldout_pools,
+    make_heldout_figure,
+    relayout_set,
+    strip_set,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
@@ -141,10 +150,12 @@ def main() -> None:
     default_shared = os.environ.get("GLOMSSL_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--shared-data", default=default_shared)
     ap.add_argument(
-        "--set", choices=["heldout", "tuning", "exsclaim", "relayout"], default="heldout"
+        "--set",
+        choices=["heldout", "tuning", "exsclaim", "relayout", "strips", "strips512"],
+        default="heldout",
     )
     ap.add_argument("--fills", type=int, default=10, help="relayout: fills per layout [10]")
-    ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning]")
+    ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning and strips]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
     ap.add_argument("--first", type=int, default=0, help="first held-out figure's seed index [0]")
     ap.add_argument(
@@ -165,10 +176,18 @@ def main() -> None:
         "(v2 + 1-px gutters and seams, `--seams`) or thin (v2 + guarded 1-px gutters, not "
         "shipped); also the hybrid's leaves [v2]",
     )
+    ap.add_argument(
+        "--strip",
+        type=float,
+        default=None,
+        help="classic's narrowest gutter is at most 1/STRIP of the short side (0: off) [shipped]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     args = ap.parse_args()
     if args.first < 0 or args.n < 0:
         ap.error("--first and --n must be >= 0")
+    if args.strip is not None and not args.strip >= 0:
+        ap.error("--strip must be >= 0 (0: off)")
 
     shared = Path(args.shared_data)
     if (args.set != "tuning" or args.exsclaim) and not (shared / "compound_figures").is_dir():
@@ -183,6 +202,8 @@ def main() -> None:
         if args.fills < 1:
             ap.error("--fills must be >= 1")
         data = relayout_set(shared, args.fills)
+    elif args.set in ("strips", "strips512"):
+        data = strip_set(shared, args.n or 200, 512 if args.set == "strips512" else 0)
     else:
         data = tuning_set(args.n or 200, args.images)
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
@@ -195,7 +216,10 @@ def main() -> None:
         "seams": ClassicParams.touching(),
         "thin": ClassicParams(thin=0.7),  # docs/experiments/panel-detector.md, section 8
     }[args.classic]
+    if args.strip is not None:
+        classic = dataclasses.replace(classic, strip=args.strip)
     result["classic_version"] = args.classic
+    result["strip"] = classic.strip
     params = {k: float(v) for k, v in (kv.split("=") for kv in args.hybrid.split(",") if kv)}
     if args.grid:
         result["classic"] = score(Separator("classic", classic=classic), *data)

@@ -17,6 +17,11 @@ it, with textured content (not white, not background) on both sides: the seam of
 not an edge inside one, nor a chart's axis. It is off by default because on real journal figures with
 charts it also cuts charts at their axes (docs/experiments/panel-detector.md, section 7).
 
+The narrowest gutter is also at most 1/32 of the short side (``ClassicParams.strip``, version 3):
+in one long row or column of pictures at full resolution the pictures are as large as the short
+side, so 1/256 of the length would ask for gutters wider than the pictures' own spacing. Figures
+whose long side is under 640 px, or at most 8 times the short side, are cut exactly as before.
+
 It is exact when panels are separated by gutters, and it still keeps together a chart whose parts are
 separated by whitespace only when the parts are too small to be panels.
 """
@@ -53,11 +58,13 @@ class ClassicParams:
     seam_ink: float = 0.9  # ... and at least this share of ink on either side
     thin: float = 0.0  # a gutter narrower than min_gap counts when the lines on both its sides are
     # at least this share ink: two pictures' edges, not a chart's axis beside its tick labels (0: never)
+    strip: float = 32.0  # the automatic narrowest gutter is at most 1/strip of the SHORT side too:
+    # a long row or column of pictures at full resolution (0: the long side alone; section 27)
 
     @classmethod
     def v1(cls) -> ClassicParams:
         """The first version: border-median background, gutters of ~1/256 of the long side, no seams."""
-        return cls(background="border")
+        return cls(background="border", strip=0.0)
 
     @classmethod
     def touching(cls) -> ClassicParams:
@@ -274,9 +281,15 @@ def xy_cut(
 
 
 def min_gap_for(shape: tuple[int, ...], params: ClassicParams = DEFAULT_CLASSIC) -> int:
-    """Narrowest blank run (px) that counts as a gutter: ``params.min_gap``, or for version 1 about
-    1/256 of the long side, at least 2."""
-    return params.min_gap if params.min_gap > 0 else max(2, round(max(shape[:2]) / 256))
+    """Narrowest blank run (px) that counts as a gutter: ``params.min_gap``, or about 1/256 of the
+    long side, at least 2; with ``params.strip`` also at most 1/strip of the short side (a long
+    strip's pictures are as large as its short side, not a 256th of its length)."""
+    if params.min_gap > 0:
+        return params.min_gap
+    gap = max(shape[:2]) / 256
+    if params.strip > 0:
+        gap = min(gap, min(shape[:2]) / params.strip)
+    return max(2, round(gap))
 
 
 def size_limit(shape: tuple[int, ...], min_side: int) -> int:

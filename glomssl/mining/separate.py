@@ -319,8 +319,8 @@ def _run(
     from glomssl.data.images import load_rgb
 
     settings: dict[str, Any] = {"method": method, "min_side": cfg.min_side}
-    if method != "yolo":  # the gutter analysis changed in version 2: never resume v1 panels with it
-        settings["classic"] = 2
+    if method != "yolo":  # the gutter analysis changed in versions 2 (background) and 3 (strips):
+        settings["classic"] = 3  # never resume an older version's panels with it
         if cfg.seams:
             settings["seams"] = True
     if method != "classic":

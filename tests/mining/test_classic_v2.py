@@ -152,6 +152,31 @@ def test_guarded_thin_gutters_cut_photos_but_not_a_chart_from_its_labels() -> No
     assert not exact(split(charts, ClassicParams(min_gap=1)), whole)  # labels cut off
 
 
+def test_strip_gutters_follow_the_short_side() -> None:
+    """``strip`` (the default since version 3): in a long row (or column) at full resolution the
+    gutter width follows the pictures' size, the strip's short side, not its length; grids and
+    512-px figures keep the long-side width (section 27 of the diary)."""
+    old, strip = ClassicParams(strip=0), ClassicParams()
+    assert strip.strip == 32 and V1.strip == 0
+    assert min_gap_for((190, 3990), old) == 16 and min_gap_for((190, 3990)) == 6
+    assert min_gap_for((3990, 190)) == 6  # a column: the same
+    for shape in [
+        (512, 300),
+        (60, 512),
+        (24, 639),
+        (660, 685),
+        (100, 685),
+        (700, 1024),
+        (2000, 1500),
+    ]:
+        assert min_gap_for(shape) == min_gap_for(shape, old)  # long/short <= 8 or long < 640
+    for rows, cols in [(1, 20), (20, 1)]:
+        fig, truth = mosaic(rows, cols, gutter=6, margin=4, bg=(255, 255, 255), seed=rows)
+        assert min_gap_for((fig.height, fig.width), old) in (8, 9)  # 1,922 or 2,322 px long
+        assert not exact(split(fig, old), truth)  # 6-px gutters are below 1/256 of the length
+        assert exact(split(fig, strip), truth)
+
+
 def test_version_one_settings_are_kept() -> None:
     assert min_gap_for((512, 300), V1) == 2
     assert min_gap_for((1024, 700), V1) == 4

@@ -439,6 +439,22 @@ def test_bad_rect_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # t
     assert not (tmp_path / "o").exists()
 
 
+def test_a_folder_from_an_older_gutter_analysis_is_not_resumed(tmp_path: Path) -> None:
+    """Version 3 of the gutter analysis (strips, diary section 27) can cut long strips that
+    version 2 kept whole, so a version-2 folder is refused with one line, not silently mixed."""
+    inputs = _inputs(tmp_path)
+    assert _cli_separate(inputs, tmp_path / "o", "--method", "classic").exit_code == 0
+    with sqlite3.connect(tmp_path / "o" / "separate.sqlite") as db:
+        stored = json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+        assert stored["classic"] == 3
+        stored["classic"] = 2
+        db.execute(
+            "UPDATE meta SET value=? WHERE key='config'", (json.dumps(stored, sort_keys=True),)
+        )
+    res = _cli_separate(inputs, tmp_path / "o", "--method", "classic")
+    assert res.exit_code == 2 and "other settings" in res.output and "Traceback" not in res.output
+
+
 def test_rect_setting_is_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
     inputs = _inputs(tmp_path)
     square = _weights_with(tmp_path, rect=False)

@@ -148,6 +148,37 @@ def test_refilled_layout_puts_panels_exactly_where_the_layout_says() -> None:
         assert not nonwhite[195:205, 40:].any()  # the gutter between the rows: a letter at most
 
 
+def test_strip_figures_are_one_row_or_column_with_exact_boxes() -> None:
+    """The strips probe (section 27): 3-20 pictures of one size in one row or column, at least
+    2 px apart; image boxes are exactly the pasted pictures; the scaled set keeps the layout."""
+    from glomssl.mining.synth.heldout import strip_figure
+
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 120, (300, 300, 3), dtype=np.uint8)
+    pools = {"glom": [Image.fromarray(dark)], "tissue": [Image.fromarray(dark)]}
+    seen = set()
+    for seed in range(12):
+        fig, boxes = strip_figure(np.random.default_rng([20271, seed]), pools, Fonts())
+        assert 3 <= len(boxes) <= 20
+        vertical = fig.height > fig.width
+        seen.add(vertical)
+        across = {(b[0], b[2]) if vertical else (b[1], b[3]) for b in boxes}
+        sizes = {(b[2] - b[0], b[3] - b[1]) for b in boxes}
+        along = sorted(b[1] if vertical else b[0] for b in boxes)
+        if all(b[2] - b[0] > 0 for b in boxes) and len(sizes) == 1:  # image strips: exact boxes
+            assert len(across) == 1  # one row or column
+            ((w, h),) = sizes
+            step = {b - a for a, b in zip(along, along[1:])}
+            gutter = step.pop() - (h if vertical else w)
+            assert not step and gutter >= 2  # evenly spaced, never touching
+            arr = np.asarray(fig).min(axis=2)
+            for x0, y0, x1, y1 in boxes:
+                assert (arr[y0:y1, x0:x1] < 250).mean() > 0.99  # the pasted picture, all of it
+        for x0, y0, x1, y1 in boxes:
+            assert 0 <= x0 < x1 <= fig.width and 0 <= y0 < y1 <= fig.height
+    assert seen == {True, False}
+
+
 def test_run_synth_writes_consistent_yolo_set(tmp_path: Path) -> None:
     cfg = SynthConfig(out=str(tmp_path / "s"), n=6, val_fraction=0.34, seed=3, quiet=True)
     summary = run_synth(cfg)

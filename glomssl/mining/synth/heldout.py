@@ -364,3 +364,53 @@ def relayout_set(shared: Path, fills: int) -> tuple[list[Image.Image], list[list
             figs.append(fig)
             truths.append(boxes)
     return figs, truths
+
+
+def strip_figure(
+    rng: Rng, pools: dict[str, list[Image.Image]], fonts: Any
+) -> tuple[Image.Image, list[Box]]:
+    """One long row or column of 3-20 pictures of one size (side 100-400 px, aspect 0.75-1.33)
+    at full resolution: gutters of 1-8% of the side (at least 2 px), a white margin of 0-12 px,
+    micrographs or (a quarter of the figures) matplotlib charts, filled by :func:`refill_layout`."""
+    n = int(rng.integers(3, 21))
+    side = int(rng.integers(100, 401))
+    aspect = float(rng.uniform(0.75, 1.33))
+    gutter = max(2, round(side * float(rng.uniform(0.01, 0.08))))
+    margin = int(rng.integers(0, 13))
+    vertical = bool(rng.random() < 0.5)
+    kind = "chart" if rng.random() < 0.25 else "image"
+    along, across = (side, round(side * aspect)) if vertical else (round(side * aspect), side)
+    length = 2 * margin + n * along + (n - 1) * gutter
+    panels: list[tuple[Box, str]] = []
+    for i in range(n):
+        a = margin + i * (along + gutter)
+        box = (
+            (margin, a, margin + across, a + along)
+            if vertical
+            else (a, margin, a + along, margin + side)
+        )
+        panels.append((box, kind))
+    size = (across + 2 * margin, length) if vertical else (length, side + 2 * margin)
+    return refill_layout(rng, pools, fonts, size, panels)
+
+
+def strip_set(
+    shared: Path, n: int, long_side: int = 0
+) -> tuple[list[Image.Image], list[list[Box]]]:
+    """S: ``n`` strips (:func:`strip_figure`, seeds [20271, i]) at full size, or with
+    ``long_side`` > 0 scaled down to that long side (boxes scaled and rounded)."""
+    glom, tissue = heldout_pools(shared)
+    pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
+    figs, truths = [], []
+    for i in range(n):
+        fig, boxes = strip_figure(np.random.default_rng([20271, i]), pools, fonts)
+        if long_side > 0 and max(fig.size) > long_side:
+            s = long_side / max(fig.size)
+            fig = fig.resize(
+                (max(1, round(fig.size[0] * s)), max(1, round(fig.size[1] * s))),
+                Image.Resampling.LANCZOS,
+            )
+            boxes = [tuple(round(v * s) for v in b) for b in boxes]  # type: ignore[misc]
+        figs.append(fig)
+        truths.append(boxes)
+    return figs, truths
