@@ -11,8 +11,8 @@ Sets:
 - ``relayout`` (R, a report, decides nothing): the 14 exsclaim layouts refilled with held-out
   content, ``--fills`` times each (real layout geometry, synthetic panels; see relayout_set).
 - ``strips`` (S, a probe of section 27): 200 long rows or columns of 3-20 pictures at full
-  resolution, seeds [20271, i] (see strip_set); ``strips512`` is the same figures scaled to a
-  512-px long side.
+  resolution, seeds [20271, i] for i from ``--first`` (see strip_set); ``strips512`` is the same
+  figures scaled to a 512-px long side.
 
 Each candidate ("classic", "yolo", "hybrid") runs through glomssl.mining.separate.Separator, exactly as
 ``glomssl separate`` does. ``--grid`` instead scores a grid of hybrid/yolo thresholds on the chosen set
@@ -203,11 +203,13 @@ def main() -> None:
             ap.error("--fills must be >= 1")
         data = relayout_set(shared, args.fills)
     elif args.set in ("strips", "strips512"):
-        data = strip_set(shared, args.n or 200, 512 if args.set == "strips512" else 0)
+        data = strip_set(
+            shared, args.n or 200, 512 if args.set == "strips512" else 0, first=args.first
+        )
     else:
         data = tuning_set(args.n or 200, args.images)
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "first": args.first if args.set == "heldout" else None,
+                    "first": args.first if args.set in ("heldout", "strips", "strips512") else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     classic = {

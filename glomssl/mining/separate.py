@@ -42,7 +42,7 @@ from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, folder_lock, sha256_bytes
 from glomssl.manifest import Row, load_image_list, relpath, write_jsonl, write_manifest
-from glomssl.mining.boxes import Box, Scored, iou, prf1
+from glomssl.mining.boxes import Box, Scored, iou, merge_windows, prf1, strip_windows
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
@@ -128,6 +128,28 @@ def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
     return rect
 
 
+def strip_ratio(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.windows`` (0 when absent): a figure whose long side is more than
+    this many times its short side is shown to the detector in overlapping windows of that aspect
+    (:func:`glomssl.mining.boxes.strip_windows`), not shrunk whole (section 28 of the diary)."""
+    block = meta.get("separate")
+    ratio = block.get("windows", 0) if isinstance(block, dict) else 0
+    ok = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+    if not ok or not math.isfinite(ratio) or (ratio != 0 and ratio < 1):
+        side = Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
+        raise GlomsslError(
+            f"{side}: separate.windows must be 0 (off) or a number >= 1, got {ratio!r}; fix it"
+        )
+    return float(ratio)
+
+
+def windows_for(weights: str | None) -> float:
+    """:func:`strip_ratio` of the sidecar of ``weights`` (the shipped ones when None)."""
+    from glomssl.mining.yolo import weights_meta
+
+    return strip_ratio(weights_meta(weights), weights)
+
+
 def rect_for(weights: str | None) -> bool:
     """:func:`letterbox_rect` of the sidecar of ``weights`` (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
@@ -184,6 +206,7 @@ class Separator:
         device: str = "cpu",
         hybrid: dict[str, float] | None = None,
         classic: ClassicParams = DEFAULT_CLASSIC,
+        windows: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -194,6 +217,7 @@ class Separator:
         self.detector: Any = None
         self.imgsz = imgsz or 512
         self.rect = False  # square padding of a batch (see letterbox_rect)
+        self.windows = 0.0  # long strips shown whole (see strip_ratio)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -202,9 +226,22 @@ class Separator:
             meta = weights_meta(weights)
             self.imgsz = imgsz or int(meta.get("imgsz", 512))
             self.rect = letterbox_rect(meta, weights)
+            self.windows = strip_ratio(meta, weights) if windows is None else windows
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
-        """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays."""
+        """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
+        strip is seen in windows when the weights ask for it (``separate.windows``)."""
+        wins = [strip_windows(a.shape, self.windows) for a in arrs]
+        crops = [a[y0:y1, x0:x1] for a, ws in zip(arrs, wins) for x0, y0, x1, y1 in ws]
+        found = iter(self._predict(crops))
+        out = []
+        for a, ws in zip(arrs, wins):
+            per = [next(found) for _ in ws]
+            out.append(per[0] if len(ws) == 1 else merge_windows(per, ws, a.shape, self.iou))
+        return out  # type: ignore[return-value]
+
+    def _predict(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
+        """The detector on each (H, W, 3) RGB array, boxes in that array's pixels."""
         bgr = [a[:, :, ::-1] for a in arrs]  # ultralytics expects BGR arrays
         args = {"imgsz": self.imgsz, "conf": self.conf, "iou": self.iou, "device": self.device}
         if self.rect:  # one figure at a time, padded only to its own rectangle
@@ -307,6 +344,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         if method != "classic":
             tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
             rect_for(cfg.weights)
+            windows_for(cfg.weights)
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):
@@ -329,6 +367,9 @@ def _run(
         settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
         if rect_for(cfg.weights):  # only when set: runs from before the setting still resume
             settings["rect"] = True
+        windows = windows_for(cfg.weights)
+        if windows:  # likewise
+            settings["windows"] = windows
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))

@@ -395,14 +395,14 @@ def strip_figure(
 
 
 def strip_set(
-    shared: Path, n: int, long_side: int = 0
+    shared: Path, n: int, long_side: int = 0, first: int = 0
 ) -> tuple[list[Image.Image], list[list[Box]]]:
-    """S: ``n`` strips (:func:`strip_figure`, seeds [20271, i]) at full size, or with
-    ``long_side`` > 0 scaled down to that long side (boxes scaled and rounded)."""
+    """S: ``n`` strips (:func:`strip_figure`, seeds [20271, i] for i from ``first``) at full
+    size, or with ``long_side`` > 0 scaled down to that long side (boxes scaled and rounded)."""
     glom, tissue = heldout_pools(shared)
     pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
     figs, truths = [], []
-    for i in range(n):
+    for i in range(first, first + n):
         fig, boxes = strip_figure(np.random.default_rng([20271, i]), pools, fonts)
         if long_side > 0 and max(fig.size) > long_side:
             s = long_side / max(fig.size)

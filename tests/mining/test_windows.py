@@ -1,0 +1,70 @@
+"""Detector windows along long strips (docs/experiments/panel-detector.md, section 28): the window
+geometry, the merge of per-window detections, and the sidecar setting."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from glomssl.errors import GlomsslError
+from glomssl.mining.boxes import merge_windows, strip_windows
+
+
+def test_windows_cover_a_long_strip_with_half_window_steps() -> None:
+    wins = strip_windows((100, 1000), 3)  # (H, W): a row 10 times as long as high
+    assert [w[0] for w in wins] == [0, 150, 300, 450, 600, 700]
+    assert all(w[2] - w[0] == 300 and (w[1], w[3]) == (0, 100) for w in wins)
+    for a in range(0, 1000 - 150):  # any picture up to half a window long lies inside one window
+        assert any(w[0] <= a and a + 150 <= w[2] for w in wins)
+    col = strip_windows((1000, 100), 3)  # a column: the same along y
+    assert [(w[1], w[3]) for w in col] == [(w[0], w[2]) for w in wins]
+    assert all((w[0], w[2]) == (0, 100) for w in col)
+
+
+@pytest.mark.parametrize("shape,ratio", [((200, 300), 3), ((100, 300), 3), ((100, 1000), 0)])
+def test_other_figures_are_one_window(shape: tuple[int, int], ratio: float) -> None:
+    assert strip_windows(shape, ratio) == [(0, 0, shape[1], shape[0])]
+
+
+def test_merge_drops_pictures_cut_by_a_window_and_keeps_one_of_each() -> None:
+    wins = strip_windows((100, 1000), 3)[:2]  # x 0-300 and x 150-450 of a 1000-px row
+    first = [((10, 5, 140, 95), 0.6), ((160, 5, 290, 95), 0.9), ((200, 5, 299, 95), 0.95)]
+    second = [((10, 5, 140, 95), 0.7), ((160, 5, 290, 95), 0.85)]  # x 160-290 and 310-440
+    merged = merge_windows([first, second], wins, (100, 1000))
+    assert sorted(b for b, _ in merged) == [(10, 5, 140, 95), (160, 5, 290, 95), (310, 5, 440, 95)]
+    # x 200-299 reaches the first window's inner border (x = 300): cut, dropped however sure;
+    # x 160-290 was seen twice: the surer box stays
+    assert dict(merged)[(160, 5, 290, 95)] == 0.9
+    # a box at the figure's own edge (x = 0 in the first window) is not "cut"
+    assert merge_windows([[((0, 0, 100, 100), 0.5)]], wins[:1], (100, 1000)) == [
+        ((0, 0, 100, 100), 0.5)
+    ]
+
+
+@pytest.mark.parametrize("bad", ["abc", float("nan"), 0.5, -1, True, None])
+def test_bad_windows_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+    from glomssl.mining.separate import Separator
+    from glomssl.mining.yolo import DEFAULT_WEIGHTS
+
+    weights = tmp_path / "panel_detector.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    meta = json.loads(Path(DEFAULT_WEIGHTS).with_suffix(".json").read_text())
+    meta["separate"]["windows"] = bad
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(GlomsslError, match="separate.windows") as err:
+        Separator("yolo", weights=str(weights))
+    assert "\n" not in str(err.value)
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from glomssl.cli import cli
+
+    (tmp_path / "figs").mkdir()
+    Image.new("RGB", (64, 48), "white").save(tmp_path / "figs" / "a.png")
+    args = ["separate", "--input", str(tmp_path / "figs"), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, [*args, "--weights", str(weights)])
+    assert res.exit_code == 2 and "separate.windows" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o").exists()
