@@ -68,3 +68,33 @@ def test_bad_windows_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  
     res = CliRunner().invoke(cli, [*args, "--weights", str(weights)])
     assert res.exit_code == 2 and "separate.windows" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_windows_let_the_detector_find_every_picture_of_a_long_strip(vertical: bool) -> None:
+    """12 photos 200 px across with 3-px gutters, at full resolution (2,433 px long): shrunk whole
+    to the detector's 512 px the photos are 42 px and the detector sees one or two panels, and the
+    gutters are too thin for the whitespace cuts; in windows it finds each photo."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    from glomssl.mining.boxes import prf1
+    from glomssl.mining.separate import Separator
+
+    rng = np.random.default_rng(1)
+    tones = [(200, 120, 190), (120, 60, 140), (230, 170, 200), (90, 90, 90), (170, 100, 120)]
+    n, side, gutter = 12, 200, 3
+    length = n * side + (n - 1) * gutter
+    fig = Image.new("RGB", (side, length) if vertical else (length, side), "white")
+    truth = []
+    for i in range(n):
+        x, y = (0, i * (side + gutter)) if vertical else (i * (side + gutter), 0)
+        noise = rng.normal(tones[i % len(tones)], 60, (side, side, 3))  # a blurred-noise "photo"
+        pic = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
+        fig.paste(pic.filter(ImageFilter.GaussianBlur(2)), (x, y))
+        truth.append((x, y, x + side, y + side))
+    for method in ("guided", "yolo"):
+        whole = [b for b, _ in Separator(method, windows=0.0).split([fig])[0]]
+        windowed = [b for b, _ in Separator(method, windows=4.0).split([fig])[0]]
+        assert len(whole) <= 2
+        assert prf1([windowed], [truth])["f1"] == 1.0
