@@ -23,10 +23,12 @@ def inter(a: Box, b: Box) -> int:
     return area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    i = inter(a, b)
-    union = area(a) + area(b) - i
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes (pixel or float coordinates)."""
+    i = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (
+        max(0, a[2] - a[0]) * max(0, a[3] - a[1]) + max(0, b[2] - b[0]) * max(0, b[3] - b[1]) - i
+    )
     return i / union if union else 0.0
 
 
@@ -109,15 +111,6 @@ def merge_windows(
     kept.sort(key=lambda d: -d[1])
     out: list[tuple[tuple[float, float, float, float], float]] = []
     for box, conf in kept:
-        if all(_iou_f(box, b) <= iou_thr for b, _ in out):
+        if all(iou(box, b) <= iou_thr for b, _ in out):
             out.append((box, conf))
     return out
-
-
-def _iou_f(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """IoU of two float boxes."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    i = iw * ih
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - i
-    return i / u if u > 0 else 0.0
