@@ -83,6 +83,11 @@ def resolve_method(method: str) -> str:
     return AUTO_METHOD if method == "auto" else method
 
 
+def _sidecar(weights: str | None) -> str:
+    """How error messages name the sidecar of ``weights``."""
+    return str(Path(weights).with_suffix(".json")) if weights is not None else "the shipped sidecar"
+
+
 def tuned_settings(method: str, weights: str | None = None) -> tuple[float, HybridParams]:
     """Detector confidence and hybrid thresholds for ``method`` with ``weights``.
 
@@ -103,12 +108,9 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             continue
         number = v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
         if number is None or not math.isfinite(number) or number < 0:
-            side = (
-                Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
-            )
             raise GlomsslError(
-                f"{side}: separate.{method}.{k} must be a finite number >= 0, got {v!r}; "
-                "fix or delete that value"
+                f"{_sidecar(weights)}: separate.{method}.{k} must be a finite number >= 0, "
+                f"got {v!r}; fix or delete that value"
             )
         values[k] = float(number)
     conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
@@ -123,8 +125,9 @@ def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
     block = meta.get("separate")
     rect = block.get("rect", False) if isinstance(block, dict) else False
     if not isinstance(rect, bool):
-        side = Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
-        raise GlomsslError(f"{side}: separate.rect must be true or false, got {rect!r}; fix it")
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.rect must be true or false, got {rect!r}; fix it"
+        )
     return rect
 
 
@@ -136,9 +139,9 @@ def strip_ratio(meta: dict[str, Any], weights: str | None) -> float:
     ratio = block.get("windows", 0) if isinstance(block, dict) else 0
     ok = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
     if not ok or not math.isfinite(ratio) or (ratio != 0 and ratio < 1):
-        side = Path(weights).with_suffix(".json") if weights is not None else "the shipped sidecar"
         raise GlomsslError(
-            f"{side}: separate.windows must be 0 (off) or a number >= 1, got {ratio!r}; fix it"
+            f"{_sidecar(weights)}: separate.windows must be 0 (off) or a number >= 1, "
+            f"got {ratio!r}; fix it"
         )
     return float(ratio)
 
