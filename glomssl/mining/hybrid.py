@@ -67,6 +67,8 @@ class HybridParams:
     # detector boxes, under the same checks (section 17)
     letter_conf: float = 0.0  # guided: the letter guard gives way when every part has a detector
     # box this confident (0: never; section 26)
+    letter_corner: float = 0.0  # guided: 1: the one lettered part must be the region's top-left
+    # part, where a panel's letter sits (section 30)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -294,6 +296,10 @@ def _one_lettered_panel(
     ]
     tokens = letter_tokens(pieces, shape, bool(params.letter_join))
     lettered = [carries_letter(p, tokens) for p in parts]
+    if params.letter_corner and sum(lettered) == 1:
+        first = min(range(len(parts)), key=lambda k: parts[k][0] + parts[k][1])
+        if not lettered[first]:  # a label beside a row or a chart's tick label, not its letter
+            return False
     if params.letter_one:
         return sum(lettered) == 1
     return any(lettered) and not all(lettered)

@@ -294,6 +294,31 @@ def test_stricter_letter_guard_switches() -> None:
     assert len(run(letter_one=1.0)) == 2
 
 
+def test_letter_corner_ignores_a_mark_beside_a_later_part() -> None:
+    """``letter_corner`` (section 30): a letter-sized mark at the corner of a part other than the
+    region's top-left one (a row label, a chart's tick label) does not make the region one
+    lettered panel; a letter at the region's top-left still does."""
+    fig, truth = _hairlines(0)
+    dets = [(b, 0.6) for b in truth]  # under letter_conf: only the guard decides
+
+    def run(marked: Image.Image, corner: float) -> list[Box]:
+        arr = np.asarray(marked)
+        ink = ink_mask(arr)
+        p = HybridParams(conf=0.25, support=0.5, letters=1.0, letter_conf=0.7, letter_corner=corner)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, p), 24)]
+
+    whole = [(10, 20, 390, 180), truth[3]]
+    later = fig.copy()
+    _letter(later, truth[1][0], 4)  # above the second of the three touching pictures
+    _letter(later, 410, 4)
+    assert _matches(run(later, 0.0), whole)  # the old guard: one part lettered, kept whole
+    assert _matches(run(later, 1.0), truth)  # not the region's corner: cut
+    first = fig.copy()
+    _letter(first, 10, 4)  # above the first: the region's own letter
+    _letter(first, 410, 4)
+    assert _matches(run(first, 1.0), whole)
+
+
 def _no_hairline(flat: bool = False, band: int = 20) -> tuple[Image.Image, list[Box]]:
     """Two pictures touching with no gutter and no full-length seam (a thin textured band on top of
     a shared grey, so the fine cut finds nothing), then a gutter and a third; ``flat``: the first
