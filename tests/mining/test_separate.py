@@ -318,6 +318,7 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     keys = ("support", "merge", "letters", "letter_one", "fallback", "seam", "nested", "split_conf")
     assert [stored[k] for k in keys] == [0.5, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 0.4]
     assert stored["letter_conf"] == 0.7
+    assert stored["letter_corner"] == 1.0  # the letter guard reads the top-left part (section 30)
     assert stored["windows"] == 4  # the detector's windows along long strips (section 28)
 
 
