@@ -153,6 +153,48 @@ def windows_for(weights: str | None) -> float:
     return strip_ratio(weights_meta(weights), weights)
 
 
+def ink_stretch(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.stretch`` (0 when absent): the darkest ink the detector should see
+    (0-255). A figure whose darkest ink is paler than this is shown to the detector darkened
+    towards it, white kept white (:func:`stretch_ink`; section 31 of the diary)."""
+    block = meta.get("separate")
+    level = block.get("stretch", 0) if isinstance(block, dict) else 0
+    ok = isinstance(level, (int, float)) and not isinstance(level, bool)
+    if not ok or not math.isfinite(level) or not 0 <= level < 255:
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.stretch must be 0 (off) or a grey level in (0, 255), "
+            f"got {level!r}; fix it"
+        )
+    return float(level)
+
+
+def stretch_for(weights: str | None) -> float:
+    """:func:`ink_stretch` of the sidecar of ``weights`` (the shipped ones when None)."""
+    from glomssl.mining.yolo import weights_meta
+
+    return ink_stretch(weights_meta(weights), weights)
+
+
+def stretch_ink(arr: np.ndarray, level: float) -> np.ndarray:
+    """``arr`` (H, W, 3 uint8) with its ink darkened so that its darkest 2% of ink (pixels under
+    grey 235) reach ``level``, by scaling every pixel's distance from white; returned as is when
+    its ink is already that dark, when it has under 100 ink pixels, or when ``level`` is 0. Pale
+    stains (faint IHC, washed-out scans) then reach the detector with the contrast it was trained
+    on; the boxes it returns are in the same pixels."""
+    if level <= 0:
+        return arr
+    grey = arr.mean(axis=2)  # (H, W)
+    ink = grey[grey < 235]
+    if ink.size < 100:
+        return arr
+    darkest = float(np.percentile(ink, 2))
+    if darkest <= level:
+        return arr
+    gain = (255.0 - level) / (255.0 - darkest)
+    out = 255.0 - (255.0 - arr.astype(np.float32)) * gain
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def rect_for(weights: str | None) -> bool:
     """:func:`letterbox_rect` of the sidecar of ``weights`` (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
@@ -221,6 +263,7 @@ class Separator:
         self.imgsz = imgsz or 512
         self.rect = False  # square padding of a batch (see letterbox_rect)
         self.windows = 0.0  # long strips shown whole (see strip_ratio)
+        self.stretch = 0.0  # figures shown to the detector as they are (see ink_stretch)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -230,6 +273,7 @@ class Separator:
             self.imgsz = imgsz or int(meta.get("imgsz", 512))
             self.rect = letterbox_rect(meta, weights)
             self.windows = strip_ratio(meta, weights) if windows is None else windows
+            self.stretch = ink_stretch(meta, weights)
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -245,7 +289,7 @@ class Separator:
 
     def _predict(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """The detector on each (H, W, 3) RGB array, boxes in that array's pixels."""
-        bgr = [a[:, :, ::-1] for a in arrs]  # ultralytics expects BGR arrays
+        bgr = [stretch_ink(a, self.stretch)[:, :, ::-1] for a in arrs]  # ultralytics: BGR
         args = {"imgsz": self.imgsz, "conf": self.conf, "iou": self.iou, "device": self.device}
         if self.rect:  # one figure at a time, padded only to its own rectangle
             results = [self.detector.predict(a, rect=True, verbose=False, **args)[0] for a in bgr]
@@ -348,6 +392,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
             tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
             rect_for(cfg.weights)
             windows_for(cfg.weights)
+            stretch_for(cfg.weights)
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):
@@ -373,6 +418,9 @@ def _run(
         windows = windows_for(cfg.weights)
         if windows:  # likewise
             settings["windows"] = windows
+        stretch = stretch_for(cfg.weights)
+        if stretch:  # likewise
+            settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
