@@ -320,6 +320,7 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     assert stored["letter_conf"] == 0.7
     assert stored["letter_corner"] == 1.0  # the letter guard reads the top-left part (section 30)
     assert stored["windows"] == 4  # the detector's windows along long strips (section 28)
+    assert stored["stretch"] == 80  # pale figures darkened for the detector (section 31)
 
 
 @pytest.mark.parametrize("bad", ["abc", float("nan"), -1, True, None])
