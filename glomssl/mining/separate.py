@@ -131,19 +131,28 @@ def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
     return rect
 
 
+def _sidecar_number(
+    meta: dict[str, Any], key: str, weights: str | None, fits: Any, wanted: str
+) -> float:
+    """The number ``separate.<key>`` of a weights' sidecar (0 when absent), refused with one line
+    naming the sidecar and ``wanted`` when it is not a finite number for which ``fits`` holds."""
+    block = meta.get("separate")
+    value = block.get(key, 0) if isinstance(block, dict) else 0
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not fits(value):
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{key} must be {wanted}, got {value!r}; fix it"
+        )
+    return float(value)
+
+
 def strip_ratio(meta: dict[str, Any], weights: str | None) -> float:
     """The sidecar's ``separate.windows`` (0 when absent): a figure whose long side is more than
     this many times its short side is shown to the detector in overlapping windows of that aspect
     (:func:`glomssl.mining.boxes.strip_windows`), not shrunk whole (section 28 of the diary)."""
-    block = meta.get("separate")
-    ratio = block.get("windows", 0) if isinstance(block, dict) else 0
-    ok = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
-    if not ok or not math.isfinite(ratio) or (ratio != 0 and ratio < 1):
-        raise GlomsslError(
-            f"{_sidecar(weights)}: separate.windows must be 0 (off) or a number >= 1, "
-            f"got {ratio!r}; fix it"
-        )
-    return float(ratio)
+    return _sidecar_number(
+        meta, "windows", weights, lambda v: v == 0 or v >= 1, "0 (off) or a number >= 1"
+    )
 
 
 def windows_for(weights: str | None) -> float:
@@ -157,15 +166,9 @@ def ink_stretch(meta: dict[str, Any], weights: str | None) -> float:
     """The sidecar's ``separate.stretch`` (0 when absent): the darkest ink the detector should see
     (0-255). A figure whose darkest ink is paler than this is shown to the detector darkened
     towards it, white kept white (:func:`stretch_ink`; section 31 of the diary)."""
-    block = meta.get("separate")
-    level = block.get("stretch", 0) if isinstance(block, dict) else 0
-    ok = isinstance(level, (int, float)) and not isinstance(level, bool)
-    if not ok or not math.isfinite(level) or not 0 <= level < 255:
-        raise GlomsslError(
-            f"{_sidecar(weights)}: separate.stretch must be 0 (off) or a grey level in (0, 255), "
-            f"got {level!r}; fix it"
-        )
-    return float(level)
+    return _sidecar_number(
+        meta, "stretch", weights, lambda v: 0 <= v < 255, "0 (off) or a grey level in (0, 255)"
+    )
 
 
 def stretch_for(weights: str | None) -> float:

@@ -44,17 +44,25 @@ def test_merge_drops_pictures_cut_by_a_window_and_keeps_one_of_each() -> None:
     ]
 
 
-@pytest.mark.parametrize("bad", ["abc", float("nan"), 0.5, -1, True, None])
-def test_bad_windows_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+_BAD = ["abc", float("nan"), -1, True, None]
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [("windows", b) for b in [*_BAD, 0.5]] + [("stretch", b) for b in [*_BAD, 255, 300]],
+)
+def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
+    """``separate.windows`` (section 28) and ``separate.stretch`` (section 31): a bad value is one
+    line naming the setting, and the CLI exits 2 before any output."""
     from glomssl.mining.separate import Separator
     from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
     weights = tmp_path / "panel_detector.safetensors"
     shutil.copy(DEFAULT_WEIGHTS, weights)
     meta = json.loads(Path(DEFAULT_WEIGHTS).with_suffix(".json").read_text())
-    meta["separate"]["windows"] = bad
+    meta["separate"][key] = bad
     weights.with_suffix(".json").write_text(json.dumps(meta))
-    with pytest.raises(GlomsslError, match="separate.windows") as err:
+    with pytest.raises(GlomsslError, match=f"separate.{key}") as err:
         Separator("yolo", weights=str(weights))
     assert "\n" not in str(err.value)
     from click.testing import CliRunner
@@ -66,7 +74,7 @@ def test_bad_windows_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  
     Image.new("RGB", (64, 48), "white").save(tmp_path / "figs" / "a.png")
     args = ["separate", "--input", str(tmp_path / "figs"), "--out", str(tmp_path / "o")]
     res = CliRunner().invoke(cli, [*args, "--weights", str(weights)])
-    assert res.exit_code == 2 and "separate.windows" in res.output
+    assert res.exit_code == 2 and f"separate.{key}" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o").exists()
 
 
