@@ -40,6 +40,12 @@ def separator() -> None:
     default=None,
     help="Share of figures that are montages of one --images picture [0].",
 )
+@click.option(
+    "--touch",
+    type=float,
+    default=None,
+    help="Share of figures that are montages of --images pictures with no gutter [0].",
+)
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -53,6 +59,7 @@ def synth(
     no_letters: bool,
     no_captions: bool,
     same_source: float | None,
+    touch: float | None,
     config_file: str | None,
     dry_run: bool,
     quiet: bool,
@@ -76,6 +83,7 @@ def synth(
             "letters": False if no_letters else None,
             "captions": False if no_captions else None,
             "same_source": same_source,
+            "touch": touch,
             "quiet": quiet or None,
         },
     )

@@ -52,6 +52,9 @@ class SynthConfig:
     # chance that a figure is a montage of one sample: all panels photos (or tissue on a slide)
     # cut from ONE --images picture, so neighbours share stain and texture (needs --images)
     same_source: float = opt(0.0, ge=0, le=1)
+    # chance that a figure is a montage of pictures with no gutter: every panel a photo (or tissue
+    # on a slide) from --images, touching its neighbours (needs --images)
+    touch: float = opt(0.0, ge=0, le=1)
     quiet: bool = False
 
     def validate(self) -> None:
@@ -79,6 +82,13 @@ class SynthConfig:
             raise GlomsslError(
                 f"--same-source {self.same_source:g} cuts montages from --images pictures; "
                 "pass --images FOLDER or set --same-source 0"
+            )
+        if not 0.0 <= self.touch <= 1.0:  # also NaN
+            raise GlomsslError(f"--touch must be in [0, 1], got {self.touch}")
+        if self.touch > 0 and not self.images:
+            raise GlomsslError(
+                f"--touch {self.touch:g} fills montages with --images pictures; "
+                "pass --images FOLDER or set --touch 0"
             )
         if not 128 <= self.long_side <= 4096:
             raise GlomsslError(f"--long-side must be in 128..4096, got {self.long_side}")
@@ -123,6 +133,7 @@ def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -
             kinds=cfg.kinds,
             layouts=cfg.layouts,
             same_source=cfg.same_source,
+            touch=cfg.touch,
         )
         buf = io.BytesIO()
         fig.save(buf, format="JPEG", quality=int(rng.integers(60, 96)))

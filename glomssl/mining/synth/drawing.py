@@ -146,6 +146,7 @@ def make_figure(
     layouts: Sequence[float] = LAYOUT_WEIGHTS,
     mode: str | None = None,
     same_source: float = 0.0,
+    touch: float = 0.0,
 ) -> tuple[Image.Image, list[Box]]:
     """Draw one compound figure; return it and its panel boxes (x0, y0, x1, y1), exclusive ends.
 
@@ -156,8 +157,11 @@ def make_figure(
     ``same_source`` is the chance that a figure with ``pool`` images is a montage of one sample:
     all its panels are photos or tissue-on-slide panels cut from ONE pool image (real figures
     often show several fields of the same section side by side, with the same stain, touching or
-    a hairline apart). At 0 (the default) no extra random draw is made, so older seeds give the
-    same figures.
+    a hairline apart). ``touch`` is the chance that a figure with ``pool`` images (not a single
+    panel, not a row of shared-axis charts) is a montage of pictures that touch: no gutter, and
+    every panel a photo or tissue-on-slide crop (each from its own draw of the pool, so neighbours
+    share the stain of the pool but not the picture). At 0 (the default for both) no extra random
+    draw is made, so older seeds give the same figures.
     """
     lw = np.asarray(layouts, dtype=np.float64)
     mode = mode or str(rng.choice(LAYOUTS, p=lw / lw.sum()))
@@ -188,6 +192,10 @@ def make_figure(
         pool = [pool[int(rng.integers(len(pool)))]]  # every photo: a crop of this one image
         mix = np.zeros(len(KIND_NAMES))
         mix[KIND_NAMES.index("photo")], mix[KIND_NAMES.index("slide")] = 0.8, 0.2
+    if touch > 0 and pool and not charts and mode != "single" and rng.random() < touch:
+        gutter = 0
+        mix = np.zeros(len(KIND_NAMES))
+        mix[KIND_NAMES.index("photo")], mix[KIND_NAMES.index("slide")] = 0.9, 0.1
     # panels at least ~36 px on their short side after the final rescale (smaller ones are useless)
     min_cell = int(np.ceil(36 * max(w, h) / (long_side * 0.75)))
     cells = layout(
