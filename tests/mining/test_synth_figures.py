@@ -309,3 +309,63 @@ def test_same_source_figures_cut_every_panel_from_one_image() -> None:
         run_synth(SynthConfig(out="unused", same_source=float("nan")))
     with pytest.raises(GlomsslError, match="pass --images"):  # nothing to cut montages from
         run_synth(SynthConfig(out="unused", same_source=0.3))
+
+
+def _touching_pairs(boxes: list) -> int:
+    """Neighbouring boxes that meet edge to edge (no gutter) along an overlap of > 5 px."""
+    n = 0
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            side = min(a[3], b[3]) - max(a[1], b[1]) > 5 and (a[2] == b[0] or b[2] == a[0])
+            stack = min(a[2], b[2]) - max(a[0], b[0]) > 5 and (a[3] == b[1] or b[3] == a[1])
+            n += side or stack
+    return n
+
+
+def test_touch_figures_are_montages_of_pool_pictures_with_no_gutter() -> None:
+    """``touch`` 1: panels are pool pictures (of several pool images, unlike ``same_source``) that
+    meet their neighbours with no gutter; at 0 the same seeds draw gutters and mixed panel kinds.
+    Boxes stay exact."""
+    rng = np.random.default_rng(6)
+    pool = []
+    for c in range(3):  # a red, a green and a blue picture: each panel shows which one it came from
+        arr = rng.integers(0, 40, (90, 120, 3)).astype(np.uint8)
+        arr[..., c] = rng.integers(160, 255, (90, 120))
+        pool.append(Image.fromarray(arr))
+    kw = dict(letters=False, captions=False, resize=False)
+    montages = touching0 = several = 0
+    for seed in range(12):
+        mode = ("grid", "uniform", "rows")[seed % 3]
+        fig, boxes = make_figure(np.random.default_rng([4, seed]), Fonts(), pool, **kw, mode=mode, touch=1.0)  # type: ignore[arg-type]  # fmt: skip
+        _check_exact(fig, boxes)
+        arr = np.asarray(fig).astype(np.float32)
+        means = [arr[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0) for x0, y0, x1, y1 in boxes]
+        if len(boxes) < 2 or max(m.mean() for m in means) > 200:
+            continue  # one panel, or a row of shared-axis charts (white, drawn with its own gap)
+        montages += 1
+        assert _touching_pairs(boxes) > 0, (seed, boxes)  # every montage of pictures touches
+        # a coloured panel (not one turned grey) shows which pool picture it came from
+        several += len({int(np.argmax(m)) for m in means if m.max() - m.min() > 30}) >= 2
+        fig0, boxes0 = make_figure(np.random.default_rng([4, seed]), Fonts(), pool, **kw, mode=mode)  # type: ignore[arg-type]  # fmt: skip
+        touching0 += _touching_pairs(boxes0) > 0
+    assert montages >= 8
+    assert touching0 <= montages // 2  # without it, most of the same figures keep a gutter
+    assert several >= montages // 2  # panels come from several pool pictures
+    with pytest.raises(GlomsslError, match="--touch must be in"):
+        run_synth(SynthConfig(out="unused", touch=float("nan")))
+    with pytest.raises(GlomsslError, match="pass --images"):
+        run_synth(SynthConfig(out="unused", touch=0.3))
+
+
+def test_cli_synth_touch(tmp_path: Path) -> None:
+    from glomssl.cli import cli
+
+    runner = CliRunner()
+    pool = _pool(tmp_path / "pool")
+    args = ["separator", "synth", "--n", "3", "--quiet", "--images", str(pool)]
+    res = runner.invoke(cli, [*args, "--out", str(tmp_path / "t"), "--touch", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["figures"] == 3
+    res = runner.invoke(cli, [*args, "--out", str(tmp_path / "x"), "--touch", "-0.1"])
+    assert res.exit_code == 2 and "Error: --touch must be >= 0 and <= 1" in res.output
+    assert not (tmp_path / "x").exists()
