@@ -66,6 +66,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     from glomssl.detect.evaluate import best_f1_threshold, labelled_tiles, predict_files
     from glomssl.detect.model import Detector, build_net, load_yolo
     from glomssl.engine import resolve_device
+    from glomssl.mining.yolo import report_progress
     from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     info = check_dataset(cfg.data)
@@ -86,6 +87,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
             yolo.ckpt = {"model": yolo.model}
         else:
             yolo = build_net(layout, work_dir=run)
+    report_progress(yolo, "detect train", cfg.quiet)
     t0 = time.perf_counter()
     try:
         yolo.train(

@@ -107,6 +107,55 @@ def ultralytics_device(name: str, what: str = "--device") -> str:
     return "cpu" if dev == "cpu" else dev.partition(":")[2] or "0"
 
 
+def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 30.0) -> None:
+    """Print plain progress lines to stderr while ``yolo`` trains.
+
+    glomssl keeps ultralytics' own logger quiet (``YOLO_VERBOSE``), so without this a training run
+    prints nothing for many minutes. Lines, also in a log without a terminal: the batches done over
+    all epochs (at most one line per ``every_s`` seconds, with a time left), and one line per
+    finished epoch with its validation mAP50.
+    """
+    if quiet:
+        return
+    import sys
+    import time
+
+    from glomssl.engine import progress_line
+
+    t0 = time.perf_counter()
+    state = {"batch": 0, "last": t0}
+
+    def on_epoch_start(trainer: Any) -> None:
+        state["batch"] = 0
+
+    def on_batch_end(trainer: Any) -> None:
+        state["batch"] += 1
+        now = time.perf_counter()
+        if now - state["last"] < every_s:
+            return
+        state["last"] = now
+        per_epoch = len(trainer.train_loader)
+        done = (trainer.epoch - trainer.start_epoch) * per_epoch + state["batch"]
+        total = (trainer.epochs - trainer.start_epoch) * per_epoch
+        line = progress_line(f"{what}: batches", done, total, t0, epoch=trainer.epoch + 1)
+        print(line, file=sys.stderr, flush=True)
+
+    def on_epoch_end(trainer: Any) -> None:
+        metrics = getattr(trainer, "metrics", None) or {}
+        extra = (
+            {"mAP50": float(metrics["metrics/mAP50(B)"])} if "metrics/mAP50(B)" in metrics else {}
+        )
+        done = trainer.epoch - trainer.start_epoch + 1
+        line = progress_line(
+            f"{what}: epoch", done, trainer.epochs - trainer.start_epoch, t0, **extra
+        )
+        print(line, file=sys.stderr, flush=True)
+
+    yolo.add_callback("on_train_epoch_start", on_epoch_start)
+    yolo.add_callback("on_train_batch_end", on_batch_end)
+    yolo.add_callback("on_fit_epoch_end", on_epoch_end)
+
+
 def build_model(
     model_yaml: str | os.PathLike[str] = MODEL_YAML,
     work_dir: str | os.PathLike[str] | None = None,

@@ -19,6 +19,7 @@ from glomssl.mining.yolo import (
     MODEL_YAML,
     build_model,
     load_detector,
+    report_progress,
     ultralytics_device,
     weights_meta,
 )
@@ -93,6 +94,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
         else:
             model_yaml = Path(cfg.model)
             yolo = build_model(model_yaml, work_dir=run)
+    report_progress(yolo, "separator train", cfg.quiet)
     try:
         yolo.train(
             data=os.fspath(data_yaml),

@@ -89,6 +89,44 @@ def test_train_one_epoch_offline_then_load(tmp_path: Path, no_network: None) -> 
     assert res[0].boxes.xyxy.shape[1] == 4
 
 
+def test_training_prints_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a terminal, a training run still says how far it is: one line per epoch (with the
+    validation mAP50) to stderr; `quiet` silences them."""
+    synth = run_synth(SynthConfig(out=str(tmp_path / "s"), n=4, val_fraction=0.25, quiet=True))
+    kw = dict(data=synth["data_yaml"], out=str(tmp_path / "runs"), imgsz=64, batch=2, workers=0)
+    train_detector(TrainConfig(**kw, epochs=2))  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    for epoch in ("epoch 1/2 (50%)", "epoch 2/2 (100%)"):
+        line = next(x for x in err.splitlines() if x.startswith(f"separator train: {epoch}"))
+        assert "mAP50=" in line
+    train_detector(TrainConfig(**kw, epochs=1, quiet=True))  # type: ignore[arg-type]
+    assert "separator train" not in capsys.readouterr().err
+
+
+def test_progress_lines_count_batches_over_all_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    from types import SimpleNamespace
+
+    from glomssl.mining.yolo import report_progress
+
+    hooks: dict[str, list] = {}
+    fake = SimpleNamespace(add_callback=lambda ev, fn: hooks.setdefault(ev, []).append(fn))
+    report_progress(fake, "train", every_s=0.0)
+    tr = SimpleNamespace(train_loader=[0] * 5, epoch=0, epochs=3, start_epoch=0, metrics={})
+    for epoch in range(3):
+        tr.epoch = epoch
+        hooks["on_train_epoch_start"][0](tr)
+        for _ in range(5):
+            hooks["on_train_batch_end"][0](tr)
+        tr.metrics = {"metrics/mAP50(B)": 0.5 + epoch / 10}
+        hooks["on_fit_epoch_end"][0](tr)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("train: batches 1/15 (7%)") and "epoch=1" in lines[0]
+    assert lines[5].startswith("train: epoch 1/3 (33%)") and "mAP50=0.5" in lines[5]
+    assert lines[6].startswith("train: batches 6/15 (40%)") and "epoch=2" in lines[6]
+    assert lines[-1].startswith("train: epoch 3/3 (100%)") and "mAP50=0.7" in lines[-1]
+    assert len(lines) == 18
+
+
 def test_shipped_weights_load() -> None:
     assert DEFAULT_WEIGHTS.is_file(), "the package must ship trained panel-detector weights"
     yolo = load_detector()
