@@ -142,13 +142,15 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
 
     def on_epoch_end(trainer: Any) -> None:
         metrics = getattr(trainer, "metrics", None) or {}
-        extra = (
-            {"mAP50": float(metrics["metrics/mAP50(B)"])} if "metrics/mAP50(B)" in metrics else {}
+        done, total = trainer.epoch - trainer.start_epoch + 1, trainer.epochs - trainer.start_epoch
+        spent = time.perf_counter() - t0
+        left = spent / done * (total - done)
+        line = (
+            f"{what}: epoch {done}/{total} ({100 * done / max(total, 1):.0f}%) "
+            f"{spent / done:.0f} s/epoch eta {int(left // 60)}m{int(left % 60):02d}s"
         )
-        done = trainer.epoch - trainer.start_epoch + 1
-        line = progress_line(
-            f"{what}: epoch", done, trainer.epochs - trainer.start_epoch, t0, **extra
-        )
+        if "metrics/mAP50(B)" in metrics:
+            line += f" mAP50={float(metrics['metrics/mAP50(B)']):.4g}"
         print(line, file=sys.stderr, flush=True)
 
     yolo.add_callback("on_train_epoch_start", on_epoch_start)
