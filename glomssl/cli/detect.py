@@ -164,7 +164,9 @@ def data(
 @click.option("--epochs", type=int, default=None, help="Epochs [30].")
 @click.option("--imgsz", type=int, default=None, help="Training image size [384].")
 @click.option("--batch", type=int, default=None, help="Batch size [16].")
-@click.option("--lr0", type=float, default=None, help="Initial learning rate [0.01].")
+@click.option(
+    "--lr0", type=float, default=None, help="Starting learning rate of AdamW [auto: 0.002]."
+)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [cpu].")
 @click.option("--workers", type=int, default=None, help="Data-loading workers [2].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")

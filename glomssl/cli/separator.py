@@ -109,6 +109,9 @@ def synth(
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--fraction", type=float, default=None, help="Share of training images used [1].")
 @click.option("--init", type=click.Path(), default=None, help="Start from these weights.")
+@click.option(
+    "--lr0", type=float, default=None, help="Starting learning rate of AdamW [auto: 0.002]."
+)
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, help="Less output.")
@@ -124,6 +127,7 @@ def train(
     seed: int | None,
     fraction: float | None,
     init: str | None,
+    lr0: float | None,
     config_file: str | None,
     dry_run: bool,
     quiet: bool,
@@ -149,6 +153,7 @@ def train(
             "seed": seed,
             "fraction": fraction,
             "init": init,
+            "lr0": lr0,
             "quiet": quiet or None,
         },
     )

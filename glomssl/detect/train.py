@@ -36,7 +36,8 @@ class DetectTrainConfig:
     epochs: int = opt(30, ge=1, le=10000)
     imgsz: int = opt(384, ge=64, le=4096)
     batch: int = opt(16, ge=1)
-    lr0: float = opt(0.01, gt=0, le=1)
+    # starting learning rate of AdamW; unset: ultralytics' automatic choice (AdamW at 0.002)
+    lr0: float | None = opt(None, gt=0, le=1)
     device: str = "cpu"
     workers: int = opt(2, ge=0)
     seed: int = opt(0, ge=0)
@@ -66,7 +67,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     from glomssl.detect.evaluate import best_f1_threshold, labelled_tiles, predict_files
     from glomssl.detect.model import Detector, build_net, load_yolo
     from glomssl.engine import resolve_device
-    from glomssl.mining.yolo import report_progress
+    from glomssl.mining.yolo import optimizer_args, report_progress
     from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     info = check_dataset(cfg.data)
@@ -95,7 +96,6 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
             epochs=cfg.epochs,
             imgsz=cfg.imgsz,
             batch=cfg.batch,
-            lr0=cfg.lr0,
             device="cpu" if device == "cpu" else device.partition(":")[2] or "0",
             workers=cfg.workers,
             seed=cfg.seed,
@@ -121,6 +121,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
             hsv_h=0.015,
             hsv_s=0.5,
             hsv_v=0.3,
+            **optimizer_args(cfg.lr0),
         )
     except GlomsslError:
         raise

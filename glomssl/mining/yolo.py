@@ -107,6 +107,17 @@ def ultralytics_device(name: str, what: str = "--device") -> str:
     return "cpu" if dev == "cpu" else dev.partition(":")[2] or "0"
 
 
+def optimizer_args(lr0: float | None) -> dict[str, Any]:
+    """ultralytics ``train`` arguments for a starting learning rate.
+
+    With its default ``optimizer="auto"`` ultralytics ignores ``lr0`` and picks the optimizer and
+    rate itself (AdamW at 0.002 for a one-class detector on short runs). ``None`` keeps that
+    choice; a number asks for AdamW starting at that rate, so the value given is the one used
+    (a lower rate fine-tunes shipped weights more gently).
+    """
+    return {} if lr0 is None else {"optimizer": "AdamW", "lr0": float(lr0)}
+
+
 def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 30.0) -> None:
     """Print plain progress lines to stderr while ``yolo`` trains.
 

@@ -19,6 +19,7 @@ from glomssl.mining.yolo import (
     MODEL_YAML,
     build_model,
     load_detector,
+    optimizer_args,
     report_progress,
     ultralytics_device,
     weights_meta,
@@ -46,6 +47,8 @@ class TrainConfig:
     scale: float = opt(0.3, ge=0, lt=1)  # random zoom range of the augmentation
     cache: bool = True  # keep decoded training images in RAM (saves CPU on JPEG decoding)
     init: str | None = None  # start from these detector weights (safetensors) instead of random
+    # starting learning rate of AdamW; unset: ultralytics' automatic choice (AdamW at 0.002)
+    lr0: float | None = opt(None, gt=0, le=1)
     quiet: bool = False
 
     def validate(self) -> None:
@@ -123,6 +126,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             scale=cfg.scale,
             translate=0.05,
             degrees=0.0,
+            **optimizer_args(cfg.lr0),
         )
     except GlomsslError:
         raise
@@ -144,6 +148,7 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             "fraction": cfg.fraction,
             "fliplr": cfg.fliplr,
             "init": init,
+            "lr0": cfg.lr0 if cfg.lr0 is not None else "auto (ultralytics: AdamW at 0.002)",
             "data": os.fspath(cfg.data),
             "val_metrics": metrics,
         },

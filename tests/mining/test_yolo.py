@@ -103,6 +103,34 @@ def test_training_prints_progress_lines(tmp_path: Path, capsys: pytest.CaptureFi
     assert "separator train" not in capsys.readouterr().err
 
 
+def test_lr0_is_the_rate_training_uses(tmp_path: Path) -> None:
+    """ultralytics' automatic optimizer ignores ``lr0``; glomssl asks for AdamW when one is given,
+    so the rate logged for the (single, warm-up-free) epoch is the one asked for, and without it
+    the automatic 0.002."""
+    import csv
+
+    synth = run_synth(SynthConfig(out=str(tmp_path / "s"), n=4, val_fraction=0.25, quiet=True))
+    rates = {}
+    for lr0 in (None, 0.0123):
+        kw = dict(data=synth["data_yaml"], out=str(tmp_path / "runs"), imgsz=64, batch=2)
+        cfg = TrainConfig(**kw, workers=0, epochs=1, warmup_epochs=0.0, lr0=lr0, quiet=True)  # type: ignore[arg-type]  # fmt: skip
+        run = Path(train_detector(cfg)["run"])
+        with (run / "ultralytics" / "results.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        rates[lr0] = float(rows[-1]["lr/pg0"])
+        assert weights_meta(run / "panel_detector.safetensors")["lr0"] == (
+            lr0 or "auto (ultralytics: AdamW at 0.002)"
+        )
+    assert rates[0.0123] == pytest.approx(0.0123, rel=1e-6)
+    assert rates[None] == pytest.approx(0.002, rel=1e-6)
+    from glomssl.cli import cli
+
+    for bad in ("0", "nan", "2"):
+        args = ["separator", "train", "--data", synth["data_yaml"], "--lr0", bad, "--dry-run"]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2 and "Error: --lr0 " in res.output, res.output
+
+
 def test_progress_lines_count_batches_over_all_epochs(capsys: pytest.CaptureFixture[str]) -> None:
     from types import SimpleNamespace
 
