@@ -154,6 +154,8 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
     def on_epoch_end(trainer: Any) -> None:
         metrics = getattr(trainer, "metrics", None) or {}
         done, total = trainer.epoch - trainer.start_epoch + 1, trainer.epochs - trainer.start_epoch
+        if done > total:  # ultralytics' closing check of the best epoch calls this hook again
+            return
         spent = time.perf_counter() - t0
         left = spent / done * (total - done)
         line = (
