@@ -76,20 +76,17 @@ class SynthConfig:
                 f"layouts must be {len(LAYOUTS)} non-negative weights ({', '.join(LAYOUTS)}), "
                 f"got {self.layouts}"
             )
-        if not 0.0 <= self.same_source <= 1.0:  # also NaN
-            raise GlomsslError(f"--same-source must be in [0, 1], got {self.same_source}")
-        if self.same_source > 0 and not self.images:
-            raise GlomsslError(
-                f"--same-source {self.same_source:g} cuts montages from --images pictures; "
-                "pass --images FOLDER or set --same-source 0"
-            )
-        if not 0.0 <= self.touch <= 1.0:  # also NaN
-            raise GlomsslError(f"--touch must be in [0, 1], got {self.touch}")
-        if self.touch > 0 and not self.images:
-            raise GlomsslError(
-                f"--touch {self.touch:g} fills montages with --images pictures; "
-                "pass --images FOLDER or set --touch 0"
-            )
+        for flag, share, verb in (
+            ("--same-source", self.same_source, "cuts montages from"),
+            ("--touch", self.touch, "fills montages with"),
+        ):
+            if not 0.0 <= share <= 1.0:  # also NaN
+                raise GlomsslError(f"{flag} must be in [0, 1], got {share}")
+            if share > 0 and not self.images:
+                raise GlomsslError(
+                    f"{flag} {share:g} {verb} --images pictures; "
+                    f"pass --images FOLDER or set {flag} 0"
+                )
         if not 128 <= self.long_side <= 4096:
             raise GlomsslError(f"--long-side must be in 128..4096, got {self.long_side}")
         for folder in self.images:
