@@ -133,8 +133,10 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
 
     from glomssl.engine import progress_line
 
-    t0 = time.perf_counter()
-    state = {"batch": 0, "last": t0}
+    state = {"batch": 0, "start": time.perf_counter(), "last": time.perf_counter()}
+
+    def on_train_start(trainer: Any) -> None:  # the clock starts after data loading and caching
+        state["start"] = state["last"] = time.perf_counter()
 
     def on_epoch_start(trainer: Any) -> None:
         state["batch"] = 0
@@ -148,7 +150,9 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
         per_epoch = len(trainer.train_loader)
         done = (trainer.epoch - trainer.start_epoch) * per_epoch + state["batch"]
         total = (trainer.epochs - trainer.start_epoch) * per_epoch
-        line = progress_line(f"{what}: batches", done, total, t0, epoch=trainer.epoch + 1)
+        line = progress_line(
+            f"{what}: batches", done, total, state["start"], epoch=trainer.epoch + 1
+        )
         print(line, file=sys.stderr, flush=True)
 
     def on_epoch_end(trainer: Any) -> None:
@@ -156,7 +160,7 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
         done, total = trainer.epoch - trainer.start_epoch + 1, trainer.epochs - trainer.start_epoch
         if done > total:  # ultralytics' closing check of the best epoch calls this hook again
             return
-        spent = time.perf_counter() - t0
+        spent = time.perf_counter() - state["start"]
         left = spent / done * (total - done)
         line = (
             f"{what}: epoch {done}/{total} ({100 * done / max(total, 1):.0f}%) "
@@ -166,6 +170,7 @@ def report_progress(yolo: Any, what: str, quiet: bool = False, every_s: float = 
             line += f" mAP50={float(metrics['metrics/mAP50(B)']):.4g}"
         print(line, file=sys.stderr, flush=True)
 
+    yolo.add_callback("on_train_start", on_train_start)
     yolo.add_callback("on_train_epoch_start", on_epoch_start)
     yolo.add_callback("on_train_batch_end", on_batch_end)
     yolo.add_callback("on_fit_epoch_end", on_epoch_end)

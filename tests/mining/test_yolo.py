@@ -139,6 +139,7 @@ def test_progress_lines_count_batches_over_all_epochs(capsys: pytest.CaptureFixt
     fake = SimpleNamespace(add_callback=lambda ev, fn: hooks.setdefault(ev, []).append(fn))
     report_progress(fake, "train", every_s=0.0)
     tr = SimpleNamespace(train_loader=[0] * 5, epoch=0, epochs=3, start_epoch=0, metrics={})
+    hooks["on_train_start"][0](tr)
     for epoch in range(3):
         tr.epoch = epoch
         hooks["on_train_epoch_start"][0](tr)
