@@ -182,6 +182,13 @@ def main() -> None:
         default=None,
         help="classic's narrowest gutter is at most 1/STRIP of the short side (0: off) [shipped]",
     )
+    ap.add_argument(
+        "--zoom",
+        type=float,
+        default=None,
+        help="guided: re-separate returned panels this many times as long as high (0: off; "
+        "section 36) [the weights' sidecar]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     ap.add_argument(
         "--stain",
@@ -241,7 +248,9 @@ def main() -> None:
         return
     exs = exsclaim_set(shared) if args.exsclaim else None
     for m in args.methods.split(","):
-        sep = Separator(m, weights=args.weights, conf=args.conf, hybrid=params, classic=classic)
+        sep = Separator(
+            m, weights=args.weights, conf=args.conf, hybrid=params, classic=classic, zoom=args.zoom
+        )
         result[m] = score(sep, *data)
         if exs is not None:
             result[f"exsclaim_{m}"] = score(sep, *exs)
@@ -249,6 +258,8 @@ def main() -> None:
             result["hybrid_params"] = vars(sep.hybrid)
         elif m == "yolo":
             result["yolo_conf"] = sep.conf
+        if m == "guided":
+            result["guided_zoom"] = sep.zoom
     print(json.dumps(result))
 
 

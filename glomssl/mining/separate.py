@@ -198,6 +198,22 @@ def stretch_ink(arr: np.ndarray, level: float) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def zoom_ratio(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.zoom`` (0 when absent): a panel ``guided`` returns that is at
+    least this many times as long as it is high (or high as wide) is separated again on its own,
+    closer (section 36 of the diary)."""
+    return _sidecar_number(
+        meta, "zoom", weights, lambda v: v == 0 or v >= 1, "0 (off) or a number >= 1"
+    )
+
+
+def zoom_for(weights: str | None) -> float:
+    """:func:`zoom_ratio` of the sidecar of ``weights`` (the shipped ones when None)."""
+    from glomssl.mining.yolo import weights_meta
+
+    return zoom_ratio(weights_meta(weights), weights)
+
+
 def rect_for(weights: str | None) -> bool:
     """:func:`letterbox_rect` of the sidecar of ``weights`` (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
@@ -255,6 +271,7 @@ class Separator:
         hybrid: dict[str, float] | None = None,
         classic: ClassicParams = DEFAULT_CLASSIC,
         windows: float | None = None,
+        zoom: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -267,6 +284,7 @@ class Separator:
         self.rect = False  # square padding of a batch (see letterbox_rect)
         self.windows = 0.0  # long strips shown whole (see strip_ratio)
         self.stretch = 0.0  # figures shown to the detector as they are (see ink_stretch)
+        self.zoom = 0.0  # long panels kept as guided returns them (see zoom_ratio)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -277,6 +295,8 @@ class Separator:
             self.rect = letterbox_rect(meta, weights)
             self.windows = strip_ratio(meta, weights) if windows is None else windows
             self.stretch = ink_stretch(meta, weights)
+            if self.method == "guided":
+                self.zoom = zoom_ratio(meta, weights) if zoom is None else zoom
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -306,13 +326,39 @@ class Separator:
         return raw
 
     def split(self, images: Sequence[Image.Image]) -> list[list[Scored]]:
-        """Panels of each figure (reading order); never empty: falls back to the whole figure."""
+        """Panels of each figure (reading order); never empty: falls back to the whole figure.
+
+        With ``zoom`` (guided only), a returned panel at least ``zoom`` times as long as it is
+        high (or high as wide) is separated again on its own, so the detector sees it at its
+        full input size (in windows when it is a long strip): a row of touching pictures under
+        column headers is one long region for the whitespace cuts and one box for the detector
+        at the figure's scale. Two or more panels found there replace it."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
+        found = self._split(arrs)
+        if not self.zoom:
+            return found
+        return [self._zoom_in(a, panels) for a, panels in zip(arrs, found)]
+
+    def _zoom_in(self, arr: np.ndarray, panels: list[Scored]) -> list[Scored]:
+        out: list[Scored] = []
+        for box, score in panels:
+            w, h = box[2] - box[0], box[3] - box[1]
+            if min(w, h) >= self.min_side and max(w, h) >= self.zoom * min(w, h):
+                crop = np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
+                inner = self._split([crop])[0]
+                if len(inner) >= 2:
+                    out += [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
+                            for (x0, y0, x1, y1), s in inner]  # fmt: skip
+                    continue
+            out.append((box, score))
+        return sorted(out, key=lambda s: (s[0][1] // 16, s[0][0]))  # reading order, as clean_boxes
+
+    def _split(self, arrs: list[np.ndarray]) -> list[list[Scored]]:
         inks = [ink_mask(a, params=self.classic) for a in arrs]
         if self.method == "classic":
             raw = [
-                classic_boxes(im, self.min_side, params=self.classic, ink=ink)
-                for im, ink in zip(images, inks)
+                classic_boxes(Image.fromarray(a), self.min_side, params=self.classic, ink=ink)
+                for a, ink in zip(arrs, inks)
             ]
         elif self.method == "yolo":
             raw = self.detect(arrs)
@@ -396,6 +442,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
             rect_for(cfg.weights)
             windows_for(cfg.weights)
             stretch_for(cfg.weights)
+            zoom_for(cfg.weights)
     items = load_image_list(cfg.input)
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):
@@ -426,6 +473,9 @@ def _run(
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
+            zoom = zoom_for(cfg.weights)
+            if zoom:  # only when set, as above
+                settings["zoom"] = zoom
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}
