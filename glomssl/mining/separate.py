@@ -295,8 +295,8 @@ class Separator:
             self.rect = letterbox_rect(meta, weights)
             self.windows = strip_ratio(meta, weights) if windows is None else windows
             self.stretch = ink_stretch(meta, weights)
-            if self.method == "guided":
-                self.zoom = zoom_ratio(meta, weights) if zoom is None else zoom
+            zoom = zoom_ratio(meta, weights) if zoom is None else zoom  # checked for every method
+            self.zoom = zoom if self.method == "guided" else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long

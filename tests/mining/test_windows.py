@@ -49,11 +49,14 @@ _BAD = ["abc", float("nan"), -1, True, None]
 
 @pytest.mark.parametrize(
     ("key", "bad"),
-    [("windows", b) for b in [*_BAD, 0.5]] + [("stretch", b) for b in [*_BAD, 255, 300]],
+    [("windows", b) for b in [*_BAD, 0.5]]
+    + [("stretch", b) for b in [*_BAD, 255, 300]]
+    + [("zoom", b) for b in [*_BAD, 0.5]],
 )
 def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
-    """``separate.windows`` (section 28) and ``separate.stretch`` (section 31): a bad value is one
-    line naming the setting, and the CLI exits 2 before any output."""
+    """``separate.windows`` (section 28), ``separate.stretch`` (section 31) and ``separate.zoom``
+    (section 36): a bad value is one line naming the setting, and the CLI exits 2 before any
+    output."""
     from glomssl.mining.separate import Separator
     from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
@@ -106,3 +109,48 @@ def test_windows_let_the_detector_find_every_picture_of_a_long_strip(vertical: b
         windowed = [b for b, _ in Separator(method, windows=4.0).split([fig])[0]]
         assert len(whole) <= 2
         assert prf1([windowed], [truth])["f1"] == 1.0
+
+
+def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``zoom`` 2: a returned panel at least twice as long as high is separated again as a figure
+    of its own; two or more panels found there replace it (in figure pixels, reading order), one
+    leaves it as it was; a shorter panel is never looked at again; off, nothing changes."""
+    import numpy as np
+    from PIL import Image
+
+    from glomssl.mining.separate import Separator
+
+    seen: list[tuple[int, int]] = []
+
+    def fake_split(self: Separator, arrs: list) -> list:
+        out = []
+        for a in arrs:
+            h, w = a.shape[:2]
+            seen.append((w, h))
+            if (w, h) == (400, 300):  # the figure: a long row on top, a square panel below
+                out.append([((0, 0, 400, 100), 0.9), ((100, 120, 250, 290), 0.8)])
+            elif (w, h) == (400, 100):  # the row on its own: three touching pictures
+                out.append([((0, 0, 133, 100), 0.7), ((133, 0, 266, 100), 0.6), ((266, 0, 400, 100), 0.5)])  # fmt: skip
+            else:
+                out.append([((0, 0, w, h), 1.0)])
+        return out
+
+    monkeypatch.setattr(Separator, "_split", fake_split)
+    fig = Image.fromarray(np.full((300, 400, 3), 200, np.uint8))
+    zoomed = Separator("guided", zoom=2.0).split([fig])[0]
+    assert zoomed == [
+        ((0, 0, 133, 100), 0.7),
+        ((133, 0, 266, 100), 0.6),
+        ((266, 0, 400, 100), 0.5),
+        ((100, 120, 250, 290), 0.8),
+    ]
+    assert seen == [(400, 300), (400, 100)]  # the 150 x 170 panel is not looked at again
+    seen.clear()
+    assert Separator("guided", zoom=5.0).split([fig])[0] == [
+        ((0, 0, 400, 100), 0.9),
+        ((100, 120, 250, 290), 0.8),
+    ]  # 4:1 is under 5: kept
+    assert seen == [(400, 300)]
+    seen.clear()
+    assert Separator("guided", zoom=0.0).split([fig])[0][0] == ((0, 0, 400, 100), 0.9)
+    assert Separator("yolo", zoom=2.0).zoom == 0.0  # guided only
