@@ -189,6 +189,13 @@ def main() -> None:
         help="guided: re-separate returned panels this many times as long as high (0: off; "
         "section 36) [the weights' sidecar]",
     )
+    ap.add_argument(
+        "--zoom-hint",
+        type=float,
+        default=None,
+        help="with --zoom: only long panels holding a figure-scale detector box at least this share "
+        "inside (0: every one; section 37) [the weights' sidecar]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     ap.add_argument(
         "--stain",
@@ -249,7 +256,13 @@ def main() -> None:
     exs = exsclaim_set(shared) if args.exsclaim else None
     for m in args.methods.split(","):
         sep = Separator(
-            m, weights=args.weights, conf=args.conf, hybrid=params, classic=classic, zoom=args.zoom
+            m,
+            weights=args.weights,
+            conf=args.conf,
+            hybrid=params,
+            classic=classic,
+            zoom=args.zoom,
+            zoom_hint=args.zoom_hint,
         )
         result[m] = score(sep, *data)
         if exs is not None:
@@ -260,6 +273,7 @@ def main() -> None:
             result["yolo_conf"] = sep.conf
         if m == "guided":
             result["guided_zoom"] = sep.zoom
+            result["guided_zoom_hint"] = sep.zoom_hint
     print(json.dumps(result))
 
 

@@ -42,7 +42,16 @@ from glomssl.config import opt
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, folder_lock, sha256_bytes
 from glomssl.manifest import Row, load_image_list, relpath, write_jsonl, write_manifest
-from glomssl.mining.boxes import Box, Scored, iou, merge_windows, prf1, strip_windows
+from glomssl.mining.boxes import (
+    Box,
+    Scored,
+    area,
+    inter,
+    iou,
+    merge_windows,
+    prf1,
+    strip_windows,
+)
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
@@ -207,11 +216,21 @@ def zoom_ratio(meta: dict[str, Any], weights: str | None) -> float:
     )
 
 
-def zoom_for(weights: str | None) -> float:
-    """:func:`zoom_ratio` of the sidecar of ``weights`` (the shipped ones when None)."""
+def hint_share(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.zoom_hint`` (0 when absent): with ``zoom``, a long panel is looked
+    at again only when a detector box found at the figure's scale lies at least this share inside
+    it without being it (IoU < 0.5): the detector saw a smaller panel there (section 37). 0: every
+    long panel is looked at again (section 36)."""
+    return _sidecar_number(meta, "zoom_hint", weights, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def zoom_for(weights: str | None) -> tuple[float, float]:
+    """(:func:`zoom_ratio`, :func:`hint_share`) of the sidecar of ``weights`` (the shipped ones when
+    None)."""
     from glomssl.mining.yolo import weights_meta
 
-    return zoom_ratio(weights_meta(weights), weights)
+    meta = weights_meta(weights)
+    return zoom_ratio(meta, weights), hint_share(meta, weights)
 
 
 def rect_for(weights: str | None) -> bool:
@@ -272,6 +291,7 @@ class Separator:
         classic: ClassicParams = DEFAULT_CLASSIC,
         windows: float | None = None,
         zoom: float | None = None,
+        zoom_hint: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -285,6 +305,7 @@ class Separator:
         self.windows = 0.0  # long strips shown whole (see strip_ratio)
         self.stretch = 0.0  # figures shown to the detector as they are (see ink_stretch)
         self.zoom = 0.0  # long panels kept as guided returns them (see zoom_ratio)
+        self.zoom_hint = 0.0  # with zoom: every long panel is looked at again (see hint_share)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -296,7 +317,9 @@ class Separator:
             self.windows = strip_ratio(meta, weights) if windows is None else windows
             self.stretch = ink_stretch(meta, weights)
             zoom = zoom_ratio(meta, weights) if zoom is None else zoom  # checked for every method
+            hint = hint_share(meta, weights) if zoom_hint is None else zoom_hint
             self.zoom = zoom if self.method == "guided" else 0.0
+            self.zoom_hint = hint if self.zoom else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -334,18 +357,31 @@ class Separator:
         column headers is one long region for the whitespace cuts and one box for the detector
         at the figure's scale. Two or more panels found there replace it."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
-        found = self._split(arrs)
+        found, dets = self._split(arrs)
         if not self.zoom:
             return found
-        return [self._zoom_in(a, panels) for a, panels in zip(arrs, found)]
+        return [self._zoom_in(*args) for args in zip(arrs, found, dets)]
 
-    def _zoom_in(self, arr: np.ndarray, panels: list[Scored]) -> list[Scored]:
+    def _hinted(self, box: Box, dets: Sequence[Scored]) -> bool:
+        """Whether the figure-scale detector boxes ``dets`` hint at smaller panels inside the long
+        panel ``box``: one of them lies at least ``zoom_hint`` inside it and is not it (IoU < 0.5).
+        Always true when ``zoom_hint`` is 0."""
+        if not self.zoom_hint:
+            return True
+        for det, _ in dets:
+            own = area(det)
+            if own > 0 and iou(det, box) < 0.5 and inter(det, box) >= self.zoom_hint * own:
+                return True
+        return False
+
+    def _zoom_in(self, arr: np.ndarray, panels: list[Scored], dets: list[Scored]) -> list[Scored]:
         out: list[Scored] = []
         for box, score in panels:
             w, h = box[2] - box[0], box[3] - box[1]
-            if min(w, h) >= self.min_side and max(w, h) >= self.zoom * min(w, h):
+            long = min(w, h) >= self.min_side and max(w, h) >= self.zoom * min(w, h)
+            if long and self._hinted(box, dets):
                 crop = np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
-                inner = self._split([crop])[0]
+                inner = self._split([crop])[0][0]
                 if len(inner) >= 2:
                     out += [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
                             for (x0, y0, x1, y1), s in inner]  # fmt: skip
@@ -353,20 +389,23 @@ class Separator:
             out.append((box, score))
         return sorted(out, key=lambda s: (s[0][1] // 16, s[0][0]))  # reading order, as clean_boxes
 
-    def _split(self, arrs: list[np.ndarray]) -> list[list[Scored]]:
+    def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
+        """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
         inks = [ink_mask(a, params=self.classic) for a in arrs]
+        dets: list[list[Scored]] = [[] for _ in arrs]
         if self.method == "classic":
             raw = [
                 classic_boxes(Image.fromarray(a), self.min_side, params=self.classic, ink=ink)
                 for a, ink in zip(arrs, inks)
             ]
         elif self.method == "yolo":
-            raw = self.detect(arrs)
+            raw = dets = self.detect(arrs)
         else:
             boxes_of = guided_boxes if self.method == "guided" else hybrid_boxes
+            dets = self.detect(arrs)
             raw = [
-                boxes_of(a, ink, dets, self.min_side, self.hybrid, self.classic)
-                for a, ink, dets in zip(arrs, inks, self.detect(arrs))
+                boxes_of(a, ink, found, self.min_side, self.hybrid, self.classic)
+                for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
         for ink, boxes in zip(inks, raw):
@@ -375,7 +414,7 @@ class Separator:
                 whole, _ = whole_figure(ink)
                 kept = [(whole, kept[0][1] if kept else 1.0)]
             out.append(kept)
-        return out
+        return out, dets
 
 
 # ----------------------------------------------------------------------------- the run
@@ -473,9 +512,11 @@ def _run(
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
-            zoom = zoom_for(cfg.weights)
+            zoom, hint = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
                 settings["zoom"] = zoom
+                if hint:
+                    settings["zoom_hint"] = hint
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

@@ -51,7 +51,8 @@ _BAD = ["abc", float("nan"), -1, True, None]
     ("key", "bad"),
     [("windows", b) for b in [*_BAD, 0.5]]
     + [("stretch", b) for b in [*_BAD, 255, 300]]
-    + [("zoom", b) for b in [*_BAD, 0.5]],
+    + [("zoom", b) for b in [*_BAD, 0.5]]
+    + [("zoom_hint", b) for b in [*_BAD, 1.5]],
 )
 def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
     """``separate.windows`` (section 28), ``separate.stretch`` (section 31) and ``separate.zoom``
@@ -122,7 +123,7 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
 
     seen: list[tuple[int, int]] = []
 
-    def fake_split(self: Separator, arrs: list) -> list:
+    def fake_split(self: Separator, arrs: list) -> tuple[list, list]:
         out = []
         for a in arrs:
             h, w = a.shape[:2]
@@ -133,8 +134,9 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
                 out.append([((0, 0, 133, 100), 0.7), ((133, 0, 266, 100), 0.6), ((266, 0, 400, 100), 0.5)])  # fmt: skip
             else:
                 out.append([((0, 0, w, h), 1.0)])
-        return out
+        return out, [dets.get((w, h), []) for (w, h) in seen[-len(arrs) :]]
 
+    dets: dict[tuple[int, int], list] = {}  # figure-scale detector boxes by figure size
     monkeypatch.setattr(Separator, "_split", fake_split)
     fig = Image.fromarray(np.full((300, 400, 3), 200, np.uint8))
     zoomed = Separator("guided", zoom=2.0).split([fig])[0]
@@ -154,3 +156,14 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
     seen.clear()
     assert Separator("guided", zoom=0.0).split([fig])[0][0] == ((0, 0, 400, 100), 0.9)
     assert Separator("yolo", zoom=2.0).zoom == 0.0  # guided only
+    # zoom_hint (section 37): only a long panel the figure-scale detector saw a smaller panel in
+    hinted = Separator("guided", zoom=2.0, zoom_hint=0.7)
+    seen.clear()
+    dets[(400, 300)] = [((0.0, 0.0, 400.0, 100.0), 0.9), ((90.0, 110.0, 260.0, 295.0), 0.8)]
+    assert hinted.split([fig])[0][0] == ((0, 0, 400, 100), 0.9)  # only boxes that ARE panels
+    assert seen == [(400, 300)]  # no second pass at all
+    dets[(400, 300)].append(((130.0, -5.0, 270.0, 95.0), 0.3))  # 140 x 100, 95 % inside the row
+    assert len(hinted.split([fig])[0]) == 4  # now it is looked at again and cut in three
+    dets[(400, 300)][-1] = ((130.0, 40.0, 270.0, 180.0), 0.3)  # 140 x 140, 43 % inside: no hint
+    assert len(hinted.split([fig])[0]) == 2
+    assert Separator("guided", zoom_hint=0.7).zoom_hint == 0.0  # nothing to hint without zoom
