@@ -196,6 +196,13 @@ def main() -> None:
         help="with --zoom: only long panels holding a figure-scale detector box at least this share "
         "inside (0: every one; section 37) [the weights' sidecar]",
     )
+    ap.add_argument(
+        "--zoom-cap",
+        type=float,
+        default=None,
+        help="with --zoom-hint: at most this many more parts than hinting boxes (0: any; "
+        "section 38) [the weights' sidecar]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     ap.add_argument(
         "--stain",
@@ -263,6 +270,7 @@ def main() -> None:
             classic=classic,
             zoom=args.zoom,
             zoom_hint=args.zoom_hint,
+            zoom_cap=args.zoom_cap,
         )
         result[m] = score(sep, *data)
         if exs is not None:
@@ -274,6 +282,7 @@ def main() -> None:
         if m == "guided":
             result["guided_zoom"] = sep.zoom
             result["guided_zoom_hint"] = sep.zoom_hint
+            result["guided_zoom_cap"] = sep.zoom_cap
     print(json.dumps(result))
 
 

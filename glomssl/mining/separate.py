@@ -224,13 +224,22 @@ def hint_share(meta: dict[str, Any], weights: str | None) -> float:
     return _sidecar_number(meta, "zoom_hint", weights, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
-def zoom_for(weights: str | None) -> tuple[float, float]:
-    """(:func:`zoom_ratio`, :func:`hint_share`) of the sidecar of ``weights`` (the shipped ones when
-    None)."""
+def part_cap(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.zoom_cap`` (0 when absent): with ``zoom_hint``, zooming may cut a
+    long panel into at most this many more parts than the detector boxes that hinted at it
+    (section 38); 0: any number (section 37)."""
+    return _sidecar_number(
+        meta, "zoom_cap", weights, lambda v: v == int(v) and v >= 0, "a whole number >= 0"
+    )
+
+
+def zoom_for(weights: str | None) -> tuple[float, float, float]:
+    """(:func:`zoom_ratio`, :func:`hint_share`, :func:`part_cap`) of the sidecar of ``weights``
+    (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
 
     meta = weights_meta(weights)
-    return zoom_ratio(meta, weights), hint_share(meta, weights)
+    return zoom_ratio(meta, weights), hint_share(meta, weights), part_cap(meta, weights)
 
 
 def rect_for(weights: str | None) -> bool:
@@ -292,6 +301,7 @@ class Separator:
         windows: float | None = None,
         zoom: float | None = None,
         zoom_hint: float | None = None,
+        zoom_cap: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -306,6 +316,7 @@ class Separator:
         self.stretch = 0.0  # figures shown to the detector as they are (see ink_stretch)
         self.zoom = 0.0  # long panels kept as guided returns them (see zoom_ratio)
         self.zoom_hint = 0.0  # with zoom: every long panel is looked at again (see hint_share)
+        self.zoom_cap = 0.0  # ... and may be cut into any number of parts (see part_cap)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -319,7 +330,9 @@ class Separator:
             zoom = zoom_ratio(meta, weights) if zoom is None else zoom  # checked for every method
             hint = hint_share(meta, weights) if zoom_hint is None else zoom_hint
             self.zoom = zoom if self.method == "guided" else 0.0
+            cap = part_cap(meta, weights) if zoom_cap is None else zoom_cap
             self.zoom_hint = hint if self.zoom else 0.0
+            self.zoom_cap = cap if self.zoom_hint else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -362,27 +375,33 @@ class Separator:
             return found
         return [self._zoom_in(*args) for args in zip(arrs, found, dets)]
 
-    def _hinted(self, box: Box, dets: Sequence[Scored]) -> bool:
-        """Whether the figure-scale detector boxes ``dets`` hint at smaller panels inside the long
-        panel ``box``: one of them lies at least ``zoom_hint`` inside it and is not it (IoU < 0.5).
-        Always true when ``zoom_hint`` is 0."""
+    def _most_parts(self, box: Box, dets: Sequence[Scored]) -> float:
+        """How many parts zooming into the long panel ``box`` may cut it into (fewer than 2: it
+        is not looked at again). Without ``zoom_hint``: any number. With it, the figure-scale
+        detector boxes ``dets`` that hint at smaller panels inside ``box`` count (each at least
+        ``zoom_hint`` inside it, and not it: IoU < 0.5); none: 0; else, with ``zoom_cap``, that
+        count plus ``zoom_cap`` (the hinted panels and the rest), without it any number."""
         if not self.zoom_hint:
-            return True
+            return math.inf
+        hints = 0
         for det, _ in dets:
             own = area(det)
             if own > 0 and iou(det, box) < 0.5 and inter(det, box) >= self.zoom_hint * own:
-                return True
-        return False
+                hints += 1
+        if not hints:
+            return 0
+        return hints + self.zoom_cap if self.zoom_cap else math.inf
 
     def _zoom_in(self, arr: np.ndarray, panels: list[Scored], dets: list[Scored]) -> list[Scored]:
         out: list[Scored] = []
         for box, score in panels:
             w, h = box[2] - box[0], box[3] - box[1]
             long = min(w, h) >= self.min_side and max(w, h) >= self.zoom * min(w, h)
-            if long and self._hinted(box, dets):
+            most = self._most_parts(box, dets) if long else 0
+            if most >= 2:
                 crop = np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
                 inner = self._split([crop])[0][0]
-                if len(inner) >= 2:
+                if 2 <= len(inner) <= most:
                     out += [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
                             for (x0, y0, x1, y1), s in inner]  # fmt: skip
                     continue
@@ -512,11 +531,13 @@ def _run(
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
-            zoom, hint = zoom_for(cfg.weights)
+            zoom, hint, cap = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
                 settings["zoom"] = zoom
                 if hint:
                     settings["zoom_hint"] = hint
+                    if cap:
+                        settings["zoom_cap"] = cap
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

@@ -52,7 +52,8 @@ _BAD = ["abc", float("nan"), -1, True, None]
     [("windows", b) for b in [*_BAD, 0.5]]
     + [("stretch", b) for b in [*_BAD, 255, 300]]
     + [("zoom", b) for b in [*_BAD, 0.5]]
-    + [("zoom_hint", b) for b in [*_BAD, 1.5]],
+    + [("zoom_hint", b) for b in [*_BAD, 1.5]]
+    + [("zoom_cap", b) for b in [*_BAD, 1.5]],
 )
 def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
     """``separate.windows`` (section 28), ``separate.stretch`` (section 31) and ``separate.zoom``
@@ -167,3 +168,10 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
     dets[(400, 300)][-1] = ((130.0, 40.0, 270.0, 180.0), 0.3)  # 140 x 140, 43 % inside: no hint
     assert len(hinted.split([fig])[0]) == 2
     assert Separator("guided", zoom_hint=0.7).zoom_hint == 0.0  # nothing to hint without zoom
+    # zoom_cap (section 38): at most zoom_cap more parts than hinting boxes
+    dets[(400, 300)][-1] = ((130.0, -5.0, 270.0, 95.0), 0.3)  # one hint again
+    capped = Separator("guided", zoom=2.0, zoom_hint=0.7, zoom_cap=1)
+    assert capped.split([fig])[0][0] == ((0, 0, 400, 100), 0.9)  # 3 parts > 1 hint + 1: kept
+    dets[(400, 300)].append(((270.0, 0.0, 400.0, 100.0), 0.3))  # a second hinting box
+    assert len(capped.split([fig])[0]) == 4  # 3 parts <= 2 hints + 1: cut
+    assert Separator("guided", zoom=2.0, zoom_cap=1).zoom_cap == 0.0  # a cap needs the hint
