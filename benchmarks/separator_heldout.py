@@ -203,6 +203,13 @@ def main() -> None:
         help="with --zoom-hint: at most this many more parts than hinting boxes (0: any; "
         "section 38) [the weights' sidecar]",
     )
+    ap.add_argument(
+        "--zoom-conf",
+        type=float,
+        default=None,
+        help="with --zoom-hint: only detector boxes at least this confident hint (0: guided's "
+        "own conf; section 39) [the weights' sidecar]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     ap.add_argument(
         "--stain",
@@ -271,6 +278,7 @@ def main() -> None:
             zoom=args.zoom,
             zoom_hint=args.zoom_hint,
             zoom_cap=args.zoom_cap,
+            zoom_conf=args.zoom_conf,
         )
         result[m] = score(sep, *data)
         if exs is not None:
@@ -283,6 +291,7 @@ def main() -> None:
             result["guided_zoom"] = sep.zoom
             result["guided_zoom_hint"] = sep.zoom_hint
             result["guided_zoom_cap"] = sep.zoom_cap
+            result["guided_zoom_conf"] = sep.zoom_conf
     print(json.dumps(result))
 
 

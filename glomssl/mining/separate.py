@@ -233,13 +233,24 @@ def part_cap(meta: dict[str, Any], weights: str | None) -> float:
     )
 
 
-def zoom_for(weights: str | None) -> tuple[float, float, float]:
-    """(:func:`zoom_ratio`, :func:`hint_share`, :func:`part_cap`) of the sidecar of ``weights``
-    (the shipped ones when None)."""
+def hint_conf(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.zoom_conf`` (0 when absent): with ``zoom_hint``, only detector
+    boxes at least this confident hint (section 39); 0: every box guided keeps (its ``conf``)."""
+    return _sidecar_number(meta, "zoom_conf", weights, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def zoom_for(weights: str | None) -> tuple[float, float, float, float]:
+    """(:func:`zoom_ratio`, :func:`hint_share`, :func:`part_cap`, :func:`hint_conf`) of the
+    sidecar of ``weights`` (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
 
     meta = weights_meta(weights)
-    return zoom_ratio(meta, weights), hint_share(meta, weights), part_cap(meta, weights)
+    return (
+        zoom_ratio(meta, weights),
+        hint_share(meta, weights),
+        part_cap(meta, weights),
+        hint_conf(meta, weights),
+    )
 
 
 def rect_for(weights: str | None) -> bool:
@@ -302,6 +313,7 @@ class Separator:
         zoom: float | None = None,
         zoom_hint: float | None = None,
         zoom_cap: float | None = None,
+        zoom_conf: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -317,6 +329,7 @@ class Separator:
         self.zoom = 0.0  # long panels kept as guided returns them (see zoom_ratio)
         self.zoom_hint = 0.0  # with zoom: every long panel is looked at again (see hint_share)
         self.zoom_cap = 0.0  # ... and may be cut into any number of parts (see part_cap)
+        self.zoom_conf = 0.0  # ... hinted by any detector box guided keeps (see hint_conf)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -332,7 +345,9 @@ class Separator:
             self.zoom = zoom if self.method == "guided" else 0.0
             cap = part_cap(meta, weights) if zoom_cap is None else zoom_cap
             self.zoom_hint = hint if self.zoom else 0.0
+            hconf = hint_conf(meta, weights) if zoom_conf is None else zoom_conf
             self.zoom_cap = cap if self.zoom_hint else 0.0
+            self.zoom_conf = hconf if self.zoom_hint else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -379,14 +394,17 @@ class Separator:
         """How many parts zooming into the long panel ``box`` may cut it into (fewer than 2: it
         is not looked at again). Without ``zoom_hint``: any number. With it, the figure-scale
         detector boxes ``dets`` that hint at smaller panels inside ``box`` count (each at least
-        ``zoom_hint`` inside it, and not it: IoU < 0.5); none: 0; else, with ``zoom_cap``, that
-        count plus ``zoom_cap`` (the hinted panels and the rest), without it any number."""
+        ``zoom_hint`` inside it, not it: IoU < 0.5, and at least ``zoom_conf`` confident); none:
+        0; else, with ``zoom_cap``, that count plus ``zoom_cap`` (the hinted panels and the
+        rest), without it any number."""
         if not self.zoom_hint:
             return math.inf
         hints = 0
-        for det, _ in dets:
+        for det, conf in dets:
             own = area(det)
-            if own > 0 and iou(det, box) < 0.5 and inter(det, box) >= self.zoom_hint * own:
+            if conf < self.zoom_conf or own <= 0 or iou(det, box) >= 0.5:
+                continue
+            if inter(det, box) >= self.zoom_hint * own:
                 hints += 1
         if not hints:
             return 0
@@ -531,13 +549,15 @@ def _run(
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
-            zoom, hint, cap = zoom_for(cfg.weights)
+            zoom, hint, cap, hconf = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
                 settings["zoom"] = zoom
                 if hint:
                     settings["zoom_hint"] = hint
                     if cap:
                         settings["zoom_cap"] = cap
+                    if hconf:
+                        settings["zoom_conf"] = hconf
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}

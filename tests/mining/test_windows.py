@@ -53,7 +53,8 @@ _BAD = ["abc", float("nan"), -1, True, None]
     + [("stretch", b) for b in [*_BAD, 255, 300]]
     + [("zoom", b) for b in [*_BAD, 0.5]]
     + [("zoom_hint", b) for b in [*_BAD, 1.5]]
-    + [("zoom_cap", b) for b in [*_BAD, 1.5]],
+    + [("zoom_cap", b) for b in [*_BAD, 1.5]]
+    + [("zoom_conf", b) for b in [*_BAD, 1.5]],
 )
 def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
     """``separate.windows`` (section 28), ``separate.stretch`` (section 31) and ``separate.zoom``
@@ -175,3 +176,18 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
     dets[(400, 300)].append(((270.0, 0.0, 400.0, 100.0), 0.3))  # a second hinting box
     assert len(capped.split([fig])[0]) == 4  # 3 parts <= 2 hints + 1: cut
     assert Separator("guided", zoom=2.0, zoom_cap=1).zoom_cap == 0.0  # a cap needs the hint
+    # zoom_conf (section 39): only hinting boxes at least this confident count (both are 0.3)
+    assert Separator("guided", zoom=2.0, zoom_hint=0.7, zoom_conf=0.6).split([fig])[0][0] == (
+        (0, 0, 400, 100),
+        0.9,
+    )
+    assert len(Separator("guided", zoom=2.0, zoom_hint=0.7, zoom_conf=0.3).split([fig])[0]) == 4
+    # zoom 1: any kept panel, however square, is looked at again when hinted
+    dets[(150, 170)] = []
+    seen.clear()
+    Separator("guided", zoom=1.0, zoom_hint=0.7).split([fig])
+    assert (150, 170) not in seen  # the square panel holds no hint: not looked at
+    dets[(400, 300)].append(((110.0, 130.0, 200.0, 220.0), 0.3))  # inside the square panel
+    seen.clear()
+    Separator("guided", zoom=1.0, zoom_hint=0.7).split([fig])
+    assert (150, 170) in seen
