@@ -210,6 +210,13 @@ def main() -> None:
         help="with --zoom-hint: only detector boxes at least this confident hint (0: guided's "
         "own conf; section 39) [the weights' sidecar]",
     )
+    ap.add_argument(
+        "--zoom-letters",
+        type=float,
+        default=None,
+        help="with --zoom: 1 undoes a zoom into one lettered panel's pictures (section 40) "
+        "[the weights' sidecar]",
+    )
     ap.add_argument("--exsclaim", action="store_true", help="also score the 14 exsclaim figures")
     ap.add_argument(
         "--stain",
@@ -279,6 +286,7 @@ def main() -> None:
             zoom_hint=args.zoom_hint,
             zoom_cap=args.zoom_cap,
             zoom_conf=args.zoom_conf,
+            zoom_letters=args.zoom_letters,
         )
         result[m] = score(sep, *data)
         if exs is not None:
@@ -292,6 +300,7 @@ def main() -> None:
             result["guided_zoom_hint"] = sep.zoom_hint
             result["guided_zoom_cap"] = sep.zoom_cap
             result["guided_zoom_conf"] = sep.zoom_conf
+            result["guided_zoom_letters"] = sep.zoom_letters
     print(json.dumps(result))
 
 

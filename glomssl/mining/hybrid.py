@@ -276,7 +276,7 @@ def _kept_dets(detections: Sequence[Scored], conf: float, shape: tuple[int, ...]
     return out
 
 
-def _one_lettered_panel(
+def one_lettered_panel(
     region: Box,
     parts: Sequence[Box],
     small: Sequence[Box],
@@ -378,7 +378,7 @@ def guided_boxes(
         ) -> bool:
             if params.letter_conf and min(scores) >= params.letter_conf:
                 return False  # the detector is sure of every part: the guard gives way
-            return bool(params.letters) and _one_lettered_panel(
+            return bool(params.letters) and one_lettered_panel(
                 region, boxes, small, regions, ink.shape, limit, params
             )
 

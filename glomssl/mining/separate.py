@@ -58,9 +58,11 @@ from glomssl.mining.classic import (
     classic_boxes,
     clean_boxes,
     ink_mask,
+    leaves,
+    size_limit,
     whole_figure,
 )
-from glomssl.mining.hybrid import HybridParams, guided_boxes, hybrid_boxes
+from glomssl.mining.hybrid import HybridParams, guided_boxes, hybrid_boxes, one_lettered_panel
 
 __all__ = [
     "AUTO_METHOD",
@@ -239,9 +241,16 @@ def hint_conf(meta: dict[str, Any], weights: str | None) -> float:
     return _sidecar_number(meta, "zoom_conf", weights, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
-def zoom_for(weights: str | None) -> tuple[float, float, float, float]:
-    """(:func:`zoom_ratio`, :func:`hint_share`, :func:`part_cap`, :func:`hint_conf`) of the
-    sidecar of ``weights`` (the shipped ones when None)."""
+def zoom_letter_guard(meta: dict[str, Any], weights: str | None) -> float:
+    """The sidecar's ``separate.zoom_letters`` (0 when absent): 1 undoes a zoom whose parts are the
+    pictures of one lettered panel, by guided's letter guard read on the whole figure (exactly
+    one part, the top-left one, carries a panel letter; section 40)."""
+    return _sidecar_number(meta, "zoom_letters", weights, lambda v: v in (0, 1), "0 or 1")
+
+
+def zoom_for(weights: str | None) -> tuple[float, float, float, float, float]:
+    """(:func:`zoom_ratio`, :func:`hint_share`, :func:`part_cap`, :func:`hint_conf`,
+    :func:`zoom_letter_guard`) of the sidecar of ``weights`` (the shipped ones when None)."""
     from glomssl.mining.yolo import weights_meta
 
     meta = weights_meta(weights)
@@ -250,6 +259,7 @@ def zoom_for(weights: str | None) -> tuple[float, float, float, float]:
         hint_share(meta, weights),
         part_cap(meta, weights),
         hint_conf(meta, weights),
+        zoom_letter_guard(meta, weights),
     )
 
 
@@ -314,6 +324,7 @@ class Separator:
         zoom_hint: float | None = None,
         zoom_cap: float | None = None,
         zoom_conf: float | None = None,
+        zoom_letters: float | None = None,
     ) -> None:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
@@ -330,6 +341,7 @@ class Separator:
         self.zoom_hint = 0.0  # with zoom: every long panel is looked at again (see hint_share)
         self.zoom_cap = 0.0  # ... and may be cut into any number of parts (see part_cap)
         self.zoom_conf = 0.0  # ... hinted by any detector box guided keeps (see hint_conf)
+        self.zoom_letters = 0.0  # ... even into one lettered panel's pictures (zoom_letter_guard)
         if self.method in ("yolo", "hybrid", "guided"):
             from glomssl.mining.yolo import load_detector, ultralytics_device, weights_meta
 
@@ -348,6 +360,8 @@ class Separator:
             hconf = hint_conf(meta, weights) if zoom_conf is None else zoom_conf
             self.zoom_cap = cap if self.zoom_hint else 0.0
             self.zoom_conf = hconf if self.zoom_hint else 0.0
+            guard = zoom_letter_guard(meta, weights) if zoom_letters is None else zoom_letters
+            self.zoom_letters = guard if self.zoom else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -412,6 +426,7 @@ class Separator:
 
     def _zoom_in(self, arr: np.ndarray, panels: list[Scored], dets: list[Scored]) -> list[Scored]:
         out: list[Scored] = []
+        regions: list[Box] | None = None  # the figure's classic regions, for the letter guard
         for box, score in panels:
             w, h = box[2] - box[0], box[3] - box[1]
             long = min(w, h) >= self.min_side and max(w, h) >= self.zoom * min(w, h)
@@ -419,12 +434,26 @@ class Separator:
             if most >= 2:
                 crop = np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
                 inner = self._split([crop])[0][0]
-                if 2 <= len(inner) <= most:
-                    out += [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
-                            for (x0, y0, x1, y1), s in inner]  # fmt: skip
-                    continue
+                parts = [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
+                         for (x0, y0, x1, y1), s in inner]  # fmt: skip
+                if 2 <= len(parts) <= most:
+                    if self.zoom_letters and regions is None:
+                        regions = leaves(arr, ink_mask(arr, params=self.classic), self.min_side,
+                                         self.classic)  # fmt: skip
+                    if not (regions and self._one_lettered(box, parts, regions, arr.shape)):
+                        out += parts
+                        continue
             out.append((box, score))
         return sorted(out, key=lambda s: (s[0][1] // 16, s[0][0]))  # reading order, as clean_boxes
+
+    def _one_lettered(
+        self, box: Box, parts: list[Scored], regions: list[Box], shape: tuple[int, ...]
+    ) -> bool:
+        """Guided's letter guard on a zoom's ``parts``, with the letters of the whole figure (a
+        panel's letter usually sits outside the panel box the zoom looked into)."""
+        limit = size_limit(shape, self.min_side)
+        boxes = [b for b, _ in parts]
+        return one_lettered_panel(box, boxes, [], regions, shape, limit, self.hybrid)
 
     def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
         """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
@@ -549,7 +578,7 @@ def _run(
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
             settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
-            zoom, hint, cap, hconf = zoom_for(cfg.weights)
+            zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
                 settings["zoom"] = zoom
                 if hint:
@@ -558,6 +587,8 @@ def _run(
                         settings["zoom_cap"] = cap
                     if hconf:
                         settings["zoom_conf"] = hconf
+                if letters:
+                    settings["zoom_letters"] = letters
     db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}
