@@ -54,7 +54,8 @@ _BAD = ["abc", float("nan"), -1, True, None]
     + [("zoom", b) for b in [*_BAD, 0.5]]
     + [("zoom_hint", b) for b in [*_BAD, 1.5]]
     + [("zoom_cap", b) for b in [*_BAD, 1.5]]
-    + [("zoom_conf", b) for b in [*_BAD, 1.5]],
+    + [("zoom_conf", b) for b in [*_BAD, 1.5]]
+    + [("zoom_letters", b) for b in [*_BAD, 0.5]],
 )
 def test_bad_sidecar_number_is_a_one_line_error(tmp_path: Path, key: str, bad) -> None:  # type: ignore[no-untyped-def]
     """``separate.windows`` (section 28), ``separate.stretch`` (section 31) and ``separate.zoom``
@@ -191,3 +192,37 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
     seen.clear()
     Separator("guided", zoom=1.0, zoom_hint=0.7).split([fig])
     assert (150, 170) in seen
+
+
+def test_zoom_letters_keeps_one_lettered_panels_pictures_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``zoom_letters`` 1 (section 40): a zoom whose parts are the pictures of one lettered panel
+    (one letter, at the top-left part, read among the whole figure's small regions: outside the
+    crop) is undone; without the letter, or without the setting, the zoom stands."""
+    import numpy as np
+    from PIL import Image
+
+    from glomssl.mining.separate import Separator
+
+    def fake_split(self: Separator, arrs: list) -> tuple[list, list]:
+        out = []
+        for a in arrs:
+            h, w = a.shape[:2]
+            if (w, h) == (400, 300):  # a long row (its letter above-left of it) and a panel
+                out.append([((16, 16, 400, 100), 0.9), ((100, 120, 250, 290), 0.8)])
+            elif (w, h) == (384, 84):  # the row on its own: three touching pictures
+                out.append([((0, 0, 128, 84), 0.7), ((128, 0, 256, 84), 0.6), ((256, 0, 384, 84), 0.5)])  # fmt: skip
+            else:
+                out.append([((0, 0, w, h), 1.0)])
+        return out, [[] for _ in arrs]
+
+    monkeypatch.setattr(Separator, "_split", fake_split)
+    page = np.full((300, 400, 3), 255, np.uint8)
+    page[16:100, 16:400] = (150, 60, 140)  # the row of pictures
+    page[120:290, 100:250] = (90, 90, 90)  # the other panel
+    lettered = page.copy()
+    lettered[2:12, 2:10] = 0  # its letter: a small dark mark up and left of the row
+    for arr, letters, n in [(lettered, 1.0, 2), (lettered, 0.0, 4), (page, 1.0, 4)]:
+        sep = Separator("guided", zoom=2.0, zoom_letters=letters)
+        assert len(sep.split([Image.fromarray(arr)])[0]) == n, (letters, n)
