@@ -352,16 +352,17 @@ class Separator:
             self.rect = letterbox_rect(meta, weights)
             self.windows = strip_ratio(meta, weights) if windows is None else windows
             self.stretch = ink_stretch(meta, weights)
-            zoom = zoom_ratio(meta, weights) if zoom is None else zoom  # checked for every method
+            # the zoom settings are checked for every method, and used by guided only
+            zoom = zoom_ratio(meta, weights) if zoom is None else zoom
             hint = hint_share(meta, weights) if zoom_hint is None else zoom_hint
-            self.zoom = zoom if self.method == "guided" else 0.0
             cap = part_cap(meta, weights) if zoom_cap is None else zoom_cap
-            self.zoom_hint = hint if self.zoom else 0.0
             hconf = hint_conf(meta, weights) if zoom_conf is None else zoom_conf
+            guard = zoom_letter_guard(meta, weights) if zoom_letters is None else zoom_letters
+            self.zoom = zoom if self.method == "guided" else 0.0
+            self.zoom_letters = guard if self.zoom else 0.0
+            self.zoom_hint = hint if self.zoom else 0.0
             self.zoom_cap = cap if self.zoom_hint else 0.0
             self.zoom_conf = hconf if self.zoom_hint else 0.0
-            guard = zoom_letter_guard(meta, weights) if zoom_letters is None else zoom_letters
-            self.zoom_letters = guard if self.zoom else 0.0
 
     def detect(self, arrs: Sequence[np.ndarray]) -> list[list[Scored]]:
         """Raw detector boxes (figure pixels) and confidences for (H, W, 3) RGB arrays; a long
@@ -397,7 +398,10 @@ class Separator:
         high (or high as wide) is separated again on its own, so the detector sees it at its
         full input size (in windows when it is a long strip): a row of touching pictures under
         column headers is one long region for the whitespace cuts and one box for the detector
-        at the figure's scale. Two or more panels found there replace it."""
+        at the figure's scale. Two or more panels found there replace it. ``zoom_hint``,
+        ``zoom_conf`` and ``zoom_cap`` narrow which panels are looked at again and how finely
+        they may be cut (:meth:`_most_parts`); ``zoom_letters`` keeps one lettered panel's
+        pictures together (:meth:`_one_lettered`). Diary, sections 36-40."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
         found, dets = self._split(arrs)
         if not self.zoom:
