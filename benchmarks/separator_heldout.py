@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -225,7 +226,16 @@ def main() -> None:
         help="re-stain the set's pictures (not its charts): pale brown (faint IHC) or green on "
         "black (fluorescence); a stress set of section 31 [none]",
     )
+    ap.add_argument(
+        "--jpeg",
+        type=int,
+        default=0,
+        help="save each figure as JPEG at this quality (1-95) and score the decoded copy, as "
+        "figures mined from the web arrive; a stress set [0: off]",
+    )
     args = ap.parse_args()
+    if not 0 <= args.jpeg <= 95:
+        ap.error("--jpeg must be a quality 1-95, or 0 for off")
     if args.first < 0 or args.n < 0:
         ap.error("--first and --n must be >= 0")
     if args.strip is not None and not args.strip >= 0:
@@ -252,8 +262,10 @@ def main() -> None:
         data = tuning_set(args.n or 200, args.images)
     if args.stain != "none":
         data = ([restain(f, b, args.stain) for f, b in zip(*data)], data[1])
+    if args.jpeg:
+        data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "stain": args.stain,
+                    "stain": args.stain, "jpeg": args.jpeg,
                     "first": args.first if args.set in ("heldout", "strips", "strips512") else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
@@ -302,6 +314,15 @@ def main() -> None:
             result["guided_zoom_conf"] = sep.zoom_conf
             result["guided_zoom_letters"] = sep.zoom_letters
     print(json.dumps(result))
+
+
+def recompress(fig: Image.Image, quality: int) -> Image.Image:
+    """``fig`` saved as a baseline JPEG at ``quality`` (4:2:0 chroma, as most web figures are) and
+    decoded again."""
+    buf = io.BytesIO()
+    fig.convert("RGB").save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
 
 
 def restain(fig: Image.Image, boxes: list, mode: str) -> Image.Image:
