@@ -28,6 +28,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -51,12 +52,15 @@ ROOT = Path(__file__).resolve().parents[1]
 Figures = tuple[list[Image.Image], list[list[tuple[int, int, int, int]]]]
 
 
-def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Figures:
+def heldout_set(
+    shared: Path, n: int, cache: Path | None, first: int = 0, scale: float = 1.0
+) -> Figures:
     """H (figures ``first`` .. ``first + n - 1``): drawn once, cached as PNG + boxes.json when
-    ``cache`` is given."""
+    ``cache`` is given (a cache drawn at another ``scale`` is drawn again)."""
     if cache is not None and (cache / "boxes.json").is_file():
         meta = json.loads((cache / "boxes.json").read_text())
-        if len(meta) >= n and meta[0]["file"] == f"{first:04d}.png":
+        drawn_at = meta[0].get("scale", 1.0) if meta else None
+        if len(meta) >= n and meta[0]["file"] == f"{first:04d}.png" and drawn_at == scale:
             figs = [Image.open(cache / m["file"]).convert("RGB") for m in meta[:n]]
             return figs, [[tuple(b) for b in m["boxes"]] for m in meta[:n]]
     glom, tissue = heldout_pools(shared)
@@ -64,11 +68,14 @@ def heldout_set(shared: Path, n: int, cache: Path | None, first: int = 0) -> Fig
     figs, truths, meta = [], [], []
     for i in range(first, first + n):
         fig, boxes = make_heldout_figure(
-            np.random.default_rng([20251, i]), {"glom": glom, "tissue": tissue}, fonts
-        )
+            np.random.default_rng([20251, i]), {"glom": glom, "tissue": tissue}, fonts,
+            scale=scale,
+        )  # fmt: skip
         figs.append(fig)
         truths.append(boxes)
         meta.append({"file": f"{i:04d}.png", "boxes": [list(b) for b in boxes]})
+        if scale != 1.0:
+            meta[-1]["scale"] = scale
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         for m, fig in zip(meta, figs):
@@ -160,6 +167,13 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
     ap.add_argument("--first", type=int, default=0, help="first held-out figure's seed index [0]")
     ap.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="heldout: draw each layout on a page this many times wider before the shrink to "
+        "512 px (smaller panels, thinner gutters, tinier letters); a stress set [1]",
+    )
+    ap.add_argument(
         "--images", action="append", default=[], help="training panel pool (tuning set)"
     )
     ap.add_argument("--weights", default=None, help="detector weights [shipped]")
@@ -234,6 +248,8 @@ def main() -> None:
         "figures mined from the web arrive; a stress set [0: off]",
     )
     args = ap.parse_args()
+    if not (math.isfinite(args.scale) and 1.0 <= args.scale <= 4.0):
+        ap.error("--scale must be between 1 and 4")
     if not 0 <= args.jpeg <= 95:
         ap.error("--jpeg must be a quality 1-95, or 0 for off")
     if args.first < 0 or args.n < 0:
@@ -247,7 +263,7 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.set == "heldout":
         cache = Path(args.cache) if args.cache else None
-        data = heldout_set(shared, args.n or 300, cache, args.first)
+        data = heldout_set(shared, args.n or 300, cache, args.first, args.scale)
     elif args.set == "exsclaim":
         data = exsclaim_set(shared)
     elif args.set == "relayout":
@@ -265,7 +281,7 @@ def main() -> None:
     if args.jpeg:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "stain": args.stain, "jpeg": args.jpeg,
+                    "stain": args.stain, "jpeg": args.jpeg, "scale": args.scale,
                     "first": args.first if args.set in ("heldout", "strips", "strips512") else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip

@@ -114,6 +114,33 @@ def test_heldout_generator_boxes() -> None:
     assert total >= 12
 
 
+def test_heldout_generator_scale_draws_the_same_layout_at_print_size() -> None:
+    """``scale`` 2 draws each layout on a page twice as wide: the same panels, in the same order,
+    but gutters, letters and labels keep their pixel size, so after the shrink to 512 px the
+    panels fill more of the figure (and never less)."""
+    from glomssl.mining.synth.heldout import make_heldout_figure
+
+    rng = np.random.default_rng(0)
+    pools = {
+        "glom": [Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))],
+        "tissue": [Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8))],
+    }
+    fonts = Fonts()
+
+    def filled(fig: Image.Image, boxes: list) -> float:
+        return sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes) / (fig.size[0] * fig.size[1])
+
+    gains = []
+    for i in range(8):
+        fig1, boxes1 = make_heldout_figure(np.random.default_rng([1, i]), pools, fonts)
+        fig2, boxes2 = make_heldout_figure(np.random.default_rng([1, i]), pools, fonts, scale=2.0)
+        assert max(fig2.size) == 512 and len(boxes2) == len(boxes1)
+        for a, b in zip(boxes1, boxes2):  # the same panel, near the same place (reading order)
+            assert abs((a[0] + a[2]) - (b[0] + b[2])) < 0.2 * 1024
+        gains.append(filled(fig2, boxes2) - filled(fig1, boxes1))
+    assert min(gains) >= 0.0 and max(gains) > 0.05
+
+
 def test_refilled_layout_puts_panels_exactly_where_the_layout_says() -> None:
     """A refilled layout (the ``relayout`` evaluation set): each image panel's box is the layout's
     box and holds the pasted pixels; each chart's box is the tight box of its ink, inside its

@@ -127,7 +127,9 @@ def _image(
 class _Figure:
     """A growing figure: bands are pasted below each other on a white page of fixed width."""
 
-    def __init__(self, rng: Rng, width: int, gutter: int, letters: str, font: Any) -> None:
+    def __init__(
+        self, rng: Rng, width: int, gutter: int, letters: str, font: Any, height: int = 4000
+    ) -> None:
         self.rng, self.width, self.gutter, self.letters, self.font = (
             rng,
             width,
@@ -135,7 +137,7 @@ class _Figure:
             letters,
             font,
         )
-        self.page = Image.new("RGB", (width, 4000), WHITE)
+        self.page = Image.new("RGB", (width, height), WHITE)
         self.y = 0
         self.boxes: list[Box] = []
         self.lead = font.getbbox("A")[3] + 4 if letters == "outside" else 0
@@ -171,15 +173,25 @@ def _widths(total: int, n: int, gutter: int, weights: Sequence[float]) -> list[t
 
 
 def make_heldout_figure(
-    rng: Rng, pools: dict[str, list[Image.Image]], fonts: Any, long_side: int = 512
+    rng: Rng,
+    pools: dict[str, list[Image.Image]],
+    fonts: Any,
+    long_side: int = 512,
+    scale: float = 1.0,
 ) -> tuple[Image.Image, list[Box]]:
-    """One held-out figure and its panel boxes (x0, y0, x1, y1), exclusive ends."""
-    width = int(rng.choice([540, 620, 720, 800]))
+    """One held-out figure and its panel boxes (x0, y0, x1, y1), exclusive ends.
+
+    ``scale`` > 1 draws the same layout on a page that many times wider (pictures and charts grow
+    with it; gutters, letters and labels keep their pixel size), as a figure drawn at print
+    resolution: once shrunk to ``long_side`` its panels are smaller, its gutters thinner and its
+    letters tinier (a stress set of the diary, section 44). 1 draws the figures of every
+    held-out set."""
+    width = round(int(rng.choice([540, 620, 720, 800])) * scale)
     gutter = int(rng.choice([0, 2, 4, 6, 8, 12], p=[0.15, 0.15, 0.2, 0.2, 0.15, 0.15]))
     letters = str(rng.choice(["outside", "inside", "boxed", "none"], p=[0.45, 0.25, 0.15, 0.15]))
     font = fonts.get(rng, int(rng.integers(12, 19)), bold=True)
     label_font = fonts.get(rng, int(rng.integers(10, 14)))
-    fig = _Figure(rng, width, gutter, letters, font)
+    fig = _Figure(rng, width, gutter, letters, font, round(4000 * scale))
     dr = ImageDraw.Draw(fig.page)
     row_labels = rng.random() < 0.25
     x_left = int(label_font.getbbox("Wg")[3] + 6) if row_labels else 0
@@ -212,7 +224,7 @@ def make_heldout_figure(
                 n = int(rng.integers(1, 5))
                 shared = n > 1 and rng.random() < 0.4
                 spans = _widths(inner, n, 0 if shared else gutter + 6, [1.0] * n)
-                h = int(min(inner / n * rng.uniform(0.7, 1.0), 260))
+                h = int(min(inner / n * rng.uniform(0.7, 1.0), 260 * scale))
                 for i, (a, c) in enumerate(spans):
                     chart = render_chart(rng, c - a, h, y_axis=not shared or i == 0)
                     fig.paste(chart, x_left + a, y0, True)
