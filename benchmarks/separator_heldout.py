@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="detector weights [shipped]")
     ap.add_argument("--methods", default="classic,yolo,hybrid")
     ap.add_argument("--conf", type=float, default=None, help="detector confidence [per method]")
+    ap.add_argument("--iou", type=float, default=None, help="detector NMS overlap [the default's]")
     ap.add_argument(
         "--hybrid", default="", help="hybrid parameters, e.g. member=0.6,merge_conf=0.4"
     )
@@ -308,6 +309,7 @@ def main() -> None:
             m,
             weights=args.weights,
             conf=args.conf,
+            **({"iou": args.iou} if args.iou is not None else {}),
             hybrid=params,
             classic=classic,
             zoom=args.zoom,
@@ -323,6 +325,7 @@ def main() -> None:
             result["hybrid_params"] = vars(sep.hybrid)
         elif m == "yolo":
             result["yolo_conf"] = sep.conf
+        result[f"{m}_iou"] = sep.iou
         if m == "guided":
             result["guided_zoom"] = sep.zoom
             result["guided_zoom_hint"] = sep.zoom_hint
