@@ -84,6 +84,8 @@ METHODS = ("auto", "guided", "hybrid", "yolo", "classic")
 AUTO_METHOD = "guided"
 #: detector confidence per method when neither --conf nor the weights' sidecar gives one
 DEFAULT_CONF = {"yolo": 0.25, "hybrid": 0.15, "guided": 0.25}
+#: the detector's non-maximum suppression overlap when neither --iou nor the sidecar gives one
+DEFAULT_IOU = 0.5
 _OWN_FIELDS = {"path", "sha256", "width", "height", "parent", "bbox", "score", "method", "mask"}
 
 
@@ -126,6 +128,29 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         values[k] = float(number)
     conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
     return conf, HybridParams(conf=conf, **values)
+
+
+def tuned_iou(method: str, weights: str | None = None) -> float:
+    """The detector's non-maximum suppression overlap for ``method`` with ``weights``: the
+    sidecar's ``separate.<method>.iou``, in (0, 1] (section 44 of the diary), else
+    :data:`DEFAULT_IOU`. Two boxes overlapping more than this are one detection."""
+    from glomssl.mining.yolo import weights_meta
+
+    tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
+    own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
+    v = own.get("iou") if isinstance(own, dict) else None
+    if v is None:
+        return DEFAULT_IOU
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or not (math.isfinite(v) and 0 < v <= 1)
+    ):
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{method}.iou must be a number in (0, 1], got {v!r}; "
+            "fix or delete that value"
+        )
+    return float(v)
 
 
 def letterbox_rect(meta: dict[str, Any], weights: str | None) -> bool:
@@ -279,7 +304,7 @@ class SeparateConfig:
     method: str = "auto"
     weights: str | None = None  # None: the weights shipped with glomssl
     conf: float | None = opt(None, gt=0, lt=1)  # None: tuned for the weights (tuned_settings)
-    iou: float = opt(0.5, gt=0, le=1)  # non-maximum suppression overlap
+    iou: float | None = opt(None, gt=0, le=1)  # NMS overlap; None: tuned (tuned_iou)
     imgsz: int = opt(0, ge=0)  # 0: the size the weights were trained at
     min_side: int = opt(24, ge=1)  # panels narrower or lower than this (px) are dropped
     seams: bool = False  # classic cuts also at 1-px gutters and seams of touching photos
@@ -294,7 +319,7 @@ class SeparateConfig:
             raise GlomsslError(f"--input {self.input!r} does not exist; pass a folder or manifest")
         if self.conf is not None and not 0.0 < self.conf < 1.0:
             raise GlomsslError(f"--conf must be between 0 and 1, got {self.conf}")
-        if not 0.0 < self.iou <= 1.0:
+        if self.iou is not None and not 0.0 < self.iou <= 1.0:
             raise GlomsslError(f"--iou must be in (0, 1], got {self.iou}")
         if self.imgsz and (self.imgsz < 64 or self.imgsz % 32):
             raise GlomsslError(f"--imgsz must be a multiple of 32 and >= 64, got {self.imgsz}")
@@ -313,7 +338,7 @@ class Separator:
         method: str = "auto",
         weights: str | None = None,
         conf: float | None = None,
-        iou: float = 0.5,
+        iou: float | None = None,
         imgsz: int = 0,
         min_side: int = 24,
         device: str = "cpu",
@@ -329,7 +354,8 @@ class Separator:
         self.method = resolve_method(method)
         tuned_conf, tuned = tuned_settings(self.method, weights)
         self.conf = conf if conf is not None else tuned_conf
-        self.iou, self.min_side = iou, min_side
+        self.iou = iou if iou is not None else tuned_iou(self.method, weights)
+        self.min_side = min_side
         self.hybrid = dataclasses.replace(tuned, **(hybrid or {}), conf=self.conf)
         self.classic = classic  # the whitespace/seam splitter's settings (also the hybrid's leaves)
         self.detector: Any = None
@@ -548,6 +574,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
         check_weights(cfg.weights)
         if method != "classic":
             tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
+            tuned_iou(method, cfg.weights)
             rect_for(cfg.weights)
             windows_for(cfg.weights)
             stretch_for(cfg.weights)
@@ -571,7 +598,8 @@ def _run(
     if method != "classic":
         tuned_conf, tuned = tuned_settings(method, cfg.weights)
         conf = cfg.conf if cfg.conf is not None else tuned_conf
-        settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=cfg.iou)
+        iou = cfg.iou if cfg.iou is not None else tuned_iou(method, cfg.weights)
+        settings.update(weights=cfg.weights, conf=conf, imgsz=cfg.imgsz, iou=iou)
         if rect_for(cfg.weights):  # only when set: runs from before the setting still resume
             settings["rect"] = True
         windows = windows_for(cfg.weights)

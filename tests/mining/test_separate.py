@@ -397,6 +397,46 @@ def _weights_with(tmp_path: Path, **separate: object) -> Path:
     return weights
 
 
+@pytest.mark.parametrize("bad", ["abc", float("nan"), 0, 1.5, True])
+def test_bad_sidecar_iou_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    weights = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "iou": bad})
+    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert "separate.guided.iou" in line and "\n" not in line and "Traceback" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_sidecar_iou_reaches_the_detector_of_its_method_only(tmp_path: Path) -> None:
+    """``separate.<method>.iou`` is that method's NMS overlap (section 44): the detector is called
+    with it, other methods keep 0.5, an explicit ``iou`` wins, and a run records the value used."""
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    weights = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "iou": 0.3})
+    seen: list[float] = []
+    sep = Separator("guided", weights=str(weights))
+    real = sep.detector.predict
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["iou"])
+        return real(*args, **kwargs)
+
+    sep.detector.predict = spy
+    fig, _ = make_figure(np.random.default_rng([3, 1]), Fonts(), [])
+    sep.split([fig])
+    assert seen and set(seen) == {0.3}
+    assert Separator("yolo", weights=str(weights)).iou == 0.5
+    assert Separator("guided", weights=str(weights), iou=0.7).iou == 0.7
+    assert Separator("guided").iou == meta["separate"]["guided"].get("iou", 0.5)
+    cfg = SeparateConfig(
+        input=str(_inputs(tmp_path)), out=str(tmp_path / "o"), weights=str(weights), quiet=True
+    )
+    run_separate(cfg)
+    with sqlite3.connect(tmp_path / "o" / "separate.sqlite") as db:
+        stored = json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+    assert stored["iou"] == 0.3
+
+
 def test_rect_letterbox_runs_one_figure_per_call_and_keeps_figure_coordinates(
     tmp_path: Path,
 ) -> None:
