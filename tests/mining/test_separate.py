@@ -323,6 +323,16 @@ def test_guided_run_records_its_method_and_resumes(tmp_path: Path) -> None:
     assert stored["stretch"] == 80  # pale figures darkened for the detector (section 31)
 
 
+def _refused_before_any_output(tmp_path: Path, weights: Path, key: str) -> None:
+    """``separate --weights weights`` stops with exit 2 and one line naming ``key``, and leaves
+    no output folder."""
+    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert key in line and "\n" not in line and "Traceback" not in line
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("bad", ["abc", float("nan"), -1, True, None])
 def test_bad_sidecar_setting_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
     import shutil
@@ -333,11 +343,7 @@ def test_bad_sidecar_setting_is_a_one_line_error_before_any_output(tmp_path: Pat
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     meta["separate"]["guided"]["letters"] = bad
     weights.with_suffix(".json").write_text(json.dumps(meta))
-    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
-    assert res.exit_code == 2, res.output
-    line = res.output.strip()
-    assert "separate.guided.letters" in line and "\n" not in line and "Traceback" not in line
-    assert not (tmp_path / "o").exists()
+    _refused_before_any_output(tmp_path, weights, "separate.guided.letters")
 
 
 def _real_score(shared_data: Path, method: str) -> dict:
@@ -401,11 +407,7 @@ def _weights_with(tmp_path: Path, **separate: object) -> Path:
 def test_bad_sidecar_iou_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     weights = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "iou": bad})
-    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
-    assert res.exit_code == 2, res.output
-    line = res.output.strip()
-    assert "separate.guided.iou" in line and "\n" not in line and "Traceback" not in line
-    assert not (tmp_path / "o").exists()
+    _refused_before_any_output(tmp_path, weights, "separate.guided.iou")
 
 
 def test_sidecar_iou_reaches_the_detector_of_its_method_only(tmp_path: Path) -> None:
@@ -475,11 +477,7 @@ def test_rect_letterbox_runs_one_figure_per_call_and_keeps_figure_coordinates(
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_bad_rect_setting_is_a_one_line_error(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
     weights = _weights_with(tmp_path, rect=bad)
-    res = _cli_separate(_inputs(tmp_path), tmp_path / "o", "--weights", str(weights))
-    assert res.exit_code == 2, res.output
-    line = res.output.strip()
-    assert "separate.rect" in line and "\n" not in line and "Traceback" not in line
-    assert not (tmp_path / "o").exists()
+    _refused_before_any_output(tmp_path, weights, "separate.rect")
 
 
 def test_a_folder_from_an_older_gutter_analysis_is_not_resumed(tmp_path: Path) -> None:
