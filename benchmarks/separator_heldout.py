@@ -251,6 +251,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (math.isfinite(args.scale) and 1.0 <= args.scale <= 4.0):
         ap.error("--scale must be between 1 and 4")
+    if args.iou is not None and not 0.0 < args.iou <= 1.0:
+        ap.error("--iou must be in (0, 1]")
     if not 0 <= args.jpeg <= 95:
         ap.error("--jpeg must be a quality 1-95, or 0 for off")
     if args.first < 0 or args.n < 0:
