@@ -101,6 +101,15 @@ def _sidecar(weights: str | None) -> str:
     return str(Path(weights).with_suffix(".json")) if weights is not None else "the shipped sidecar"
 
 
+def _method_block(method: str, weights: str | None) -> dict[str, Any]:
+    """The sidecar's ``separate.<method>`` settings of ``weights`` ({} when absent or classic)."""
+    from glomssl.mining.yolo import weights_meta
+
+    tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
+    own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
+    return own if isinstance(own, dict) else {}
+
+
 def tuned_settings(method: str, weights: str | None = None) -> tuple[float, HybridParams]:
     """Detector confidence and hybrid thresholds for ``method`` with ``weights``.
 
@@ -109,11 +118,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
     does, with the values chosen on the tuning set of docs/experiments/panel-detector.md). Missing
     values fall back to :data:`DEFAULT_CONF` and :class:`HybridParams`' defaults.
     """
-    from glomssl.mining.yolo import weights_meta
-
-    tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
-    own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
-    own = own if isinstance(own, dict) else {}
+    own = _method_block(method, weights)
     names = {f.name for f in dataclasses.fields(HybridParams)}
     values: dict[str, float] = {}
     for k, v in own.items():
@@ -134,11 +139,7 @@ def tuned_iou(method: str, weights: str | None = None) -> float:
     """The detector's non-maximum suppression overlap for ``method`` with ``weights``: the
     sidecar's ``separate.<method>.iou``, in (0, 1] (section 44 of the diary), else
     :data:`DEFAULT_IOU`. Two boxes overlapping more than this are one detection."""
-    from glomssl.mining.yolo import weights_meta
-
-    tuned = weights_meta(weights).get("separate", {}) if method != "classic" else {}
-    own = tuned.get(method, {}) if isinstance(tuned, dict) else {}
-    v = own.get("iou") if isinstance(own, dict) else None
+    v = _method_block(method, weights).get("iou")
     if v is None:
         return DEFAULT_IOU
     if (
