@@ -9,7 +9,8 @@ Sets:
   panel pool (``--images``, see benchmarks/separator_pool.py).
 - ``exsclaim`` (sanity check, only with --exsclaim): the 14 real figures of ../shared/data.
 - ``relayout`` (R, a report, decides nothing): the 14 exsclaim layouts refilled with held-out
-  content, ``--fills`` times each (real layout geometry, synthetic panels; see relayout_set).
+  content, ``--fills`` times each from fill ``--first`` (real layout geometry, synthetic panels;
+  see relayout_set; fills 0-9 are R, fills 10-19 R2, first drawn in section 46).
 - ``strips`` (S, a probe of section 27): 200 long rows or columns of 3-20 pictures at full
   resolution, seeds [20271, i] for i from ``--first`` (see strip_set); ``strips512`` is the same
   figures scaled to a 512-px long side.
@@ -165,7 +166,12 @@ def main() -> None:
     ap.add_argument("--fills", type=int, default=10, help="relayout: fills per layout [10]")
     ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning and strips]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
-    ap.add_argument("--first", type=int, default=0, help="first held-out figure's seed index [0]")
+    ap.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        help="first held-out figure's seed index (heldout, strips), or first fill (relayout) [0]",
+    )
     ap.add_argument(
         "--scale",
         type=float,
@@ -272,7 +278,7 @@ def main() -> None:
     elif args.set == "relayout":
         if args.fills < 1:
             ap.error("--fills must be >= 1")
-        data = relayout_set(shared, args.fills)
+        data = relayout_set(shared, args.fills, args.first)
     elif args.set in ("strips", "strips512"):
         data = strip_set(
             shared, args.n or 200, 512 if args.set == "strips512" else 0, first=args.first
@@ -285,7 +291,7 @@ def main() -> None:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
                     "stain": args.stain, "jpeg": args.jpeg, "scale": args.scale,
-                    "first": args.first if args.set in ("heldout", "strips", "strips512") else None,
+                    "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout") else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     classic = {

@@ -69,6 +69,10 @@ class HybridParams:
     # box this confident (0: never; section 26)
     letter_corner: float = 0.0  # guided: 1: the one lettered part must be the region's top-left
     # part, where a panel's letter sits (section 30)
+    fragments: float = 0.0  # guided (with merge): a whitespace leaf no detector box holds is
+    # dropped as text (a chart's tick labels) when both its sides are under this many times the
+    # size limit and under ``fragment_ink`` of it is ink (0: off; section 46)
+    fragment_ink: float = 0.3
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -205,15 +209,26 @@ def _arbitrate(
             if b[2] - b[0] >= least and b[3] - b[1] >= least:
                 out.append((b, s))
                 used.add(members[0])
-    # 3. the rest: detector-cut pieces always, other leaves when large enough
+    # 3. the rest: detector-cut pieces always, other leaves when large enough and not text
+    held = {i for members in groups.values() for i in members}
     for i, (p, cut) in enumerate(pieces):
         if i in used:
             continue
         if cut is not None:
             out.append((p, cut))
         elif p[2] - p[0] >= limit and p[3] - p[1] >= limit:
-            out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
+            share = float(ink[p[1] : p[3], p[0] : p[2]].mean())
+            if i not in held and _text_fragment(p, share, limit, params):
+                continue
+            out.append((p, share))
     return out
+
+
+def _text_fragment(box: Box, ink_share: float, limit: int, params: HybridParams) -> bool:
+    """A leaf small and sparse enough to be a chart's labels rather than a panel (``fragments``:
+    both sides under that many size limits; ``fragment_ink``: less ink than that)."""
+    small = max(box[2] - box[0], box[3] - box[1]) < params.fragments * limit
+    return small and ink_share < params.fragment_ink
 
 
 def letter_tokens(

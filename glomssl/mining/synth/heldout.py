@@ -350,11 +350,13 @@ def heldout_pools(shared: Path) -> tuple[list[Image.Image], list[Image.Image]]:
     return glom, tissue
 
 
-def relayout_set(shared: Path, fills: int) -> tuple[list[Image.Image], list[list[Box]]]:
+def relayout_set(
+    shared: Path, fills: int, first: int = 0
+) -> tuple[list[Image.Image], list[list[Box]]]:
     """R: the 14 exsclaim figures' panel layouts (their boxes, "parent" boxes left out), scaled to
     a 512-px long side and filled ``fills`` times each with held-out content (seeds [20261, figure,
-    fill]): micrographs where exsclaim has micrographs, matplotlib charts where it has graphs or
-    illustrations. Real geometry, synthetic content."""
+    fill] for fill ``first`` .. ``first + fills - 1``): micrographs where exsclaim has micrographs,
+    matplotlib charts where it has graphs or illustrations. Real geometry, synthetic content."""
     meta = json.loads((shared / "compound_figures" / "exsclaim" / "boxes.json").read_text())
     glom, tissue = heldout_pools(shared)
     pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
@@ -370,7 +372,7 @@ def relayout_set(shared: Path, fills: int) -> tuple[list[Image.Image], list[list
             for b in m["boxes"]
             if b["classification"] != "parent"
         ]
-        for f in range(fills):
+        for f in range(first, first + fills):
             rng = np.random.default_rng([20261, i, f])
             fig, boxes = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
             figs.append(fig)
