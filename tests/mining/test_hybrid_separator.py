@@ -192,6 +192,50 @@ def test_guided_merge_joins_a_chart_split_by_whitespace_only_when_asked() -> Non
     assert _matches(got, [chart, other], 0.95), got
 
 
+
+def _labelled_chart(seed: int, dense: bool) -> tuple[Image.Image, list[tuple[Box, float]], Box]:
+    """Two panels the detector finds, and below the first a 50 x 30 px leaf no box holds: a
+    sparse, rotated-word-like label (``dense`` False) or a small solid picture (True)."""
+    rng = np.random.default_rng(seed)
+    fig = Image.new("RGB", (560, 220), (255, 255, 255))
+    fig.paste(_texture(rng, 200, 130, 80), (20, 20))
+    fig.paste(_texture(rng, 220, 180, 120), (320, 20))
+    leaf = (60, 172, 110, 202)
+    if dense:
+        fig.paste(_texture(rng, 50, 30, 60), leaf[:2])
+    else:
+        draw = ImageDraw.Draw(fig)
+        for k in range(3):  # three slanted strokes, like the glyphs of a 45-degree tick label
+            x = leaf[0] + 14 * k
+            draw.line((x, leaf[3] - 1, x + 22, leaf[1]), fill=(0, 0, 0), width=2)
+    dets = [((20, 20, 220, 150), 0.9), ((320, 20, 540, 200), 0.9)]
+    return fig, dets, leaf
+
+
+def test_guided_fragments_drops_a_chart_label_but_not_a_small_picture() -> None:
+    """Section 46 of the diary: with ``fragments`` a small, sparse leaf that no detector box holds
+    is dropped as text; off (0, the default) it stays, and a small dense leaf stays either way."""
+
+    def run(fig: Image.Image, dets: list[tuple[Box, float]], fragments: float) -> list[Box]:
+        arr = np.asarray(fig)
+        ink = ink_mask(arr)
+        p = HybridParams(conf=0.25, merge=1.0, fragments=fragments)
+        return [b for b, _ in clean_boxes(ink, guided_boxes(arr, ink, dets, 24, p), 24)]
+
+    for seed in range(2):
+        fig, dets, leaf = _labelled_chart(seed, dense=False)
+        ink = ink_mask(np.asarray(fig))
+        assert ink[leaf[1] : leaf[3], leaf[0] : leaf[2]].mean() < 0.3  # sparse, as text is
+        off = run(fig, dets, 0.0)
+        assert len(off) == 3 and max(iou(b, leaf) for b in off) > 0.8, off
+        on = run(fig, dets, 3.0)
+        assert _matches(on, [d for d, _ in dets]), on
+        # a label 2 size limits (48 px) or wider is not under 1.5 of them: it stays
+        assert len(run(fig, dets, 1.5)) == 3
+        fig, dets, leaf = _labelled_chart(seed, dense=True)
+        assert len(run(fig, dets, 3.0)) == 3  # a small picture is not text
+
+
 def _letter(fig: Image.Image, x: int, y: int) -> None:
     """A bold glyph-sized mark (10 x 11 px, a panel letter at this figure's size: up to 6% of its
     200 px short side) with its top-left at (x, y)."""

@@ -383,6 +383,20 @@ def test_default_method_on_real_layouts_refilled_beats_classic(shared_data: Path
 
 
 @pytest.mark.realdata
+def test_relayout_fills_from_first_are_the_later_fills(shared_data: Path) -> None:
+    """``relayout_set(..., first=k)`` draws fills k.. of each layout (R2 is fills 10-19): the same
+    figures as the longer set from fill 0, and new content on the same layouts."""
+    from glomssl.mining.synth.heldout import relayout_set
+
+    both, both_truths = relayout_set(shared_data, 2)
+    later, later_truths = relayout_set(shared_data, 1, first=1)
+    assert len(later) == 14
+    for k in range(14):  # layout k's fills are figures 2k, 2k+1 of the longer set
+        assert np.array_equal(np.asarray(later[k]), np.asarray(both[2 * k + 1]))
+        assert later_truths[k] == both_truths[2 * k + 1]
+    assert not np.array_equal(np.asarray(later[0]), np.asarray(both[0]))  # new content
+
+@pytest.mark.realdata
 def test_shipped_detector_methods_on_real_exsclaim_figures(shared_data: Path) -> None:
     """Regression guard of the shipped weights on 14 real figures (measured: hybrid 0.868, yolo
     0.821; classic 0.901; glomssl/weights/MODEL_CARD.md)."""
