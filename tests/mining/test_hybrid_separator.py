@@ -192,7 +192,6 @@ def test_guided_merge_joins_a_chart_split_by_whitespace_only_when_asked() -> Non
     assert _matches(got, [chart, other], 0.95), got
 
 
-
 def _labelled_chart(seed: int, dense: bool) -> tuple[Image.Image, list[tuple[Box, float]], Box]:
     """Two panels the detector finds, and below the first a 50 x 30 px leaf no box holds: a
     sparse, rotated-word-like label (``dense`` False) or a small solid picture (True)."""

@@ -396,6 +396,7 @@ def test_relayout_fills_from_first_are_the_later_fills(shared_data: Path) -> Non
         assert later_truths[k] == both_truths[2 * k + 1]
     assert not np.array_equal(np.asarray(later[0]), np.asarray(both[0]))  # new content
 
+
 @pytest.mark.realdata
 def test_shipped_detector_methods_on_real_exsclaim_figures(shared_data: Path) -> None:
     """Regression guard of the shipped weights on 14 real figures (measured: hybrid 0.868, yolo
