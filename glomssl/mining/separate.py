@@ -610,7 +610,10 @@ def _run(
         if stretch:  # likewise
             settings["stretch"] = stretch
         if method == "guided":  # its own settings travel with the weights' sidecar
-            settings.update({k: v for k, v in vars(tuned).items() if k != "conf"})
+            own = {k: v for k, v in vars(tuned).items() if k != "conf"}
+            if not tuned.fragments:  # off: not recorded, so runs from before the setting resume
+                del own["fragments"], own["fragment_ink"]
+            settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
                 settings["zoom"] = zoom

@@ -454,6 +454,41 @@ def test_sidecar_iou_reaches_the_detector_of_its_method_only(tmp_path: Path) -> 
     assert stored["iou"] == 0.3
 
 
+def test_sidecar_fragments_reach_guided_and_are_recorded_only_when_set(tmp_path: Path) -> None:
+    """``separate.guided.fragments`` (section 46) becomes guided's setting and is part of a run's
+    fingerprint; off (absent or 0) it is not recorded, so folders from before it still resume."""
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert Separator("guided").hybrid.fragments == meta["separate"]["guided"].get("fragments", 0)
+    inputs = _inputs(tmp_path)
+
+    def stored(out: Path) -> dict:
+        with sqlite3.connect(out / "separate.sqlite") as db:
+            row = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        return json.loads(row[0])
+
+    plain = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "fragments": 0})
+    run_separate(SeparateConfig(input=str(inputs), out=str(tmp_path / "a"), weights=str(plain), quiet=True))  # fmt: skip
+    assert "fragments" not in stored(tmp_path / "a") and "fragment_ink" not in stored(
+        tmp_path / "a"
+    )
+    (tmp_path / "w").rename(tmp_path / "w_plain")
+    on = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "fragments": 3})
+    assert on == plain  # the same path, now with the filter: must not resume silently
+    assert Separator("guided", weights=str(on)).hybrid.fragments == 3.0
+    cfg = SeparateConfig(input=str(inputs), out=str(tmp_path / "a"), weights=str(on), quiet=True)
+    with pytest.raises(GlomsslError, match="other settings"):
+        run_separate(cfg)
+    run_separate(dataclasses.replace(cfg, out=str(tmp_path / "b")))
+    assert (stored(tmp_path / "b")["fragments"], stored(tmp_path / "b")["fragment_ink"]) == (3, 0.3)
+
+
+@pytest.mark.parametrize("bad", ["abc", float("nan"), -1, True])
+def test_bad_sidecar_fragments_is_a_one_line_error_before_any_output(tmp_path: Path, bad) -> None:  # type: ignore[no-untyped-def]
+    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    weights = _weights_with(tmp_path, guided={**meta["separate"]["guided"], "fragments": bad})
+    _refused_before_any_output(tmp_path, weights, "separate.guided.fragments")
+
+
 def test_rect_letterbox_runs_one_figure_per_call_and_keeps_figure_coordinates(
     tmp_path: Path,
 ) -> None:
