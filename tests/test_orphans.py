@@ -107,3 +107,40 @@ def test_a_taken_rendezvous_port_is_a_one_line_error(monkeypatch: pytest.MonkeyP
     assert "\n" not in msg and "unset MASTER_PORT" in msg
     assert rendezvous_port_error(RuntimeError("EADDRINUSE")) is None  # not torch's error
     assert rendezvous_port_error(DistNetworkError("connection reset")) is None
+
+
+def test_a_successful_command_closes_its_process_group(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``glomssl`` tears down a DDP process group once a command has succeeded (a gloo group left
+    for the interpreter's exit can abort a finished run with exit -6)."""
+    import torch.distributed as dist
+
+    from glomssl.cli import main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        with pytest.raises(SystemExit) as done:
+            main(["--version"])
+        assert done.value.code in (0, None)
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_failed_command_leaves_the_process_group_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On an error the group is not touched: peers may be gone, and tearing down could wait."""
+    import torch.distributed as dist
+
+    from glomssl.cli import main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(["no-such-command"])
+        assert done.value.code == 2
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

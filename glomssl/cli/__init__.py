@@ -169,11 +169,19 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    from glomssl.engine.orphans import exit_with_launcher, rendezvous_port_error
+    from glomssl.engine.orphans import (
+        close_process_group,
+        exit_with_launcher,
+        rendezvous_port_error,
+    )
 
     exit_with_launcher()  # a DDP rank Lightning relaunched stops when rank 0 is gone
     try:
         cli.main(args=argv, prog_name="glomssl", standalone_mode=True)
+    except SystemExit as done:
+        if done.code in (0, None):  # success: close a DDP group before the interpreter's exit
+            close_process_group()
+        raise
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)

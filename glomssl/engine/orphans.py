@@ -85,3 +85,18 @@ def rendezvous_port_error(exc: BaseException) -> str | None:
         f"{where} is already in use on this machine (another run, or a stale MASTER_PORT); "
         "unset MASTER_PORT to let glomssl pick a free port, or set it to a free one"
     )
+
+
+def close_process_group() -> None:
+    """Tear down torch.distributed's default process group, if this process has one, once a command
+    has finished its work. A gloo group left for the interpreter's exit can abort the process
+    (``terminate called without an active exception``, exit -6) after a run that succeeded; torch
+    asks for ``destroy_process_group()`` before exit. Best effort: nothing is raised."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:  # torch never loaded: nothing to close
+        return
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - at exit, a failed tear-down must not mask the result
+        pass
