@@ -76,7 +76,9 @@ def _check_number(label: str, v: Any, meta: dict[str, Any]) -> None:
         or ("lt" in meta and not v < meta["lt"])
     )
     if bad:
-        raise GlomsslError(f"{label} must be {_range_text(meta)}, got {v:g}")
+        raise GlomsslError(
+            f"{label} must be {_range_text(meta)}, got {v if isinstance(v, int) else format(v, 'g')}"
+        )
 
 
 def check_values(obj: Any, prefix: str = "") -> None:

@@ -43,7 +43,7 @@ def config_options(fn: F) -> F:
         "set_",
         multiple=True,
         metavar="KEY=VALUE",
-        help="Override one config key, e.g. --set augment.blur=0.2 (repeatable).",
+        help="Override one config key, dotted for nested ones (--dry-run lists the keys); repeatable.",
     )(fn)
     fn = click.option(
         "--config",

@@ -225,6 +225,18 @@ def finalize_manifest(ctx: MineContext) -> Path | None:
     return target
 
 
+def _refuse_foreign_folder(out: Path) -> None:
+    """``mine`` resumes in a folder it made (its ``state.sqlite``) or starts in an empty or new one;
+    in another command's folder it would overwrite that command's ``manifest.jsonl``."""
+    if not out.is_dir() or (out / "state.sqlite").is_file():
+        return
+    if any(not p.name.startswith(".") for p in out.iterdir()):
+        raise GlomsslError(
+            f"--out {out} already holds files that `glomssl mine` did not write; choose a new or "
+            "empty folder"
+        )
+
+
 def run_mine(cfg: MineConfig) -> MineSummary:
     """Run the mining stages in order (resumable). Returns a summary; raises GlomsslError."""
     from glomssl.config import save_config
@@ -235,6 +247,7 @@ def run_mine(cfg: MineConfig) -> MineSummary:
 
     cfg.validate()
     t0 = time.monotonic()
+    _refuse_foreign_folder(Path(cfg.out))
     out = ensure_writable_dir(cfg.out, "--out")
     http = HttpClient(
         cfg.user_agent,

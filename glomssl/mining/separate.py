@@ -306,7 +306,7 @@ class SeparateConfig:
     weights: str | None = None  # None: the weights shipped with glomssl
     conf: float | None = opt(None, gt=0, lt=1)  # None: tuned for the weights (tuned_settings)
     iou: float | None = opt(None, gt=0, le=1)  # NMS overlap; None: tuned (tuned_iou)
-    imgsz: int = opt(0, ge=0)  # 0: the size the weights were trained at
+    imgsz: int = opt(0, ge=0, le=4096)  # 0: the size the weights were trained at
     min_side: int = opt(24, ge=1)  # panels narrower or lower than this (px) are dropped
     seams: bool = False  # classic cuts also at 1-px gutters and seams of touching photos
     batch: int = opt(8, ge=1)
@@ -322,8 +322,10 @@ class SeparateConfig:
             raise GlomsslError(f"--conf must be between 0 and 1, got {self.conf}")
         if self.iou is not None and not 0.0 < self.iou <= 1.0:
             raise GlomsslError(f"--iou must be in (0, 1], got {self.iou}")
-        if self.imgsz and (self.imgsz < 64 or self.imgsz % 32):
-            raise GlomsslError(f"--imgsz must be a multiple of 32 and >= 64, got {self.imgsz}")
+        if self.imgsz and not (64 <= self.imgsz <= 4096 and self.imgsz % 32 == 0):
+            raise GlomsslError(
+                f"--imgsz must be a multiple of 32 from 64 to 4096, got {self.imgsz}"
+            )
         if self.min_side < 1 or self.batch < 1 or self.preview < 0:
             raise GlomsslError("--min-side and --batch must be >= 1 and --preview >= 0")
         from glomssl.mining.yolo import ultralytics_device

@@ -238,15 +238,21 @@ def weights_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any
     return meta if isinstance(meta, dict) else {}
 
 
-def check_weights(weights: str | os.PathLike[str] | None = None) -> tuple[dict[str, Any], Path]:
+def check_weights(
+    weights: str | os.PathLike[str] | None = None, flag: str = "--weights"
+) -> tuple[dict[str, Any], Path]:
     """Read and check detector weights without building the model: (state dict, model yaml).
 
     Raises a one-line GlomsslError for a missing file, a file that is not safetensors, or weights of
     another architecture; ``separate`` calls it before it creates any state.
     """
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if path.is_dir():
+        raise GlomsslError(
+            f"{flag} {path} is a folder; pass the panel_detector.safetensors file inside a run"
+        )
     if not path.is_file():
-        hint = "check --weights" if weights is not None else "reinstall glomssl"
+        hint = f"check {flag}" if weights is not None else "reinstall glomssl"
         raise GlomsslError(f"detector weights {path} do not exist; {hint}")
     state, meta = _read_state_dict(path)
     if meta and meta.get("architecture") not in (None, ARCHITECTURE):

@@ -18,6 +18,7 @@ from glomssl.mining.yolo import (
     ARCHITECTURE,
     MODEL_YAML,
     build_model,
+    check_weights,
     load_detector,
     optimizer_args,
     report_progress,
@@ -35,7 +36,7 @@ class TrainConfig:
     out: str = "runs"  # parent of numbered run folders
     model: str = str(MODEL_YAML)  # a model .yaml, or glomssl detector weights (.safetensors)
     epochs: int = opt(15, ge=1)
-    imgsz: int = opt(512, ge=64)
+    imgsz: int = opt(512, ge=64, le=4096)
     batch: int = opt(16, ge=1)
     device: str = "cpu"
     workers: int = opt(2, ge=0)
@@ -67,8 +68,13 @@ class TrainConfig:
             raise GlomsslError(
                 f"--init {self.init}: give glomssl .safetensors weights from `glomssl separator train`"
             )
-        if self.imgsz < 64 or self.imgsz % 32:
-            raise GlomsslError(f"--imgsz must be a multiple of 32 and >= 64, got {self.imgsz}")
+        for flag, weights in (("--init", self.init), ("--model", self.model)):
+            if weights is not None and weights.lower().endswith(".safetensors"):
+                check_weights(weights, flag)  # before any folder is made
+        if not (64 <= self.imgsz <= 4096 and self.imgsz % 32 == 0):
+            raise GlomsslError(
+                f"--imgsz must be a multiple of 32 from 64 to 4096, got {self.imgsz}"
+            )
         ultralytics_device(self.device)
 
 

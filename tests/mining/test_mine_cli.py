@@ -250,3 +250,21 @@ def test_mine_cli_yaml_config_and_cli_override(tmp_path: Path) -> None:
     cfg.write_text("speed: 3\n")
     code, out = _invoke("mine", "--query", "g", "--out", str(tmp_path / "o"), "--config", str(cfg))
     assert code == 2 and "unknown option(s) speed" in out
+
+
+def test_mine_refuses_another_commands_folder_and_keeps_its_manifest(tmp_path: Path) -> None:
+    other = tmp_path / "panels"  # e.g. what `glomssl separate` wrote
+    other.mkdir()
+    (other / "manifest.jsonl").write_text('{"path": "a.png"}\n')
+    code, out = _invoke(
+        "mine", "--query", "g", "--out", str(other), "--endpoint", "http://127.0.0.1:9"
+    )
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert "did not write" in out and str(other) in out
+    assert (other / "manifest.jsonl").read_text() == '{"path": "a.png"}\n'
+    assert not (other / "state.sqlite").exists()
+
+
+def test_set_help_names_no_key_that_mine_lacks() -> None:
+    res = CliRunner().invoke(cli, ["mine", "--help"])
+    assert res.exit_code == 0 and "augment" not in res.output

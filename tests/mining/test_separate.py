@@ -555,3 +555,18 @@ def test_rect_setting_is_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
     assert rect == square  # the same path, now padded to rectangles: must not resume silently
     res = _cli_separate(inputs, tmp_path / "o", "--weights", str(rect))
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+
+
+@pytest.mark.parametrize("imgsz", ["30", "100", "100000"])
+def test_bad_imgsz_is_one_line_error_before_any_output(tmp_path: Path, imgsz: str) -> None:
+    """A huge input size used to reach OpenCV (a multi-GB allocation, a traceback) after the
+    run's state was written, so the folder then refused the defaults."""
+    from glomssl.cli import cli
+
+    folder = _inputs(tmp_path)
+    args = ["separate", "--input", str(folder), "--out", str(tmp_path / "o"), "--imgsz", imgsz]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--imgsz" in lines[0] and "4096" in lines[0], res.output
+    assert not (tmp_path / "o").exists()

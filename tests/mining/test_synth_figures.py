@@ -396,3 +396,24 @@ def test_cli_synth_touch(tmp_path: Path) -> None:
     res = runner.invoke(cli, [*args, "--out", str(tmp_path / "x"), "--touch", "-0.1"])
     assert res.exit_code == 2 and "Error: --touch must be >= 0 and <= 1" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_a_second_set_into_the_same_out_is_refused_and_the_first_kept(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    run_synth(SynthConfig(out=str(out), n=4, val_fraction=0.0, seed=1, quiet=True))
+    before = sorted(p.name for p in (out / "images" / "train").iterdir())
+    with pytest.raises(GlomsslError, match="already holds a data set"):
+        run_synth(SynthConfig(out=str(out), n=2, val_fraction=0.0, seed=2, quiet=True))
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == before
+    assert len((out / "boxes.jsonl").read_text().splitlines()) == 4
+    (tmp_path / "empty").mkdir()  # an existing empty folder is fine
+    assert run_synth(SynthConfig(out=str(tmp_path / "empty"), n=1, quiet=True))["figures"] == 1
+
+
+def test_unreadable_images_leave_no_out_folder(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.png").write_bytes(b"junk")
+    with pytest.raises(GlomsslError, match="no readable images"):
+        run_synth(SynthConfig(out=str(tmp_path / "o"), n=1, images=[str(junk)], quiet=True))
+    assert not (tmp_path / "o").exists()

@@ -206,8 +206,20 @@ def test_cli_train_dry_run_and_bad_data(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "epochs: 3" in res.output
     res = CliRunner().invoke(cli, ["separator", "train", "--data", str(tmp_path / "none.yaml")])
     assert res.exit_code == 2 and "Error: --data" in res.output
-    res = CliRunner().invoke(cli, ["separator", "train", "--data", str(data), "--imgsz", "100"])
-    assert res.exit_code == 2 and "multiple of 32" in res.output
+    for size in ("100", "100000"):  # 100000 used to reach OpenCV: a 28-GB allocation, a traceback
+        args = [
+            "separator",
+            "train",
+            "--data",
+            str(data),
+            "--imgsz",
+            size,
+            "--out",
+            str(tmp_path / "r"),
+        ]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2 and "--imgsz" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_corrupt_images_still_raise_pillow_errors_after_ultralytics_loads(tmp_path: Path) -> None:
@@ -366,3 +378,23 @@ def test_train_device_is_checked_first(tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="--device"):
         TrainConfig(data=str(synth / "data.yaml"), device="banana").validate()
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_init_is_checked_before_any_folder_and_named_as_init(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from glomssl.cli import cli
+
+    data = tmp_path / "data.yaml"
+    data.write_text("train: images/train\n")
+    out = tmp_path / "runs"
+    (tmp_path / "w.safetensors").mkdir()
+    for init, words in (
+        (tmp_path / "nope.safetensors", "check --init"),
+        (tmp_path / "w.safetensors", "is a folder"),
+    ):
+        args = ["separator", "train", "--data", str(data), "--out", str(out)]
+        res = CliRunner().invoke(cli, [*args, "--init", str(init)])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert words in res.output, res.output
+    assert not out.exists()

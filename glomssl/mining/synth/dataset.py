@@ -103,16 +103,32 @@ def yolo_lines(boxes: Sequence[Box], w: int, h: int) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def refuse_old_set(out: Path) -> None:
+    """A data set is written into a folder of its own: figures of an earlier run (another seed
+    or ``--n``) left beside the new ones would be trained on as if they belonged to it."""
+    if not out.is_dir():
+        return
+    held = [
+        name for name in ("data.yaml", "boxes.jsonl", "images", "labels") if (out / name).exists()
+    ]
+    if held:
+        raise GlomsslError(
+            f"--out {out} already holds a data set ({', '.join(held)}); choose a new folder or "
+            "delete that one (writing into it would mix two sets)"
+        )
+
+
 def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write ``cfg.n`` synthetic figures as a YOLO data set under ``cfg.out``; return a summary."""
     from glomssl.data.sources import write_skipped
 
     cfg.validate()
-    out = ensure_writable_dir(cfg.out)
+    refuse_old_set(Path(cfg.out))
     skipped: list[dict[str, str]] = []
     pool = load_pool(cfg.images, cfg.max_pool, cfg.seed, skipped)
     if cfg.images and not pool:
         raise GlomsslError(f"--images {', '.join(cfg.images)}: no readable images found there")
+    out = ensure_writable_dir(cfg.out)  # only once the inputs are known good
     fonts = Fonts()
     n_val = int(round(cfg.n * cfg.val_fraction))
     rows = []
