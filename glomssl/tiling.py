@@ -165,18 +165,31 @@ def tile_grid(
 
 
 def read_tile(slide: Any, work: WorkingLevel, t: Tile) -> np.ndarray:
-    """Tile ``t`` as (size, size, 3) uint8 RGB at the working resolution (white beyond the slide)."""
+    """Tile ``t`` as (size, size, 3) uint8 RGB at the working resolution (white beyond the slide).
+
+    Only the part of the tile that lies on the slide is read from the pyramid level, so a tile much
+    larger than a small slide (a coarse ``--mpp``) costs the slide's pixels, not the tile's.
+    """
     from PIL import Image
 
-    span = int(math.ceil(t.size * work.resize))  # pixels to read at the pyramid level
-    x0 = int(round(t.x * work.scale))
+    lds = work.level_downsample
+    lw, lh = (int(v) for v in slide.level_dimensions[work.level])
+    span = int(math.ceil(t.size * work.resize))  # the whole tile, in pixels of the pyramid level
+    x0 = int(round(t.x * work.scale))  # the tile's origin, level-0 pixels
     y0 = int(round(t.y * work.scale))
-    region = slide.read_region((x0, y0), work.level, (span, span)).convert("RGBA")
-    white = Image.new("RGBA", region.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, region).convert("RGB")
-    if span != t.size:
-        rgb = rgb.resize((t.size, t.size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    vw = min(span, lw - int(x0 // lds))  # the part on the slide, pixels of the pyramid level
+    vh = min(span, lh - int(y0 // lds))
+    out = Image.new("RGB", (t.size, t.size), (255, 255, 255))
+    if vw > 0 and vh > 0:
+        region = slide.read_region((x0, y0), work.level, (vw, vh))
+        white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, region.convert("RGBA")).convert("RGB")
+        if span != t.size:
+            f = t.size / span
+            size = (max(1, min(t.size, round(vw * f))), max(1, min(t.size, round(vh * f))))
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        out.paste(rgb, (0, 0))
+    return np.asarray(out, dtype=np.uint8)
 
 
 def to_level0(xy: np.ndarray, work: WorkingLevel) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from glomssl.annotations import (
     Region,
@@ -21,6 +22,7 @@ from glomssl.annotations import (
 from glomssl.errors import GlomsslError
 from glomssl.tiling import (
     CoreStitcher,
+    Tile,
     from_level0,
     read_tile,
     tile_grid,
@@ -144,3 +146,27 @@ def test_imagescope_xml_keeps_every_class_layer(tmp_path: Path) -> None:
     assert bgr_int((255, 0, 0)) == 255 and bgr_int((0, 0, 255)) == 16711680
     with pytest.raises(GlomsslError, match="have no layer"):
         write_imagescope_xml(tmp_path / "t.xml", [Region("x", "polygon", [(0, 0)] * 3)], classes)
+
+
+def test_a_tile_far_larger_than_the_slide_reads_only_the_slide(tmp_path: Path) -> None:
+    """A coarse working resolution on a small slide: the tile spans 128x the slide, and reading
+    it whole at level 0 used to allocate tens of gigabytes (a MemoryError, a traceback)."""
+    img = np.zeros((60, 80, 3), np.uint8)
+    img[:, :, 0] = 200  # a red slide, 80 x 60 px at 0.5 um/px
+    Image.fromarray(img).save(tmp_path / "small.png")
+    slide = open_any(tmp_path / "small.png", mpp=0.5)
+    work = working_level(slide, mpp=64.0)  # 128 level-0 px per working px
+    t = Tile(0, 0, 0, 1024, (0, 0, 1024, 1024))
+    calls: list[tuple[int, int]] = []
+    original = slide.read_region
+
+    def spy(location, level, size):  # type: ignore[no-untyped-def]
+        calls.append(size)
+        return original(location, level, size)
+
+    slide.read_region = spy
+    tile = read_tile(slide, work, t)
+    assert tile.shape == (1024, 1024, 3)
+    assert calls == [(80, 60)]  # the slide's own pixels, not 131072 x 131072
+    assert tile[0, 0, 0] > 150 and tile[0, 0, 1] < 50  # the slide, shrunk into the corner
+    assert (tile[10:, 10:] == 255).all()  # white beyond it
