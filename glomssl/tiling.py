@@ -58,9 +58,11 @@ def working_level(slide: Any, mpp: float | None = None, level: int | None = None
         if not (math.isfinite(mpp) and mpp > 0):
             raise GlomsslError(f"--mpp {mpp} must be a positive number of microns per pixel")
         if base is None:
+            name = getattr(slide, "glomssl_path", None)
             raise GlomsslError(
-                "the slide does not record its resolution (microns per pixel); pass the slide's "
-                "own mpp with --slide-mpp, or choose a pyramid --level instead of --mpp"
+                f"{f'slide {name}' if name else 'the slide'} does not record its resolution "
+                "(microns per pixel); pass the slide's own mpp with --slide-mpp, or choose a "
+                "pyramid --level instead of --mpp"
             )
         want = mpp / base
         if want < 1 - 1e-6:

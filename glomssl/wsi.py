@@ -91,6 +91,7 @@ class ImageSlide:
         self.level_downsamples = (1.0,)
         self.properties: dict[str, Any] = {}
         self.glomssl_mpp = mpp
+        self.glomssl_path = str(self.path)  # errors about the slide name it
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
         return 0
@@ -128,6 +129,7 @@ def open_any(path: str | os.PathLike[str], mpp: float | None = None) -> Any:
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         return ImageSlide(p, mpp)
     slide = open_slide(p)
+    slide.glomssl_path = str(p)  # errors about the slide name it
     if mpp is not None:
         slide.glomssl_mpp = float(mpp)  # read by slide_mpp before the file's own value
     return slide

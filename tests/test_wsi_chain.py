@@ -80,7 +80,8 @@ def blue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     weights = tmp_path / "blue.safetensors"
     weights.write_bytes(b"stand-in detector")
     monkeypatch.setattr(
-        "glomssl.detect.model.load_detector", lambda w=None, d="cpu": BlueDetector(str(weights))
+        "glomssl.detect.model.load_detector",
+        lambda w=None, d="cpu", flag="--weights": BlueDetector(str(weights)),
     )
     return str(weights)
 
@@ -180,6 +181,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, blue: str) -> None:
     assert res.exit_code == 2 and "Traceback" not in res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and "--slide-mpp" in lines[0]
+    assert str(png) in lines[0]  # which slide lacks its resolution
+    res = runner.invoke(
+        cli, ["wsi", str(png), "--out", str(tmp_path / "o6"), "--segmenter", "nope.safetensors"]
+    )
+    assert res.exit_code == 2 and "Error: --segmenter nope.safetensors" in res.output, res.output
     res = runner.invoke(
         cli, ["wsi", str(png), "--slide-mpp", "0.5", "--out", str(tmp_path / "o2"), "--json"]
     )
@@ -214,7 +220,9 @@ def _fake_models(
     cls_mod.classify_images = classify_images  # type: ignore[attr-defined]
     seg_mod = types.ModuleType("glomssl.finetune.segmenter.infer")
 
-    def load_segmenter(path: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    def load_segmenter(
+        path: str, device: str = "cpu", flag: str = "--model"
+    ) -> tuple[Any, dict[str, Any]]:
         return object(), {"classes": ["tuft", "capsule"]}
 
     def predict_image(
@@ -399,3 +407,38 @@ def test_a_truncated_slide_is_one_line_on_its_own(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and "broken.tif is cut short" in lines[0], lines
+
+
+def test_a_tiff_that_is_not_a_slide_is_skipped_naming_it(tmp_path: Path, blue: str) -> None:
+    """A 16-bit stack of three grey pages opens but cannot be read as a slide: the reason given
+    names the file (it used to be tifffile's bare NotImplementedError)."""
+    import tifffile
+
+    good = make_slide(tmp_path / "good.tif")
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.zeros((3, 64, 64), np.uint16))
+    s = run_wsi(
+        WsiConfig(
+            slides=[str(good), str(stack)], out=str(tmp_path / "out"), detector=blue, quiet=True
+        )  # fmt: skip
+    )
+    reasons = {Path(x["slide"]).name: x["reason"] for x in s["skipped"]}
+    assert s["done"] == 1 and set(reasons) == {"stack.tif"}
+    assert str(stack) in reasons["stack.tif"] and "\n" not in reasons["stack.tif"]
+
+
+def test_a_coarse_mpp_on_a_small_slide_runs(tmp_path: Path, blue: str) -> None:
+    """--mpp 64 on a small slide: each tile spans far more than the slide (it used to be read
+    whole, a MemoryError reported as an unreadable slide)."""
+    good = make_slide(tmp_path / "good.tif")
+    s = run_wsi(WsiConfig(slides=[str(good)], out=str(tmp_path / "out"), detector=blue, mpp=64.0,
+                          quiet=True))  # fmt: skip
+    assert s["done"] == 1 and not s["skipped"], s
+
+
+def test_a_missing_detector_is_named_as_the_detector_option(tmp_path: Path) -> None:
+    slide = make_slide(tmp_path / "good.tif")
+    args = ["wsi", str(slide), "--out", str(tmp_path / "o"), "--detector", "nope.safetensors"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "check --detector" in res.output, res.output

@@ -124,18 +124,21 @@ def read_meta(weights: str | os.PathLike[str] | None = None) -> dict[str, Any]:
 
 
 def load_yolo(
-    weights: str | os.PathLike[str] | None = None, work_dir: str | os.PathLike[str] | None = None
+    weights: str | os.PathLike[str] | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    flag: str = "--weights",
 ) -> tuple[Any, dict[str, Any]]:
-    """(``ultralytics.YOLO`` with the weights loaded, sidecar) -- safetensors only."""
+    """(``ultralytics.YOLO`` with the weights loaded, sidecar) -- safetensors only; errors name
+    the option ``flag`` that gave the weights."""
     from glomssl.runs import load_weights
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if not path.is_file():
-        hint = "check --weights" if weights is not None else "reinstall glomssl"
+        hint = f"check {flag}" if weights is not None else "reinstall glomssl"
         raise GlomsslError(f"detector weights {path} do not exist; {hint}")
     if path.suffix.lower() != ".safetensors":
         raise GlomsslError(
-            f"detector weights {path} are not a .safetensors file; pass the "
+            f"{flag} {path} is not a .safetensors file; pass the "
             "glomerulus_detector.safetensors that `glomssl detect train` writes"
         )
     try:
@@ -161,12 +164,14 @@ def load_yolo(
     return yolo, meta
 
 
-def load_detector(weights: str | os.PathLike[str] | None = None, device: str = "cpu") -> Detector:
+def load_detector(
+    weights: str | os.PathLike[str] | None = None, device: str = "cpu", flag: str = "--weights"
+) -> Detector:
     """The glomerulus detector (shipped weights by default) on ``device``, ready to predict."""
     from glomssl.engine import resolve_device
 
     dev = resolve_device(device)
-    yolo, meta = load_yolo(weights)
+    yolo, meta = load_yolo(weights, flag=flag)
     net = yolo.model.to(dev).eval()
     for p in net.parameters():
         p.requires_grad_(False)

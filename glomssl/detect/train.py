@@ -82,7 +82,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
         layout = run / "glomerulus_detector.yaml"
         shutil.copyfile(cfg.model, layout)
         if cfg.init:
-            yolo, _ = load_yolo(cfg.init, work_dir=run)
+            yolo, _ = load_yolo(cfg.init, work_dir=run, flag="--init")
             # ultralytics copies the YOLO object's weights into its trainer's fresh model only when
             # it believes they came from a checkpoint; the tensors were loaded safely above.
             yolo.ckpt = {"model": yolo.model}

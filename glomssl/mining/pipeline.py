@@ -226,14 +226,12 @@ def finalize_manifest(ctx: MineContext) -> Path | None:
 
 
 def _refuse_foreign_folder(out: Path) -> None:
-    """``mine`` resumes in a folder it made (its ``state.sqlite``) or starts in an empty or new one;
-    in another command's folder it would overwrite that command's ``manifest.jsonl``."""
-    if not out.is_dir() or (out / "state.sqlite").is_file():
-        return
-    if any(not p.name.startswith(".") for p in out.iterdir()):
+    """A ``manifest.jsonl`` without mine's ``state.sqlite`` beside it is another command's output
+    (``separate``, ``curate`` ...), which ``mine`` would overwrite with its own."""
+    if (out / "manifest.jsonl").is_file() and not (out / "state.sqlite").is_file():
         raise GlomsslError(
-            f"--out {out} already holds files that `glomssl mine` did not write; choose a new or "
-            "empty folder"
+            f"--out {out} holds another command's manifest.jsonl, which `glomssl mine` did not "
+            "write; choose a new or empty folder"
         )
 
 

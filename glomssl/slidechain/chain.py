@@ -185,7 +185,7 @@ def load_models(cfg: WsiConfig, device: str) -> tuple[Any, Any, Any]:
     from glomssl.detect.model import load_detector
     from glomssl.slidechain.steps import load_classifier_step, load_segmenter_step
 
-    detector = load_detector(cfg.detector, device)
+    detector = load_detector(cfg.detector, device, flag="--detector")
     classifier = load_classifier_step(cfg.classifier, detector.device) if cfg.classifier else None
     segmenter = (
         load_segmenter_step(cfg.segmenter, detector.device, cfg.segment_class)
@@ -203,7 +203,7 @@ def worker(
     models: tuple[Any, Any, Any] | None = None,
 ) -> None:
     """Claim and process slides until the queue is empty (one process per device)."""
-    from glomssl.slidechain.process import Context, process_slide
+    from glomssl.slidechain.process import Context, process_slide, unreadable_slide
     from glomssl.slidechain.queue import RunQueue
 
     if threads:
@@ -223,9 +223,10 @@ def worker(
                     ctx.log(f"wsi {job.name}: skipped: {str(exc).splitlines()[0]}")
                 continue
             except Exception as exc:  # an unexpected failure on one slide must not stop the queue
-                queue.skip(job, f"{type(exc).__name__}: {exc}")
+                why = str(unreadable_slide(job, exc))  # names the slide, one line
+                queue.skip(job, why)
                 if not cfg.quiet:
-                    ctx.log(f"wsi {job.name}: skipped after {type(exc).__name__}: {exc}")
+                    ctx.log(f"wsi {job.name}: skipped: {why}")
                 continue
             except BaseException:
                 queue.release(job)

@@ -66,7 +66,7 @@ def detect_slide(ctx: Context, job: SlideJob, slide: Any) -> tuple[Any, list[lis
     except GlomsslError:
         raise
     except Exception as exc:  # a corrupt slide can fail on its thumbnail already
-        raise _unreadable(job, exc) from exc
+        raise unreadable_slide(job, exc) from exc
     if not tissue.any():
         raise GlomsslError(f"slide {job.path} shows no tissue (blank, or not a brightfield stain)")
     tiles = tile_grid(slide, work, cfg.tile, cfg.overlap, tissue=tissue, tissue_down=down)
@@ -95,12 +95,12 @@ def detect_slide(ctx: Context, job: SlideJob, slide: Any) -> tuple[Any, list[lis
     except GlomsslError:
         raise
     except Exception as exc:  # a truncated or corrupt slide fails while tiles are read
-        raise _unreadable(job, exc) from exc
+        raise unreadable_slide(job, exc) from exc
     counts = {"tiles": len(tiles), "tiles_resumed": len(tiles) - len(todo)}
     return work, rows, counts
 
 
-def _unreadable(job: SlideJob, exc: Exception) -> GlomsslError:
+def unreadable_slide(job: SlideJob, exc: Exception) -> GlomsslError:
     """The one-line error of a slide whose pixels cannot be decoded."""
     what = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return GlomsslError(

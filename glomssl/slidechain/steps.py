@@ -89,7 +89,7 @@ def load_segmenter_step(
             "--segmenter needs glomssl's segmenter module (glomssl finetune seg), which this "
             "installation lacks; update glomssl or run without --segmenter"
         ) from exc
-    model, meta = load_segmenter(path, device)
+    model, meta = load_segmenter(path, device, flag="--segmenter")
     names = [str(c) for c in meta.get("classes", [])]
     if not names:
         raise GlomsslError(f"--segmenter {path} does not list its classes; re-export it")

@@ -166,6 +166,7 @@ def test_bad_input_is_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
     args = _train_args(setup, tmp_path / "r")
     args[args.index("--backbone") + 1] = str(fake)
     assert "is not a glomssl encoder" in _one_line_error(runner.invoke(cli, args))
+    assert not (tmp_path / "r" / "config.yaml").exists()  # refused before any file is written
     # classify: a backbone is not a classifier; labels the model does not know
     line = _one_line_error(
         runner.invoke(
@@ -223,6 +224,42 @@ def test_bad_input_is_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
         )
     )
     assert "label 'sclerosed', which the model does not know" in line
+    classify = ["classify", "--model", str(run), "--input", str(setup["csv"])]
+    unlabelled = write_rows(
+        tmp_path / "unlabelled.csv", [{"image": r["image"]} for r in read_rows(setup["csv"])]
+    )
+    line = _one_line_error(
+        runner.invoke(
+            cli, [*classify, "--out", str(tmp_path / "p.jsonl"), "--evaluate", str(unlabelled)]
+        )  # fmt: skip
+    )
+    assert "--evaluate" in line and "no 'label' column" in line
+    line = _one_line_error(
+        runner.invoke(
+            cli, [*classify, "--out", str(tmp_path / "p.jsonl"), "--evaluate", str(tmp_path)]
+        )  # fmt: skip
+    )
+    assert "--evaluate needs a labels CSV" in line
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    line = _one_line_error(runner.invoke(cli, [*classify, "--out", str(blocker / "p.jsonl")]))
+    assert "--out" in line and "not a writable folder" in line
+    one = next((setup["csv"].parent / "images").rglob("*.png"))
+    line = _one_line_error(
+        runner.invoke(
+            cli,
+            [
+                "classify",
+                "--model",
+                str(run),
+                "--input",
+                str(one),
+                "--out",
+                str(tmp_path / "q.jsonl"),
+            ],
+        )  # fmt: skip
+    )
+    assert "is one image; pass the folder that holds it" in line
 
 
 def test_dry_run_prints_the_merged_config(setup: dict[str, Path], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,35 @@ def test_a_model_json_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(GlomsslError, match=message) as err:
             load_segmenter(run)
         assert "\n" not in str(err.value) and str(run) in str(err.value)
+
+
+def test_segment_inputs_without_masks_slides_in_a_folder_and_one_image(
+    tmp_path: Path, make_seg: Any
+) -> None:
+    """A table of images only is segmented (nothing to score); a .svs inside an input folder is
+    listed as skipped with the way to segment it; a single picture is a one-line error."""
+    table = make_seg(tmp_path / "d", n=2, size=40)
+    run = _export(tmp_path)
+    only = tmp_path / "d" / "only.csv"
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    with open(only, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "slide"])
+        w.writeheader()
+        w.writerows({"path": r["path"], "slide": r["slide"]} for r in rows)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["segment", "--model", str(run), "--input", str(only),
+                            "--out", str(tmp_path / "o1"), "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "o1" / "scores.json").exists()
+    (tmp_path / "d" / "images" / "whole.svs").write_bytes(b"a slide, not read from a folder")
+    r = runner.invoke(cli, ["segment", "--model", str(run), "--input", str(tmp_path / "d" / "images"),
+                            "--out", str(tmp_path / "o2"), "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    skipped = [json.loads(x) for x in (tmp_path / "o2" / "skipped.jsonl").read_text().splitlines()]
+    assert [Path(s["path"]).name for s in skipped] == ["whole.svs"]
+    assert "on its own" in skipped[0]["reason"]
+    one = tmp_path / "d" / "images" / "im000.png"
+    r = runner.invoke(cli, ["segment", "--model", str(run), "--input", str(one),
+                            "--out", str(tmp_path / "o3")])  # fmt: skip
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "is one image; pass the folder that holds it" in r.output

@@ -113,6 +113,10 @@ def test_bad_input_is_one_line(seg_table: Path, tmp_path: Path) -> None:
         _train(seg_table, out, "--train-filter", "species=dog")
     )
     assert "--encoder resnet18" in _one_line_error(_train(seg_table, out, "--init", str(tmp_path)))
+    fresh = tmp_path / "fresh"
+    res = _train(seg_table, fresh, "--encoder", "resnet18", "--init", str(tmp_path / "nope"))
+    assert "nope does not exist" in _one_line_error(res)
+    assert not fresh.exists() or not any(fresh.iterdir())  # no config.yaml, no split.json
     assert "not divisible by the dynamic network's stride 16" in _one_line_error(
         _train(seg_table, out, "--image-size", "40", "--max-steps", "1")
     )

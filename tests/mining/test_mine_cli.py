@@ -260,7 +260,7 @@ def test_mine_refuses_another_commands_folder_and_keeps_its_manifest(tmp_path: P
         "mine", "--query", "g", "--out", str(other), "--endpoint", "http://127.0.0.1:9"
     )
     assert code == 2 and len(out.strip().splitlines()) == 1, out
-    assert "did not write" in out and str(other) in out
+    assert "did not" in out and str(other) in out
     assert (other / "manifest.jsonl").read_text() == '{"path": "a.png"}\n'
     assert not (other / "state.sqlite").exists()
 

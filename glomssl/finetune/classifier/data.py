@@ -70,7 +70,7 @@ def _read_jsonl(path: Path) -> list[Row]:
     return rows
 
 
-def read_label_rows(path: str | os.PathLike[str]) -> list[tuple[Path, Row]]:
+def read_label_rows(path: str | os.PathLike[str], what: str = "--data") -> list[tuple[Path, Row]]:
     """(absolute image path, row) for every row of a labels CSV or a JSONL manifest, in file order.
 
     The row's ``path`` is set to the path as written in the file (relative to the file's folder).
@@ -78,7 +78,7 @@ def read_label_rows(path: str | os.PathLike[str]) -> list[tuple[Path, Row]]:
     p = Path(path)
     if p.is_dir():
         raise GlomsslError(
-            f"{p} is a folder; --data needs a labels CSV or a manifest (a folder has no labels)"
+            f"{p} is a folder; {what} needs a labels CSV or a manifest (a folder has no labels)"
         )
     if not p.is_file():
         raise GlomsslError(f"labels file {p} does not exist; pass a CSV or a JSONL manifest")
@@ -146,7 +146,7 @@ def load_labelled(
     empty = next((row for _, row in items if row.get("label") in (None, "")), None)
     if empty is not None:
         raise GlomsslError(
-            f"{where}: the row for {empty['path']} has no label; give every image its class"
+            f"{where}: the row for {empty['path']!r} has no label; give every image its class"
         )
     key = group
     if key is None:

@@ -112,7 +112,12 @@ def _match(rows: list[tuple[Path, dict[str, Any]]], labels: str) -> dict[int, st
     """Index of each classified image -> its true label (matched by resolved file path)."""
     from glomssl.finetune.classifier.data import read_label_rows
 
-    truth = {full.resolve(): str(row.get("label", "")) for full, row in read_label_rows(labels)}
+    table = read_label_rows(labels, what="--evaluate")
+    if not any("label" in row for _, row in table):
+        raise GlomsslError(
+            f"--evaluate {labels} has no 'label' column; give each image its true class there"
+        )
+    truth = {full.resolve(): str(row.get("label", "")) for full, row in table}
     out = {}
     for i, (p, _) in enumerate(rows):
         lab = truth.get(p.resolve())
@@ -146,6 +151,9 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
             f"--evaluate {cfg.evaluate} has label {unknown[0]!r}, which the model does not know "
             f"(its classes: {', '.join(classes)}); fix the labels or use a matching model"
         )
+    from glomssl.fsutil import ensure_writable_dir
+
+    ensure_writable_dir(Path(cfg.out).parent, "--out")  # a path under a file: one line, not a trace
     t0 = time.perf_counter()
     probs = np.zeros((len(items), len(classes)), dtype=np.float32)
     bs = cfg.batch_size * 8

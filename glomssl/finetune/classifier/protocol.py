@@ -228,6 +228,7 @@ def run_finetune_cls(cfg: FinetuneClsConfig) -> dict[str, Any]:
         splits = grouped_kfold(data.labels, data.groups, cfg.folds, seed=cfg.seed)
     else:
         splits = []
+    trainers = Trainers(cfg, data, out)  # a bad --backbone stops here, before any file is written
     done = _prepare_out(cfg, out)
     if is_rank_zero():
         write_skipped(out, data.skipped)
@@ -237,7 +238,6 @@ def run_finetune_cls(cfg: FinetuneClsConfig) -> dict[str, Any]:
             "warning: no patient/slide column: images are split one by one, so crops of one "
             "slide can land in training and test (pass --group COLUMN)",
         )
-    trainers = Trainers(cfg, data, out)
     size = trainers.image_size
     _log(
         cfg,

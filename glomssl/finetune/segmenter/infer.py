@@ -42,62 +42,64 @@ def export_segmenter(model: Any, out_dir: str | os.PathLike[str], meta: dict[str
     return save_weights(Path(out_dir) / "model.safetensors", model.state_dict(), info)
 
 
-def resolve_model_path(path: str | os.PathLike[str]) -> Path:
+def resolve_model_path(path: str | os.PathLike[str], flag: str = "--model") -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
         raise GlomsslError(
-            f"--model {path}: no model.safetensors there; pass a `glomssl finetune seg` run folder "
+            f"{flag} {path}: no model.safetensors there; pass a `glomssl finetune seg` run folder "
             "or its model.safetensors"
         )
     return p
 
 
-def load_segmenter(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+def load_segmenter(
+    path: str | os.PathLike[str], device: str = "cpu", flag: str = "--model"
+) -> tuple[Any, dict[str, Any]]:
     """Rebuild a segmenter from a run folder or ``model.safetensors`` (eval mode on ``device``)."""
     from glomssl.models import create_model
     from glomssl.runs import load_weights
 
-    wpath = resolve_model_path(path)
+    wpath = resolve_model_path(path, flag)
     tensors, meta = load_weights(wpath)
     if meta.get("format") != SEGMENTER_FORMAT:
         raise GlomsslError(
-            f"--model {wpath} is not a glomssl segmenter (its model.json does not say format: "
+            f"{flag} {wpath} is not a glomssl segmenter (its model.json does not say format: "
             f"{SEGMENTER_FORMAT}); pass the model.safetensors that `glomssl finetune seg` exported"
         )
     kwargs = meta.get("model_kwargs", {})
     classes = meta.get("classes")
     if not isinstance(meta.get("model"), str) or not isinstance(kwargs, dict):
         raise GlomsslError(
-            f"--model {wpath}: its model.json lacks the network's name or settings (`model`, "
+            f"{flag} {wpath}: its model.json lacks the network's name or settings (`model`, "
             "`model_kwargs`); restore the run's model.json or re-export it"
         )
     if not isinstance(classes, list) or not classes or len(set(map(str, classes))) != len(classes):
         raise GlomsslError(
-            f"--model {wpath}: its model.json lists no classes (or repeats one); restore the run's "
+            f"{flag} {wpath}: its model.json lists no classes (or repeats one); restore the run's "
             "model.json or re-export it"
         )
     try:
         model = create_model(meta["model"], **kwargs)
     except GlomsslError as exc:
-        raise GlomsslError(f"--model {wpath}: its model.json does not build ({exc})") from exc
+        raise GlomsslError(f"{flag} {wpath}: its model.json does not build ({exc})") from exc
     built = [str(c) for c in getattr(model, "classes", classes)]
     if built != [str(c) for c in classes]:
         raise GlomsslError(
-            f"--model {wpath}: its model.json names the classes {','.join(map(str, classes))} but "
+            f"{flag} {wpath}: its model.json names the classes {','.join(map(str, classes))} but "
             f"the network segments {','.join(built)}; restore the run's model.json or re-export it"
         )
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:  # a tensor of another shape (e.g. a different number of classes)
         raise GlomsslError(
-            f"--model {wpath} does not match a {meta['model']} segmenter (its tensors have other "
+            f"{flag} {wpath} does not match a {meta['model']} segmenter (its tensors have other "
             "shapes); re-export it with this glomssl version"
         ) from exc
     if missing or unexpected:
         raise GlomsslError(
-            f"--model {wpath} does not match a {meta['model']} segmenter (missing {len(missing)}, "
+            f"{flag} {wpath} does not match a {meta['model']} segmenter (missing {len(missing)}, "
             f"unexpected {len(unexpected)} weights); re-export it with this glomssl version"
         )
     return model.to(device).eval(), meta

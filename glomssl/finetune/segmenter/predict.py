@@ -33,12 +33,14 @@ class SegmentConfig:
     input: list[str] = field(default_factory=list)
     out: str = ""
     classes: list[str] = field(default_factory=list)  # empty: all of the model's classes
-    tile: int | None = opt(None, ge=16)  # default: the model's working size
+    tile: int | None = opt(None, ge=16, le=8192)  # default: the model's working size
     overlap: int | None = opt(None, ge=0)  # default: tile / 8
     scale: float | None = opt(None, gt=0, le=64)  # image resize before segmenting; None: model's
     level: int | None = opt(None, ge=0)  # slides: pyramid level
-    mpp: float | None = opt(None, gt=0)  # slides: microns per pixel to read at
-    slide_mpp: float | None = opt(None, gt=0)  # slides: the slide's own mpp, when not recorded
+    mpp: float | None = opt(None, gt=0, le=64)  # slides: microns per pixel to read at
+    slide_mpp: float | None = opt(
+        None, gt=0, le=64
+    )  # slides: the slide's own mpp, when not recorded
     as_slides: bool = False  # read PNG/JPEG inputs as one-level slides (polygons, level-0 output)
     threshold: float = opt(0.5, gt=0, lt=1)
     probabilities: bool = False
@@ -89,10 +91,19 @@ def _inputs(cfg: SegmentConfig) -> tuple[list[tuple[Path, dict[str, Any]]], list
     plain = []
     for src in cfg.input:
         p = Path(src)
-        is_table = p.suffix.lower() == ".csv" or (
+        is_table = (p.suffix.lower() == ".csv" and _csv_has_masks(p)) or (
             p.suffix.lower() in (".jsonl", ".json") and _has_masks(p)
         )
-        if p.is_file() and is_table:
+        if p.is_file() and p.suffix.lower() == ".csv" and not is_table:
+            from glomssl.finetune.classifier.data import read_label_rows
+
+            for img, row in read_label_rows(p):  # a table of images only: nothing to score
+                reason = image_ok(img) if img.is_file() else "file does not exist"
+                if reason is None:
+                    pairs.append((img, row))
+                else:
+                    skipped.append({"path": str(img), "reason": reason})
+        elif p.is_file() and is_table:
             for img, mask, row in read_table(p):
                 reason = image_ok(img) if img.is_file() else "file does not exist"
                 if reason is None:
@@ -105,9 +116,42 @@ def _inputs(cfg: SegmentConfig) -> tuple[list[tuple[Path, dict[str, Any]]], list
         s = resolve_sources(plain, what="--input", allow_slides=False)
         pairs += s.items
         skipped += s.skipped
+        skipped += _slides_in_folders(plain)
     if not pairs:
         raise GlomsslError("--input holds no readable image; see the paths given")
     return pairs, skipped
+
+
+def _slides_in_folders(sources: list[str]) -> list[dict[str, str]]:
+    """Whole-slide files (.svs, .ndpi ...) inside input folders, which a folder of images does not
+    read: listed as skipped, with the way to segment them, rather than left out unsaid."""
+    from glomssl.data.images import IMAGE_EXTENSIONS
+    from glomssl.wsi import SLIDE_EXTENSIONS
+
+    kinds = {e for e in SLIDE_EXTENSIONS if e not in IMAGE_EXTENSIONS}
+    out = []
+    for src in sources:
+        if Path(src).is_dir():
+            for f in sorted(Path(src).rglob("*")):
+                if f.suffix.lower() in kinds and f.is_file():
+                    why = "a whole-slide image: give it to --input on its own to segment it"
+                    out.append({"path": str(f), "reason": why})
+    return out
+
+
+def _csv_has_masks(path: Path) -> bool:
+    """True when a CSV's header names a ``mask`` column (or cannot be read: the table reader
+    then gives its own one-line error)."""
+    import csv
+
+    if not path.is_file():
+        return True
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (UnicodeDecodeError, csv.Error):
+        return True
+    return "mask" in [h.strip() for h in header]
 
 
 def _has_masks(path: Path) -> bool:

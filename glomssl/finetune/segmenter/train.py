@@ -184,6 +184,15 @@ def run_finetune_seg(cfg: SegTrainConfig) -> dict[str, Any]:
     d = _prepare(cfg)
     classes, train, val = d["classes"], d["train"], d["val"]
     cfg = dataclasses.replace(cfg, classes=classes)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model: Any = create_model(cfg.model, **cfg.model_kwargs(classes))
+    init_info = model.load_init(cfg.init) if cfg.init else None
+    if cfg.image_size % model.stride:
+        raise GlomsslError(
+            f"--image-size {cfg.image_size} is not divisible by the {cfg.model} network's stride "
+            f"{model.stride}; use a multiple of {model.stride}"
+        )
+    # written only once the model and its --init are known good
     if is_rank_zero():
         ensure_writable_dir(out)
         save_config(cfg, out / "config.yaml")
@@ -195,14 +204,6 @@ def run_finetune_seg(cfg: SegTrainConfig) -> dict[str, Any]:
         }
         atomic_write_text(out / "split.json", json.dumps(split, indent=1, default=str) + "\n")
         write_skipped(out, d["skipped"])
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model: Any = create_model(cfg.model, **cfg.model_kwargs(classes))
-    init_info = model.load_init(cfg.init) if cfg.init else None
-    if cfg.image_size % model.stride:
-        raise GlomsslError(
-            f"--image-size {cfg.image_size} is not divisible by the {cfg.model} network's stride "
-            f"{model.stride}; use a multiple of {model.stride}"
-        )
     train_ds = SegDataset(
         train, classes, cfg.image_size, cfg.augment, cfg.mask_threshold, cfg.seed, cfg.cache
     )
