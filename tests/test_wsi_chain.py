@@ -442,3 +442,22 @@ def test_a_missing_detector_is_named_as_the_detector_option(tmp_path: Path) -> N
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert "check --detector" in res.output, res.output
+
+
+def test_detect_names_its_own_weights_option_and_says_a_single_failure_once(
+    tmp_path: Path,
+) -> None:
+    slide = make_slide(tmp_path / "good.tif")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["detect", "--slide", str(slide), "--out", str(tmp_path / "o"),
+                              "--weights", "nope.safetensors"])  # fmt: skip
+    assert res.exit_code == 2 and "check --weights" in res.output and "--detector" not in res.output
+    res = runner.invoke(cli, ["detect", "--slide", str(slide), "--out", str(tmp_path / "o"),
+                              "--weights", str(tmp_path)])  # fmt: skip
+    assert res.exit_code == 2 and "--weights" in res.output and "is a folder" in res.output
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture")
+    res = runner.invoke(cli, ["detect", "--slide", str(bad), "--slide-mpp", "0.5", "--out",
+                              str(tmp_path / "o2")])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output  # not the reason, then the error

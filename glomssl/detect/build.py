@@ -230,18 +230,19 @@ def run_data(cfg: DetectDataConfig) -> dict[str, Any]:
     from glomssl.detect.dataset import DATASET_FILE, read_pairs, write_descriptor
     from glomssl.fsutil import ensure_writable_dir
 
-    root = ensure_writable_dir(cfg.out)
     options = to_dict(cfg)
     options.pop("quiet", None)
-    desc = root / DATASET_FILE
-    # the manifests are read (and the split drawn) before anything is written, so a wrong --crops
-    # or --fields never leaves an --out that refuses the corrected command
+    # the manifests are read (and the split drawn) before anything is written or even made, so a
+    # wrong --crops or --fields never leaves an --out behind, least of all one that refuses the
+    # corrected command
     groups: list[str] = []
     if cfg.crops:
         groups += [p.group for p in read_pairs(cfg.crops, "--crops")]
     if cfg.fields:
         groups += [p.group for p in read_pairs(cfg.fields, "--fields")]
     val_groups = split_groups(groups, cfg.val_fraction, cfg.split_seed)
+    root = ensure_writable_dir(cfg.out)
+    desc = root / DATASET_FILE
     if desc.is_file():
         try:
             old = json.loads(desc.read_text(encoding="utf-8")).get("options")

@@ -133,6 +133,10 @@ def load_yolo(
     from glomssl.runs import load_weights
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if path.is_dir():
+        raise GlomsslError(
+            f"{flag} {path} is a folder; pass the glomerulus_detector.safetensors file inside a run"
+        )
     if not path.is_file():
         hint = f"check {flag}" if weights is not None else "reinstall glomssl"
         raise GlomsslError(f"detector weights {path} do not exist; {hint}")

@@ -202,7 +202,6 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     pairs, src_dir, repeats = read_input(cfg.input)
     n = len(pairs)
     out_dir = ensure_writable_dir(cfg.out).resolve()
-    save_config(cfg, out_dir / "dedup.yaml")
     rows = [r for _, r in pairs]
     m = _measure_rows(pairs, cfg, methods, out_dir, desc=use_emb and ext_emb is None)
     valid, shas = m["valid"], m["shas"]
@@ -246,13 +245,24 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
     )
     keeper, reached = grouped["keeper"], grouped["reached"]
     by_emb = sum(1 for k in idx if keeper[k] != k and reached[k][1] == PRIORITY["embedding"])
-    if n_emb >= CALIBRATE_MIN_ROWS and by_emb > cfg.max_embedding_drop * n_emb and not cfg.force:
+    too_many = n_emb and by_emb > cfg.max_embedding_drop * n_emb
+    if too_many and n_emb >= CALIBRATE_MIN_ROWS and not cfg.force:
+        at_most = info["embedding_threshold"] >= 0.999  # no higher --cosine to ask for
         raise GlomsslError(
             f"embedding links would drop {by_emb} of {n_emb} rows ({100 * by_emb / n_emb:.0f}%), "
             f"more than --max-embedding-drop {cfg.max_embedding_drop:g}: at cosine >= "
-            f"{info['embedding_threshold']} these embeddings do not tell the images apart; raise "
-            "--cosine, use better embeddings, or pass --force to drop them anyway"
+            f"{info['embedding_threshold']} these embeddings do not tell the images apart; "
+            + ("" if at_most else "raise --cosine, ")
+            + "use embeddings of a trained encoder (`glomssl embed --checkpoint RUN`), or pass "
+            "--force to drop them anyway"
         )
+    if too_many and n_emb < CALIBRATE_MIN_ROWS:  # too few rows to refuse on, but said
+        info["warnings"].append(
+            f"embedding links drop {by_emb} of {n_emb} rows, more than --max-embedding-drop "
+            f"{cfg.max_embedding_drop:g}; with under {CALIBRATE_MIN_ROWS} rows that is not "
+            "refused: check dropped.jsonl"
+        )
+    save_config(cfg, out_dir / "dedup.yaml")  # only once the run will write its results
 
     group_no: dict[int, int] = {}
     kept: list[Row] = []

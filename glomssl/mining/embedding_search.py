@@ -228,6 +228,10 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
     import psutil
 
     p = Path(path)
+    if p.is_dir():
+        raise GlomsslError(
+            f"--embeddings {p} is a folder; pass the .npz that `glomssl embed` wrote"
+        )
     if not p.is_file():
         raise GlomsslError(f"embeddings file {p} does not exist; make one with `glomssl embed`")
     try:
@@ -248,8 +252,11 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
                 )
             paths = [str(x) for x in npz["paths"].tolist()]
             emb = np.ascontiguousarray(npz["embeddings"], dtype=np.float32)
-    except ValueError as exc:
-        raise GlomsslError(f"{p} is not a plain npz of strings and numbers ({exc})") from exc
+    except ValueError as exc:  # numpy's text would advise loading pickles: not repeated here
+        raise GlomsslError(
+            f"{p} is not an .npz of embeddings (plain strings and numbers); use the file that "
+            "`glomssl embed` wrote"
+        ) from exc
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:  # EOFError: an empty file
         raise GlomsslError(f"{p} is not a readable npz file ({exc})") from exc
     if emb.ndim != 2 or emb.shape[0] != len(paths):

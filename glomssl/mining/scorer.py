@@ -74,6 +74,10 @@ def _fail(path: Path, why: str) -> GlomsslError:
 def load_scorer(path: str | os.PathLike[str]) -> Scorer:
     """Load a scorer JSON written by :func:`save_scorer`; refuse anything else with one line."""
     p = Path(path)
+    if p.is_dir():
+        raise GlomsslError(
+            f"--scorer {p} is a folder; pass the scorer .json that `curate train` wrote"
+        )
     if not p.is_file():
         raise GlomsslError(f"scorer file {p} does not exist; check the --scorer path")
     try:

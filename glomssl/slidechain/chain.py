@@ -213,19 +213,21 @@ def worker(
     detector, classifier, segmenter = models or load_models(cfg, device)
     queue = RunQueue(queue_path)
     ctx = Context(cfg, detector, queue, classifier, segmenter)
+    # with one slide in the run its skip reason is the command's own error: not said twice
+    say_skips = not cfg.quiet and len(queue.slides()) > 1
     try:
         while (job := queue.claim()) is not None:
             try:
                 result = process_slide(ctx, job)
             except GlomsslError as exc:
                 queue.skip(job, str(exc))
-                if not cfg.quiet:
+                if say_skips:
                     ctx.log(f"wsi {job.name}: skipped: {str(exc).splitlines()[0]}")
                 continue
             except Exception as exc:  # an unexpected failure on one slide must not stop the queue
                 why = str(unreadable_slide(job, exc))  # names the slide, one line
                 queue.skip(job, why)
-                if not cfg.quiet:
+                if say_skips:
                     ctx.log(f"wsi {job.name}: skipped: {why}")
                 continue
             except BaseException:

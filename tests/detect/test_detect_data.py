@@ -232,6 +232,7 @@ def test_a_wrong_manifest_does_not_block_the_corrected_rerun(tmp_path: Path) -> 
     out = str(tmp_path / "ds")
     with pytest.raises(GlomsslError, match="is not a file"):
         run_data(DetectDataConfig(out=out, crops=str(tmp_path / "typo.csv"), n=4, quiet=True))
+    assert not Path(out).exists()  # not even an empty folder
     black = tmp_path / "crops" / "black.png"
     Image.fromarray(np.zeros((160, 160), np.uint8)).save(black)
     rows = list(csv.DictReader(good.open()))

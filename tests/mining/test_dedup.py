@@ -281,7 +281,10 @@ def test_external_embeddings_npz(tmp_path: Path, corpus: Path) -> None:
 @pytest.mark.parametrize(
     "payload, message",
     [
-        ({"paths": np.array(["a.png"], dtype=object), "embeddings": np.zeros((1, 4))}, "plain npz"),
+        (
+            {"paths": np.array(["a.png"], dtype=object), "embeddings": np.zeros((1, 4))},
+            "plain strings and numbers",
+        ),
         ({"paths": np.array(["a.png"]), "vectors": np.zeros((1, 4))}, "lacks the arrays"),
         ({"paths": np.array(["a.png", "b.png"]), "embeddings": np.zeros((3, 4))}, "N = len"),
         ({"paths": np.array(["a.png", "a.png"]), "embeddings": np.zeros((2, 4))}, "repeated"),
@@ -465,7 +468,39 @@ def test_crowded_embeddings_are_calibrated_not_collapsed(tmp_path: Path) -> None
     with pytest.raises(GlomsslError, match=r"would drop 59 of 60 rows .* --force") as info:
         run_dedup(raw)
     assert "\n" not in str(info.value) and not (tmp_path / "raw" / "manifest.jsonl").exists()
+    assert not (tmp_path / "raw" / "dedup.yaml").exists()  # a refused run writes no config
     assert run_dedup(dataclasses.replace(raw, force=True))["dropped"] == 59
+
+
+def test_identical_embeddings_are_refused_without_asking_for_a_higher_cosine(
+    tmp_path: Path,
+) -> None:
+    """Embeddings that are all the same (an untrained encoder): --cosine cannot go higher, so the
+    refusal does not suggest it; under 20 rows the same collapse is a warning, not silence."""
+    emb = np.ones((30, 16), np.float32)
+    manifest, npz = _npz_corpus(tmp_path, emb)
+    cfg = DedupConfig(input=str(manifest), out=str(tmp_path / "o"), embeddings=str(npz),
+                      methods=["embedding"], cosine=1.0, quiet=True)  # fmt: skip
+    with pytest.raises(GlomsslError, match="would drop 29 of 30") as info:
+        run_dedup(cfg)
+    assert "raise --cosine" not in str(info.value) and "--force" in str(info.value)
+    (tmp_path / "few").mkdir()
+    few, npz8 = _npz_corpus(tmp_path / "few", np.ones((8, 16), np.float32))
+    s = run_dedup(dataclasses.replace(cfg, input=str(few), embeddings=str(npz8),
+                                      out=str(tmp_path / "f")))  # fmt: skip
+    assert s["dropped"] == 7 and any("check dropped.jsonl" in w for w in s["warnings"])
+
+
+def test_embeddings_that_are_a_folder_or_not_an_npz_are_named(tmp_path: Path) -> None:
+    from glomssl.mining.embedding_search import load_embeddings
+
+    with pytest.raises(GlomsslError, match="is a folder"):
+        load_embeddings(tmp_path)
+    text = tmp_path / "text.txt"
+    text.write_text("not an npz")
+    with pytest.raises(GlomsslError) as info:
+        load_embeddings(text)
+    assert "allow_pickle" not in str(info.value) and "glomssl embed" in str(info.value)
 
 
 def test_calibration_leaves_well_spread_embeddings_alone(tmp_path: Path) -> None:

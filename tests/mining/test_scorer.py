@@ -281,3 +281,8 @@ def test_imbalanced_classes_are_reported(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "s.json").read_text())
     baseline = data["metrics"]["heldout"]["majority_baseline"]
     assert data["warnings"] and baseline > 0.8 and f"majority baseline {baseline:.3f}" in res.output
+
+
+def test_a_folder_as_scorer_is_named_as_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(GlomsslError, match="--scorer .* is a folder"):
+        load_scorer(tmp_path)
