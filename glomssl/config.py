@@ -98,8 +98,10 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(name: str, value: Any, tp: Any) -> Any:
-    """Coerce a YAML/CLI value to the field's annotated type, or raise a one-line error."""
+def _coerce(name: str, value: Any, tp: Any, label: str | None = None) -> Any:
+    """Coerce a YAML/CLI value to the field's annotated type, or raise a one-line error that
+    names the option as ``label`` (``--max-steps``, ``augment.blur``)."""
+    label = label or f"config {name}"
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
@@ -110,22 +112,22 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(name, value, a)
+                return _coerce(name, value, a, label)
             except GlomsslError as exc:
                 errors.append(str(exc))
-        raise GlomsslError(errors[0] if errors else f"config {name}: bad value {value!r}")
+        raise GlomsslError(errors[0] if errors else f"{label}: bad value {value!r}")
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise GlomsslError(f"config {name}: {value!r} is not one of {choices}")
+            raise GlomsslError(f"{label}: {value!r} is not one of {choices}")
         return value
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise GlomsslError(f"config {name}: expected a list, got {value!r}")
+            raise GlomsslError(f"{label}: expected a list, got {value!r}")
         inner = args[0] if args else Any
-        out = [_coerce(name, v, inner) for v in value]
+        out = [_coerce(name, v, inner, label) for v in value]
         return tuple(out) if origin is tuple else out
     if tp is Any:
         return value
@@ -134,33 +136,33 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise GlomsslError(f"config {name}: expected true/false, got {value!r}")
+        raise GlomsslError(f"{label}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int | str | float):
-            raise GlomsslError(f"config {name}: expected an integer, got {value!r}")
+            raise GlomsslError(f"{label}: expected an integer, got {value!r}")
         try:
             f = float(value)
         except ValueError as exc:
-            raise GlomsslError(f"config {name}: expected an integer, got {value!r}") from exc
+            raise GlomsslError(f"{label}: expected an integer, got {value!r}") from exc
         # int(nan) and int(inf) would raise ValueError and OverflowError
         if not math.isfinite(f) or f != int(f):
-            raise GlomsslError(f"config {name}: expected an integer, got {value!r}")
+            raise GlomsslError(f"{label}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
-            raise GlomsslError(f"config {name}: expected a number, got {value!r}") from exc
+            raise GlomsslError(f"{label}: expected a number, got {value!r}") from exc
     if tp is str:
         if isinstance(value, dict | list):
-            raise GlomsslError(f"config {name}: expected a string, got {value!r}")
+            raise GlomsslError(f"{label}: expected a string, got {value!r}")
         return str(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise GlomsslError(
-                f"config {name}: expected a section of key: value lines, got {value!r}"
+                f"{label}: expected a section of key: value lines, got {value!r}"
             )
         return from_dict(tp, value, f"config section {name}", f"{name}.")  # type: ignore[arg-type,type-var]
     return value
@@ -177,7 +179,7 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config", prefix:
         raise GlomsslError(
             f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    kwargs = {k: _coerce(k, v, types_[k]) for k, v in data.items()}
+    kwargs = {k: _coerce(k, v, types_[k], option_name(k, prefix)) for k, v in data.items()}
     obj = cls(**kwargs)
     check_values(obj, prefix)
     check = getattr(obj, "validate", None)
@@ -190,6 +192,8 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise GlomsslError(f"--config {p} is a folder; pass a YAML file of option: value")
     if not p.is_file():
         raise GlomsslError(f"config file {p} does not exist; check the --config path")
     try:

@@ -76,3 +76,19 @@ def test_bad_yaml_files(tmp_path: Path) -> None:
     f.write_bytes(b"lr: 0.1\n\x9f\xff\x00 binary")
     with pytest.raises(GlomsslError, match="cannot read config file .*bad.yaml"):
         build_config(Demo, f)
+
+
+def test_a_bad_value_names_the_option_and_a_folder_as_config_is_named(tmp_path: Path) -> None:
+    """`--layers a,b` used to say `config layers: expected an integer`; the user typed --layers."""
+
+    @dataclass
+    class Opts:
+        layers: list[int] = field(default_factory=list)
+        steps: int = 1
+
+    with pytest.raises(GlomsslError, match=r"^--layers: expected an integer, got 'a'$"):
+        build_config(Opts, overrides={"layers": "a,b"})
+    with pytest.raises(GlomsslError, match=r"^--steps: expected an integer"):
+        build_config(Opts, overrides={"steps": "many"})
+    with pytest.raises(GlomsslError, match="is a folder"):
+        build_config(Opts, config_file=tmp_path)
