@@ -26,6 +26,19 @@ def _common(fn: Any) -> Any:
     return fn
 
 
+def _widths(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--hidden 128,32``: positive integers, comma-separated (checked here so the error names
+    --hidden, not the config key)."""
+    if value is None:
+        return None
+    parts = [v.strip() for v in value.split(",") if v.strip()]
+    if not parts or not all(v.isdigit() and int(v) >= 1 for v in parts):
+        raise click.BadParameter(
+            f"{value!r} must list positive layer widths, comma-separated, e.g. 128,32"
+        )
+    return ",".join(parts)
+
+
 def _run(cls: type, config_file: str | None, dry_run: bool, overrides: dict[str, Any]) -> Any:
     cfg: Any = build_config(cls, config_file, overrides)
     if dry_run:
@@ -110,7 +123,9 @@ def project_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
 @click.option("--num-classes", type=int, required=True, help="Classes, ids 0..C-1 in the masks.")
 @click.option("--out", required=True, help="Folder for labeler.safetensors + labeler.json.")
 @click.option("--k", type=int, default=None, help="Ensemble size [10].")
-@click.option("--hidden", default=None, help="Hidden widths, comma-separated [128,32].")
+@click.option(
+    "--hidden", default=None, callback=_widths, help="Hidden widths, comma-separated [128,32]."
+)
 @click.option("--rounds", type=int, default=None, help="Rounds of fresh pixel samples [4].")
 @click.option("--pool-mb", type=int, default=None, help="Pixel-feature pool cap in MiB [1024].")
 @click.option("--max-pixels-per-image", type=int, default=None, help="Per image per round [20000].")

@@ -63,10 +63,10 @@ def gan() -> None:
 @click.option("--tick", type=float, default=None, help="kimg between metrics lines [4].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--workers", type=int, default=None, help="Data loader workers per process [2].")
-@click.option("--accelerator", default=None, help="cpu, gpu or auto [auto].")
+@click.option("--accelerator", default=None, help="auto, cpu or gpu (cuda) [auto].")
 @click.option("--devices", type=int, default=None, help="Devices per node [1].")
 @click.option("--num-nodes", type=int, default=None, help="Nodes [1].")
-@click.option("--strategy", default=None, help="auto, ddp or ddp_spawn [auto].")
+@click.option("--strategy", default=None, help="auto, ddp, ddp_spawn or ddp_fork [auto].")
 @click.option("--precision", default=None, help="auto, 32-true, bf16-mixed, 16-mixed [auto].")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the latest snapshot.")
 @click.option("--slide-level", type=int, default=None, help="Pyramid level for slide patches [0].")
@@ -78,7 +78,13 @@ def gan() -> None:
     help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
 )
 @click.option("--metric-num", type=int, default=None, help="Images per FID/KID [1000].")
-@click.option("--config", "config_file", default=None, help="YAML file of options.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of options.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
 def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **opts: Any) -> None:
@@ -120,7 +126,13 @@ def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **o
     "--mem-budget-mb", type=int, default=None, help="Memory for images in flight, MiB [1024]."
 )
 @click.option("--device", default=None, help="auto, cpu or cuda [auto].")
-@click.option("--config", "config_file", default=None, help="YAML file of options.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of options.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
 def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:

@@ -69,13 +69,25 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
 # sample: images + latents to annotate
 
 
+MAX_SAMPLES = 1_000_000  # images per `datagan sample` run (as `gan generate` caps its seeds)
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes 32-bit seeds
+
+
+def _check_seed_range(seed: int, count: int, what: str) -> None:
+    if seed + count - 1 > MAX_SEED:
+        raise GlomsslError(
+            f"--seed {seed} with {count:,} {what} runs past the largest seed {MAX_SEED}; "
+            "use a smaller --seed"
+        )
+
+
 @dataclass
 class SampleConfig:
     """``glomssl datagan sample`` options."""
 
     network: str
     out: str
-    n: int = opt(24, ge=1)
+    n: int = opt(24, ge=1, le=MAX_SAMPLES)
     seed: int = opt(0, ge=0)
     trunc: float = opt(0.7, ge=0, le=1)
     mem_budget_mb: int = opt(DEFAULT_BUDGET_MB, ge=16)
@@ -85,29 +97,142 @@ class SampleConfig:
         from glomssl.engine import resolve_device
 
         resolve_device(self.device)
+        if not 1 <= self.n <= MAX_SAMPLES:
+            raise GlomsslError(
+                f"--n {self.n} must lie in 1..{MAX_SAMPLES:,}; sample more in several runs with "
+                "later --seed values into the same --out"
+            )
+        _check_seed_range(self.seed, self.n, "images")
+
+
+# Latents (X.npz) record the generator they belong to: the sha256 of its weights (its tensors, so a
+# copied run folder or a module built from the same snapshot is the same generator).
+NETWORK_KEY = "network_sha256"
+
+
+def network_sha256(G: nn.Module) -> str:
+    """Identity of a loaded generator: the sha256 of its weights."""
+    return _identity(G)["sha256"]
+
+
+def latent_meta(path: Path) -> dict[str, Any] | None:
+    """The scalar entries of a latent .npz (seed, trunc, network_sha256, ...), without loading its
+    arrays; None when the file cannot be read."""
+    import zipfile
+
+    import numpy as np
+
+    from glomssl.datagan.features import NOISE_PREFIX
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            small = [k for k in z.files if k != "ws" and not k.startswith(NOISE_PREFIX)]
+            vals = {k: z[k] for k in small}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return {k: v.item() for k, v in vals.items() if v.ndim == 0}
+
+
+def check_latent_folder(out: Path, sha: str, network: str) -> None:
+    """Refuse an annotation folder whose latents record another generator: a labeler trained on it
+    would mix two generators' feature spaces (their latents have the same shapes)."""
+    for npz in sorted(out.glob("*.npz")):
+        meta = latent_meta(npz)
+        theirs = meta.get(NETWORK_KEY) if meta else None
+        if theirs is not None and theirs != sha:
+            made = meta.get("network", "another generator") if meta else "another generator"
+            raise GlomsslError(
+                f"--out {out} holds latents of another generator ({npz.name} was made with {made}, "
+                f"weights sha256 {str(theirs)[:12]}; --network {network} is {sha[:12]}); "
+                "use a new --out for this --network"
+            )
+
+
+def _sample_todo(out: Path, seeds: list[int], trunc: float, sha: str, network: str) -> list[int]:
+    """The seeds still to sample into ``out``; a sample made with other settings (another generator,
+    --trunc) is refused rather than overwritten, and so is any name that has a mask beside it."""
+    todo = []
+    for seed in seeds:
+        name = f"sample_{seed:06d}"
+        png, npz, mask = out / f"{name}.png", out / f"{name}.npz", out / f"{name}_mask.png"
+        if not (png.exists() or npz.exists() or mask.exists()):
+            todo.append(seed)
+            continue
+        meta = latent_meta(npz) if npz.is_file() else None
+        same = (
+            meta is not None
+            and meta.get(NETWORK_KEY) == sha
+            and meta.get("seed") == seed
+            and meta.get("trunc") is not None
+            and abs(float(meta["trunc"]) - trunc) < 1e-9
+        )
+        if same:  # made by this very command before: keep it (remade only if its PNG is gone)
+            if not png.is_file():
+                todo.append(seed)
+            continue
+        if meta is None:
+            why = (
+                f"{name}.npz is missing or unreadable"
+                if not npz.is_file()
+                else "it records no generator"
+            )
+        elif meta.get(NETWORK_KEY) != sha:
+            why = (
+                "it was made with another --network"
+                if meta.get(NETWORK_KEY)
+                else "it records no generator"
+            )
+        else:
+            why = f"it was made with --trunc {meta.get('trunc')}"
+        hint = f" and {mask.name} was painted on it" if mask.exists() else ""
+        raise GlomsslError(
+            f"--out {out} already holds {name} ({why}){hint}; refusing to overwrite it: use a new "
+            "--out, or a --seed past the samples already there"
+        )
+    check_latent_folder(out, sha, network)  # other names, but another generator
+    return todo
 
 
 def run_datagan_sample(cfg: SampleConfig, G: nn.Module | None = None) -> dict[str, Any]:
-    """Write ``sample_<seed>.png`` + ``sample_<seed>.npz`` (its W+ latent) for ``n`` seeds."""
+    """Write ``sample_<seed>.png`` + ``sample_<seed>.npz`` (its W+ latent) for ``n`` seeds.
+
+    Samples already in ``cfg.out`` from this generator with the same --trunc are kept; anything
+    else under a name this run would write is refused, never overwritten (painted masks stay valid).
+    """
     from glomssl.datagan.features import load_network, save_latent, synthesize_images
+    from glomssl.engine import resolve_device
     from glomssl.fsutil import ensure_writable_dir
 
-    out = ensure_writable_dir(cfg.out)
-    from glomssl.engine import resolve_device
-
+    cfg.validate()
     device = resolve_device(cfg.device)
-    G = load_network(G if G is not None else cfg.network, device)
-    names = []
+    G = load_network(G if G is not None else cfg.network, device)  # bad --network: no --out made
+    sha = network_sha256(G)
     seeds = list(range(cfg.seed, cfg.seed + cfg.n))
-    for part in chunks(seeds, images_per_batch(G, cfg.mem_budget_mb)):
+    out_p = Path(cfg.out)
+    todo = _sample_todo(out_p, seeds, cfg.trunc, sha, cfg.network) if out_p.is_dir() else seeds
+    out = ensure_writable_dir(cfg.out)
+    net_name = str(cfg.network) if cfg.network else f"<{type(G).__name__} object>"
+    for part in chunks(todo, images_per_batch(G, cfg.mem_budget_mb)):
         ws = seed_latents(G, part, cfg.trunc, device)  # (b, num_ws, w_dim)
         img = synthesize_images(G, ws)
         for i, seed in enumerate(part):
             name = f"sample_{seed:06d}"
-            save_latent(out / f"{name}.npz", ws[i], None, seed=seed, trunc=cfg.trunc)
+            save_latent(
+                out / f"{name}.npz",
+                ws[i],
+                None,
+                seed=seed,
+                trunc=cfg.trunc,
+                network=net_name,
+                **{NETWORK_KEY: sha},
+            )
             _save_png(out / f"{name}.png", to_uint8(img[i]))
-            names.append(name)
-    return {"out": str(out), "images": len(names), "resolution": int(G.img_resolution)}  # type: ignore[arg-type]
+    return {
+        "out": str(out),
+        "images": len(seeds),
+        "generated": len(todo),
+        "resolution": int(G.img_resolution),  # type: ignore[arg-type]
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,13 +390,14 @@ def run_datagan_generate(
     from glomssl.engine import resolve_device
 
     device = resolve_device(cfg.device)
-    out = ensure_writable_dir(cfg.out)
     n_cand = math.ceil(cfg.n / (1.0 - cfg.drop_uncertain))
+    _check_seed_range(cfg.seed, n_cand, "candidates")
     if G is None and not Path(cfg.network).exists():
         raise GlomsslError(
             f"--network {cfg.network} does not exist; pass a `glomssl gan train` run folder or "
             "snapshot"
         )
+    # every input is checked and loaded before --out is created (a refused run leaves no folder)
     labeler, lmeta = load_labeler(cfg.labeler, device)
     lab_path = Path(cfg.labeler)
     plan = {
@@ -282,12 +408,24 @@ def run_datagan_generate(
         "network": _identity(G if G is not None else resolve_snapshot(cfg.network)),
         "labeler": _identity(lab_path / WEIGHTS_NAME if lab_path.is_dir() else lab_path),
     }
+    if Path(cfg.out).is_dir():
+        _check_plan(Path(cfg.out), plan, write=False)
+    G = load_network(G if G is not None else cfg.network, device)
+    res = int(G.img_resolution)  # type: ignore[arg-type]
+    if int(lmeta.get("resolution", res)) != res:
+        check_compatible(lmeta, list(lmeta.get("channels", [])), res)  # the one-line error
+    trained_on = lmeta.get("generator_sha256")  # recorded since labelers record their generator
+    if trained_on is not None and trained_on != network_sha256(G):
+        raise GlomsslError(
+            f"--labeler {cfg.labeler} was trained on another generator ({lmeta.get('network')}, "
+            f"weights sha256 {str(trained_on)[:12]}) than --network {cfg.network}; retrain it "
+            "with this --network or pass the labeler trained on it"
+        )
+    out = ensure_writable_dir(cfg.out)
     _check_plan(out, plan, write=shard == 0)
     if shard == 0 and not (out / "config.yaml").is_file():
         save_config(cfg, out / "config.yaml")
 
-    G = load_network(G if G is not None else cfg.network, device)
-    res = int(G.img_resolution)  # type: ignore[arg-type]
     for sub in ("images", "masks", "records"):
         (out / sub).mkdir(exist_ok=True)
     seeds = [cfg.seed + i for i in range(shard, n_cand, nshards)]

@@ -82,7 +82,17 @@ class MetricEncoder:
                     "--metric-encoder needs glomssl.ssl.embed (glomssl pretrain), which this "
                     "installation lacks; drop --metric-encoder"
                 ) from exc
-            self.model, meta = load_backbone(source, device=device)
+            from pathlib import Path
+
+            if not Path(source).exists():
+                raise GlomsslError(
+                    f"--metric-encoder {source} does not exist; pass a `glomssl pretrain` run "
+                    "folder or backbone .safetensors"
+                )
+            try:
+                self.model, meta = load_backbone(source, device=device)
+            except GlomsslError as exc:
+                raise GlomsslError(f"--metric-encoder {source}: {exc}") from exc
         self.device = device
         self.image_size = image_size or meta.get("image_size")
         self.batch = batch

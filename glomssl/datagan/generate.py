@@ -134,10 +134,86 @@ def save_grid(
     _save_png(grid, path)
 
 
+SETTINGS_NAME = "generate.json"  # what an --out folder's images were made with
+
+
+def _settings_of_manifest(out: Path) -> dict[str, Any] | None:
+    """The settings an older --out (no generate.json) recorded in its manifest rows; None when it
+    has no manifest, or rows that disagree or cannot be read."""
+    import json
+
+    mpath = out / "manifest.jsonl"
+    if not mpath.is_file():
+        return None
+    found: set[str] = set()
+    try:
+        for line in mpath.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                src = r.get("source") or {}
+                key = {"trunc": r.get("trunc"), "noise_mode": r.get("noise_mode")}
+                key["generator"] = src.get("generator") if isinstance(src, dict) else None
+                found.add(json.dumps(key, sort_keys=True))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return json.loads(found.pop()) if len(found) == 1 else None
+
+
+def _check_out_settings(out: Path, settings: dict[str, Any]) -> bool:
+    """Refuse an --out whose images were made with other settings (another generator snapshot,
+    --trunc or --noise-mode): a rerun keeps the images already there, so the manifest would
+    describe them wrongly. Returns True when ``out/generate.json`` must be (re)written."""
+    import json
+
+    spath = out / SETTINGS_NAME
+    old: Any = None
+    if spath.is_file():
+        try:
+            old = json.loads(spath.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise GlomsslError(
+                f"{spath} is damaged, so the settings of the images in --out {out} are unknown; "
+                "use a new --out"
+            )
+        same_gen = old.get("sha256") == settings["sha256"]
+    elif any(out.glob("seed*.png")):
+        old = _settings_of_manifest(out)
+        if old is None:
+            raise GlomsslError(
+                f"--out {out} holds seed images whose settings are not recorded (no {SETTINGS_NAME}, "
+                "no readable manifest.jsonl); use a new --out"
+            )
+        gen = old.get("generator")
+        same_gen = gen is not None and Path(gen).resolve() == Path(settings["generator"]).resolve()
+    else:
+        return True
+    diffs = []
+    if not same_gen:
+        diffs.append(f"generator {old.get('generator')}")
+    for key, flag in (("trunc", "--trunc"), ("noise_mode", "--noise-mode")):
+        if old.get(key) != settings[key]:
+            diffs.append(f"{flag} {old.get(key)}")
+    if diffs:
+        raise GlomsslError(
+            f"--out {out} holds images made with {', '.join(diffs)} (this run: --network "
+            f"{settings['generator']}, --trunc {settings['trunc']}, --noise-mode "
+            f"{settings['noise_mode']}); use a new --out, or the same settings to resume"
+        )
+    return not spath.is_file()
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
-    """Write one PNG per seed and a manifest.jsonl into ``cfg.out``; returns a summary."""
+    """Write one PNG per seed and a manifest.jsonl into ``cfg.out``; returns a summary.
+
+    ``OUT/generate.json`` records the snapshot (path, sha256), ``trunc`` and ``noise_mode``; a rerun
+    into the same folder resumes only with those, so every manifest row tells how its image was made.
+    """
+    import json
+
     from glomssl.datagan.snapshot import load_generator
-    from glomssl.fsutil import ensure_writable_dir
+    from glomssl.fsutil import atomic_write_text, ensure_writable_dir, sha256_file
     from glomssl.manifest import image_row, write_manifest
 
     cfg.validate()
@@ -148,7 +224,18 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     device = resolve_device(cfg.device)
     G, meta = load_generator(cfg.network, device=device)
+    settings = {
+        "generator": str(Path(meta["snapshot"]).resolve()),
+        "sha256": sha256_file(meta["snapshot"]),
+        "kimg": meta.get("kimg"),
+        "trunc": cfg.trunc,
+        "noise_mode": cfg.noise_mode,
+    }
+    out_p = Path(cfg.out)
+    write_settings = _check_out_settings(out_p, settings) if out_p.is_dir() else True
     out = ensure_writable_dir(cfg.out)
+    if write_settings:
+        atomic_write_text(out / SETTINGS_NAME, json.dumps(settings, indent=1) + "\n")
     todo = [s for s in seeds if not (out / f"seed{s:04d}.png").is_file()]
     bar = Progress("gan generate", len(seeds), len(seeds) - len(todo), cfg.quiet)
     size = cfg.batch_size or images_per_batch(G, cfg.mem_budget_mb)
@@ -169,7 +256,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             seed=s,
             trunc=cfg.trunc,
             noise_mode=cfg.noise_mode,
-            source={"generator": snap, "kimg": meta.get("kimg")},
+            source={"generator": snap, "kimg": meta.get("kimg"), "sha256": settings["sha256"]},
         )
         for s in seeds
     ]

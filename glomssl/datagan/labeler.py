@@ -296,21 +296,33 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
     from tqdm import tqdm
 
     from glomssl.config import save_config
+    from glomssl.datagan.factory import network_sha256
     from glomssl.datagan.features import (
         feature_channels,
         load_network,
         point_features,
         synthesize_latent,
     )
+    from glomssl.engine import resolve_device
     from glomssl.fsutil import ensure_writable_dir
 
-    out = ensure_writable_dir(cfg.out)
-    from glomssl.engine import resolve_device
-
+    cfg.validate()
     device = resolve_device(cfg.device)
+    # inputs are checked and loaded before --out is created (a refused run leaves no folder)
     G = load_network(G if G is not None else cfg.network, device)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     items = scan_annotations(cfg.annotations, cfg.num_classes, res, G)
+    sha = network_sha256(G)
+    for it in items:  # latents of the same shapes from another generator would train silently
+        theirs = it.latent.get("network_sha256")
+        if theirs is not None and theirs != sha:
+            raise GlomsslError(
+                f"annotation {it.name}.npz in --annotations {cfg.annotations} was made with another "
+                f"generator ({it.latent.get('network', '?')}, weights sha256 {str(theirs)[:12]}) "
+                f"than --network {cfg.network} ({sha[:12]}); pass the --network the annotations "
+                "were sampled or projected with"
+            )
+    out = ensure_writable_dir(cfg.out)
     save_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -378,6 +390,7 @@ def train_labeler(cfg: LabelerConfig, G: nn.Module | None = None) -> dict[str, A
         "channels": channels,
         "resolution": res,
         "network": str(cfg.network),
+        "generator_sha256": sha,  # `datagan generate` refuses a labeler of another generator
         "annotations": [it.name for it in items],
         "pixels_seen": seen,
         "config": dataclasses.asdict(cfg),

@@ -73,6 +73,31 @@ class MetricState:
         return out
 
 
+MAX_NUM = 100_000  # images per FID/KID (twice the standard FID50k)
+
+
+def check_out_file(path: str, option: str = "--out") -> None:
+    """Refuse an output file that cannot be written, before any slow work: a folder, a path below a
+    file, or below a folder without write permission. Creates nothing."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise GlomsslError(f"{option} {p} is a folder; pass a file name such as {p / 'fid.json'}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise GlomsslError(
+            f"{option} {p}: {parent} is a file, not a folder; choose another {option} path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GlomsslError(
+            f"{option} {p}: folder {parent} is not writable; choose a folder you can write to"
+        )
+
+
 @dataclass
 class GanMetricsConfig:
     """Options of ``glomssl gan metrics``."""
@@ -81,7 +106,7 @@ class GanMetricsConfig:
     data: list[str] = field(default_factory=list)
     metric_encoder: str | None = None
     metric_inception: str | None = None
-    num: int = opt(1000, ge=2)
+    num: int = opt(1000, ge=2, le=MAX_NUM)
     device: str = "auto"
     out: str | None = None
 
@@ -98,6 +123,8 @@ class GanMetricsConfig:
 
 def run_gan_metrics_config(cfg: GanMetricsConfig) -> dict[str, Any]:
     """``glomssl gan metrics``: :func:`run_gan_metrics`, the result also written to ``cfg.out``."""
+    if cfg.out:
+        check_out_file(cfg.out)  # before the (slow) feature extraction
     result = run_gan_metrics(
         cfg.network, cfg.data, cfg.metric_encoder, cfg.metric_inception, cfg.num, cfg.device
     )
@@ -134,8 +161,8 @@ def run_gan_metrics(
             "gan metrics needs a feature space: pass --metric-encoder RUN and/or "
             "--metric-inception FILE"
         )
-    if num < 2:
-        raise GlomsslError(f"--num {num} must be at least 2 for FID/KID")
+    if not 2 <= num <= MAX_NUM:
+        raise GlomsslError(f"--num {num} must lie in 2..{MAX_NUM} for FID/KID")
     if not data:
         raise GlomsslError("--data is required: the real images (folder or manifest)")
     for src in data:
@@ -158,6 +185,26 @@ def run_gan_metrics(
         slide_mpp=rec.get("slide_mpp"),
     )
     dataset = make_dataset(cfg)
+    from glomssl.datagan.dataset import SlideDataset
+
+    warnings: list[str] = []
+    if not isinstance(dataset, SlideDataset) and num > len(dataset):
+        if len(dataset) < 2:
+            raise GlomsslError(
+                f"--data holds {len(dataset)} readable real image(s); FID/KID need at least 2"
+            )
+        # repeating real images would bias FID/KID: score as many as there are, and say so
+        warnings.append(
+            f"--num {num} is more than the {len(dataset)} readable real images in --data; "
+            f"scored {len(dataset)} real and {len(dataset)} generated images (values depend on "
+            "--num: compare only runs scored at the same --num)"
+        )
+        num = len(dataset)
+    if metric_encoder and not Path(metric_encoder).exists():
+        raise GlomsslError(
+            f"--metric-encoder {metric_encoder} does not exist; pass a `glomssl pretrain` run "
+            "folder or backbone .safetensors, or drop the option"
+        )
     state = MetricState(
         metric_encoder or None, dataset, num, device, inception=metric_inception or None
     )
@@ -167,4 +214,6 @@ def run_gan_metrics(
         "num": num,
     }
     result.update(state.evaluate(G))
+    if warnings:
+        result["warnings"] = warnings
     return result

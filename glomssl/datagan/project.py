@@ -269,7 +269,7 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     from PIL import Image
 
     from glomssl.data.images import centre_square, image_ok, load_rgb
-    from glomssl.datagan.factory import _save_png, to_uint8
+    from glomssl.datagan.factory import _save_png, latent_meta, to_uint8
     from glomssl.datagan.features import load_network, save_latent
     from glomssl.datagan.progress import Progress
     from glomssl.fsutil import atomic_write_text, ensure_writable_dir
@@ -311,9 +311,54 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
             unreadable.append({"path": str(f), "reason": reason})
             continue
         pairs.append((f, mask))
+    bad_masks = [r for r in unreadable if "mask" in r]
+    if not pairs:  # nothing to project: one line, and no --out folder left behind
+        names = ", ".join(Path(r["path"]).name for r in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        if bad_masks:
+            first = bad_masks[0]
+            raise GlomsslError(
+                f"mask {first['mask']} cannot be read as an image ({first['reason']}); save it as "
+                f"an 8-bit PNG (class ids, or black/white); nothing to project (skipped "
+                f"{names}{more})"
+            )
+        raise GlomsslError(
+            f"--images {src} holds no readable image (skipped {names}{more}: "
+            f"{unreadable[0]['reason']}); re-save them as PNG or JPEG"
+        )
+    from glomssl.datagan.factory import NETWORK_KEY, check_latent_folder, network_sha256
+    from glomssl.engine import resolve_device
+
+    device = resolve_device(cfg.device)
+    G = load_network(G if G is not None else cfg.network, device)
+    sha = network_sha256(G)
+    encoder = None
+    if cfg.encoder:
+        from glomssl.models.encoder import load_backbone
+
+        if not Path(cfg.encoder).exists():
+            raise GlomsslError(
+                f"--encoder {cfg.encoder} does not exist; pass a `glomssl pretrain` run folder or "
+                "backbone .safetensors, or drop the option"
+            )
+        try:
+            encoder, _info = load_backbone(cfg.encoder, device, layers=(2, 3, 4))
+        except GlomsslError as exc:
+            raise GlomsslError(f"--encoder {cfg.encoder}: {exc}") from exc
+        encoder.requires_grad_(False)
+    out_p = Path(cfg.out)
+    if out_p.is_dir():  # resuming: the latents already there must be this generator's
+        check_latent_folder(out_p, sha, cfg.network)
+        for f, _mask in pairs:
+            npz = out_p / f"{f.stem}.npz"
+            meta = latent_meta(npz) if npz.is_file() else None
+            if npz.is_file() and (meta is None or meta.get(NETWORK_KEY) != sha):
+                raise GlomsslError(
+                    f"--out {out_p} already holds {npz.name}, which records no generator (or is "
+                    "unreadable), so it cannot be resumed with this --network; use a new --out"
+                )
     out = ensure_writable_dir(cfg.out)
     (out / "reconstructions").mkdir(exist_ok=True)
-    bad_masks = [r for r in unreadable if "mask" in r]
     if unreadable:
         atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(r) + "\n" for r in unreadable))
         print(
@@ -322,24 +367,6 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
             f"mask; listed in {out / 'skipped.jsonl'})",
             file=sys.stderr,
         )
-    if not pairs and bad_masks:
-        first = bad_masks[0]
-        raise GlomsslError(
-            f"mask {first['mask']} cannot be read as an image ({first['reason']}); save it as an "
-            f"8-bit PNG (class ids, or black/white); all skipped: {out / 'skipped.jsonl'}"
-        )
-    if not pairs:
-        raise GlomsslError(f"--images {src} holds no readable image; see {out / 'skipped.jsonl'}")
-    from glomssl.engine import resolve_device
-
-    device = resolve_device(cfg.device)
-    G = load_network(G if G is not None else cfg.network, device)
-    encoder = None
-    if cfg.encoder:
-        from glomssl.models.encoder import load_backbone
-
-        encoder, _info = load_backbone(cfg.encoder, device, layers=(2, 3, 4))
-        encoder.requires_grad_(False)
     res = int(G.img_resolution)  # type: ignore[arg-type]
     done = skipped = 0
     losses = []
@@ -376,7 +403,9 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
 
         recon, _ = synthesize_latent(G, {"ws": ws, "noise": noise}, device)
         _save_png(out / "reconstructions" / f"{name}.png", to_uint8(recon[0]))
-        save_latent(out / f"{name}.npz", ws, noise, source=str(f.name), **terms)
+        net_name = str(cfg.network) if cfg.network else f"<{type(G).__name__} object>"
+        meta_kw = {"source": str(f.name), "network": net_name, NETWORK_KEY: sha, **terms}
+        save_latent(out / f"{name}.npz", ws, noise, **meta_kw)
         losses.append({"image": f.name, **terms})
         done += 1
     bar.close()
@@ -384,7 +413,10 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         log = out / "projection.jsonl"
         old = log.read_text(encoding="utf-8") if log.is_file() else ""
         atomic_write_text(log, old + "".join(json.dumps(r) + "\n" for r in losses))
-    mean_mse = float(np.mean([r["mse"] for r in losses])) if losses else float("nan")
+    # None (JSON null) when nothing was projected in this run: NaN is not valid JSON
+    mean_mse = float(np.mean([r["mse"] for r in losses])) if losses else None
+    if mean_mse is not None and not math.isfinite(mean_mse):
+        mean_mse = None
     return {
         "out": str(out),
         "projected": done,

@@ -98,13 +98,26 @@ def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
     if strategy == "auto":
         strategy = "ddp" if world > 1 else "auto"
     precision = _resolve_precision(cfg, cfg.accelerator)
-    fabric = Fabric(
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=strategy,
-        precision=precision,  # type: ignore[arg-type]
-    )
+    try:
+        fabric = Fabric(
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy=strategy,
+            precision=precision,  # type: ignore[arg-type]
+        )
+    except (
+        ValueError,
+        RuntimeError,
+        ImportError,
+        TypeError,
+    ) as exc:  # e.g. no GPU for --accelerator gpu
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GlomsslError(
+            f"--accelerator {cfg.accelerator} / --devices {cfg.devices} / --strategy {cfg.strategy} "
+            f"/ --precision {precision} cannot run here ({first}); pick settings this machine has, "
+            "e.g. --accelerator cpu"
+        ) from exc
     if strategy in ("ddp_spawn", "ddp_fork"):
         return fabric.launch(_train_worker, cfg, precision)  # type: ignore[no-any-return,arg-type]
     fabric.launch()

@@ -10,6 +10,10 @@ from glomssl.config import opt
 from glomssl.errors import GlomsslError
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # what Fabric may run this loop on ("cuda" = "gpu")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")  # ddp_fork: ddp_spawn without pickling
+MAX_BATCH = 4096  # images per step, over all devices
+MAX_KIMG = 100_000.0  # 100 million images: 20 times StyleGAN2-ADA's longest published runs
 
 
 @dataclass
@@ -23,8 +27,10 @@ class GanTrainConfig:
     # per thousand images there); name a config to force it
     networks: Literal["auto", "small", "paper256", "paper512", "paper1024"] = "auto"
     channel_max: int | None = opt(None, ge=4)  # override the widest layer (smaller = faster)
-    batch_size: int = opt(32, ge=1)  # total over all processes
-    kimg: float = opt(5000.0, ge=0)  # training length in thousands of real images shown to D
+    batch_size: int = opt(32, ge=1, le=MAX_BATCH)  # total over all processes
+    kimg: float = opt(
+        5000.0, ge=0, le=MAX_KIMG
+    )  # training length in thousands of real images shown to D
     max_minutes: float | None = opt(None, gt=0)  # wall-clock budget: stop (with a snapshot)
     gamma: float | None = opt(
         None, ge=0
@@ -61,7 +67,7 @@ class GanTrainConfig:
     slide_mpp: float | None = opt(None, gt=0)
     metric_encoder: str | None = None  # glomssl pretrain run/backbone for FID/KID per snapshot
     metric_inception: str | None = None  # local Inception-v3 weights for standard FID/KID
-    metric_num: int = opt(1000, ge=2)  # images (real and fake) per FID/KID evaluation
+    metric_num: int = opt(1000, ge=2, le=100_000)  # images (real and fake) per FID/KID evaluation
     quiet: bool = False
 
     def validate(self) -> None:
@@ -71,10 +77,13 @@ class GanTrainConfig:
             raise GlomsslError(
                 f"--resolution {self.resolution} must be one of {', '.join(map(str, RESOLUTIONS))}"
             )
-        if self.batch_size < 1:
-            raise GlomsslError(f"--batch-size {self.batch_size} must be at least 1")
-        if self.kimg < 0:
-            raise GlomsslError(f"--kimg {self.kimg} must be >= 0")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise GlomsslError(f"--batch-size {self.batch_size} must lie in 1..{MAX_BATCH}")
+        if not 0 <= self.kimg <= MAX_KIMG:
+            raise GlomsslError(
+                f"--kimg {self.kimg:g} must lie in 0..{MAX_KIMG:g} (thousands of images); "
+                "use --max-minutes to train for a wall-clock time"
+            )
         if not 0 <= self.target <= 1:
             raise GlomsslError(f"--target {self.target} must lie in [0, 1]")
         if not 0 <= self.aug_p <= 1:
@@ -83,6 +92,14 @@ class GanTrainConfig:
             raise GlomsslError(f"--max-minutes {self.max_minutes} must be positive")
         if self.snap <= 0 or self.tick <= 0:
             raise GlomsslError("--snap and --tick must be positive (kimg)")
+        if self.accelerator not in ACCELERATORS:
+            raise GlomsslError(
+                f"--accelerator {self.accelerator!r} is not one of {', '.join(ACCELERATORS)}"
+            )
+        if self.strategy not in STRATEGIES:
+            raise GlomsslError(
+                f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
         if self.precision not in PRECISIONS:
             raise GlomsslError(
                 f"--precision {self.precision} is not one of {', '.join(PRECISIONS)}"
@@ -102,6 +119,11 @@ class GanTrainConfig:
             raise GlomsslError(
                 f"--metric-inception {self.metric_inception} does not exist; save torchvision's "
                 "inception_v3 state dict there (see README) or drop the option"
+            )
+        if self.metric_encoder and not Path(self.metric_encoder).exists():
+            raise GlomsslError(
+                f"--metric-encoder {self.metric_encoder} does not exist; pass a `glomssl pretrain` "
+                "run folder or backbone .safetensors, or drop the option"
             )
         if (self.metric_encoder or self.metric_inception) and self.metric_num < 2:
             raise GlomsslError(f"--metric-num {self.metric_num} must be at least 2 for FID/KID")
