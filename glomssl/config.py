@@ -161,9 +161,7 @@ def _coerce(name: str, value: Any, tp: Any, label: str | None = None) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise GlomsslError(
-                f"{label}: expected a section of key: value lines, got {value!r}"
-            )
+            raise GlomsslError(f"{label}: expected a section of key: value lines, got {value!r}")
         return from_dict(tp, value, f"config section {name}", f"{name}.")  # type: ignore[arg-type,type-var]
     return value
 
