@@ -161,7 +161,7 @@ def pretrain(state: DemoState) -> None:
             "warmup_steps": 2,  # the default 40-step warm-up is for real runs
             "workers": 0,
             "hardware": {"accelerator": "cpu"},
-            "resume": (run / "checkpoints" / "last.ckpt").is_file(),  # a rerun changes nothing
+            "resume": run.is_dir(),  # a rerun continues (or changes nothing), never refused
             "quiet": True,
         },
     )

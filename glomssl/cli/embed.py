@@ -9,6 +9,18 @@ import click
 from glomssl.cli.common import config_options, drop_none, run_command
 
 
+def _parse_layers(text: str) -> list[int]:
+    """``"3,4"`` -> ``[3, 4]``; anything else is an error that names ``--layers``."""
+    from glomssl.errors import GlomsslError
+
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or any(t not in ("1", "2", "3", "4") for t in parts):
+        raise GlomsslError(
+            f"--layers {text!r} must be encoder stages among 1,2,3,4, comma-separated, e.g. 3,4"
+        )
+    return [int(t) for t in parts]
+
+
 @click.command("embed")
 @click.option("--checkpoint", required=True, help="Run folder or backbone.safetensors.")
 @click.option("--input", "input_", required=True, help="FOLDER or MANIFEST of images.")
@@ -42,7 +54,7 @@ def embed(
     over["input"] = input_
     over["quiet"] = quiet
     if layers:
-        over["layers"] = layers
+        over["layers"] = _parse_layers(layers)
     res = run_command(EmbedConfig, config_file, over, run_embed, dry_run=dry_run, sets=set_)
     if res is None:
         return

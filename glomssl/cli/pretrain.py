@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import click
@@ -10,6 +12,20 @@ from glomssl.cli.common import config_options, drop_none, hardware_options, hard
 
 METHODS = ("simsiam", "regcon", "byol", "barlowtwins", "vicreg")
 ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+def _check_stain_jitter(value: float) -> None:
+    """``--stain-jitter`` checked here, so the error names the option typed (the config key is
+    ``augment.stain_jitter``)."""
+    from glomssl.errors import GlomsslError
+    from glomssl.ssl.transforms import AugmentSpec
+
+    meta = next(f.metadata for f in dataclasses.fields(AugmentSpec) if f.name == "stain_jitter")
+    lo, hi = meta.get("ge", 0.0), meta.get("le", 1.0)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise GlomsslError(
+            f"--stain-jitter {value:g} must be a number from {lo:g} to {hi:g} (0: off), e.g. 0.05"
+        )
 
 
 @click.command("pretrain")
@@ -70,6 +86,7 @@ def pretrain(
     over["data"] = list(kw["data"])
     over["hardware"] = hardware_overrides(over)
     if stain_jitter is not None:
+        _check_stain_jitter(stain_jitter)
         over["augment"] = {"stain_jitter": stain_jitter}
     res = run_command(PretrainConfig, config_file, over, run_pretrain, dry_run=dry_run, sets=set_)
     if res is None:

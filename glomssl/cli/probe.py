@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import click
@@ -38,14 +39,22 @@ def probe(
 
     Example: glomssl probe --embeddings crops.npz --labels labels.csv --group slide --label-fraction 0.1
     """
+    from glomssl.errors import GlomsslError
     from glomssl.ssl.probe import ProbeConfig, format_table, run_probe
 
+    for f in label_fractions:  # named as typed (the config key is label_fractions)
+        if not math.isfinite(f) or not 0 < f <= 1:
+            raise GlomsslError(
+                f"--label-fraction {f:g} must be a fraction in (0, 1], e.g. 0.1 for 10% of the labels"
+            )
     over = drop_none(**kw)
     if label_fractions:
         over["label_fractions"] = list(label_fractions)
     report = run_command(ProbeConfig, config_file, over, run_probe, dry_run=dry_run, sets=set_)
     if report is None:
         return
+    for note in report.get("notes", []):
+        click.echo(f"note: {note}", err=True)
     click.echo(
         f"{report['n_images']} images, {report['n_groups']} groups, classes "
         + json.dumps(report["classes"])

@@ -29,7 +29,7 @@ class EmbedConfig:
     checkpoint: str = ""
     input: str = ""
     out: str = ""
-    image_size: int | None = opt(None, ge=16)
+    image_size: int | None = opt(None, ge=32, le=2048)
     batch_size: int = opt(64, ge=1)
     workers: int = opt(2, ge=0)
     device: str = "auto"
@@ -93,23 +93,73 @@ def embed_paths(
     return np.concatenate(feats).astype(np.float32), np.concatenate(oks).astype(bool)
 
 
+#: how a PyTorch / Lightning checkpoint starts: a zip archive (torch.save) or a raw pickle
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_checkpoint(checkpoint: str) -> None:
+    """Refuse a PyTorch / Lightning checkpoint given as ``--checkpoint``: embed reads the exported
+    ``backbone.safetensors`` (a run folder or that file), never a pickle."""
+    p = Path(checkpoint)
+    if not p.is_file():
+        return  # a run folder, or a missing path (load_backbone says which)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(9)
+        size = p.stat().st_size
+    except OSError:
+        return
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return
+    if not (p.suffix.lower() in (".ckpt", ".pt", ".pth") or head.startswith(_TORCH_MAGIC)):
+        return
+    run = p.parent.parent if p.parent.name == "checkpoints" else None
+    if run is not None and (run / "backbone.safetensors").is_file():
+        fix = f"pass the run folder {run} or its backbone.safetensors"
+    else:
+        fix = "pass a `glomssl pretrain` run folder or its backbone.safetensors"
+    raise GlomsslError(
+        f"--checkpoint {p} is a PyTorch/Lightning checkpoint, not exported encoder weights; {fix}"
+    )
+
+
+def _image_list(source: str) -> list[tuple[Path, dict[str, Any]]]:
+    """``--input`` as (image path, row) pairs: a FOLDER or a JSONL MANIFEST, never one image or a CSV."""
+    from glomssl.data.images import IMAGE_EXTENSIONS
+    from glomssl.manifest import load_image_list
+
+    p = Path(source)
+    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+        raise GlomsslError(
+            f"--input {p} is one image; pass the folder that holds it, or a manifest listing it"
+        )
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
+        raise GlomsslError(
+            f"--input {p} is a CSV; embed takes a folder of images or a JSONL manifest "
+            '(one {"path": ...} per line), not a CSV: pass the folder that holds the images'
+        )
+    return load_image_list(p)
+
+
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Embed every image of ``cfg.input`` (FOLDER or MANIFEST) and write ``paths`` + ``embeddings``."""
     import sys
 
     from glomssl.engine import resolve_device
     from glomssl.fsutil import atomic_open, ensure_writable_dir
-    from glomssl.manifest import load_image_list
 
     cfg.validate()
     device = resolve_device(cfg.device)
+    # every input is checked before anything is written
+    _check_checkpoint(cfg.checkpoint)
+    layers = tuple(cfg.layers) if cfg.layers else (4,)
+    encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
+    items = _image_list(cfg.input)
     ensure_writable_dir(Path(cfg.out).absolute().parent, "--out's folder")
     if cfg.faiss_index:
         ensure_writable_dir(Path(cfg.faiss_index).absolute().parent, "--faiss-index's folder")
-    layers = tuple(cfg.layers) if cfg.layers else (4,)
-    encoder, meta = load_backbone(cfg.checkpoint, device=device, layers=layers)
     size = cfg.image_size or int(meta.get("image_size", 224))
-    items = load_image_list(cfg.input)
     files = [p for p, _ in items]
     names = [str(r["path"]) for _, r in items]
     progress = not cfg.quiet and sys.stderr.isatty()

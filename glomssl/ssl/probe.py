@@ -34,8 +34,8 @@ class ProbeConfig:
     group: str = "slide"
     label_fractions: list[float] = opt(factory=lambda: [0.01, 0.05, 0.1, 0.25, 1.0], gt=0, le=1)
     folds: int = opt(5, ge=2)
-    repeats: int = opt(3, ge=1)
-    knn_k: int = opt(20, ge=1)
+    repeats: int = opt(3, ge=1, le=1000)
+    knn_k: int = opt(20, ge=1)  # more than a training part holds: clamped, with a note
     probes: list[str] = field(default_factory=lambda: ["linear", "knn"])
     seed: int = opt(0, ge=0)
     out: str | None = None
@@ -51,13 +51,25 @@ class ProbeConfig:
             raise GlomsslError(f"--knn-k must be at least 1, got {self.knn_k}")
 
 
-def load_labels(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Labels keyed by image path: a CSV with an ``image`` or ``path`` column, or a JSONL manifest."""
+def load_labels(path: str | os.PathLike[str], what: str = "--labels") -> dict[str, dict[str, Any]]:
+    """Labels keyed by image path: a CSV with an ``image`` or ``path`` column, or a JSONL manifest.
+
+    ``what`` is the option that named the file (``--labels``, ``--probe-data``), for the errors.
+    """
     import csv
 
+    from glomssl.data.images import IMAGE_EXTENSIONS
+
     p = Path(path)
+    wanted = "a labels CSV ('image' or 'path', 'label', ...) or a JSONL manifest"
+    if p.is_dir():
+        raise GlomsslError(f"{what} {p} is a folder; pass {wanted}")
     if not p.is_file():
-        raise GlomsslError(f"labels file {p} does not exist; pass a CSV or a manifest")
+        raise GlomsslError(f"{what} {p} does not exist; pass {wanted}")
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        raise GlomsslError(f"{what} {p} is one image; pass {wanted} naming the images")
+    if p.stat().st_size == 0:
+        raise GlomsslError(f"{what} {p} is empty; pass {wanted} with one row per image")
     rows: list[dict[str, Any]]
     if p.suffix.lower() == ".csv":
         try:
@@ -65,13 +77,15 @@ def load_labels(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
                 rows = list(csv.DictReader(fh))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise GlomsslError(
-                f"labels file {p} is not a readable UTF-8 CSV ({exc}); pass a CSV with "
+                f"{what} {p} is not a readable UTF-8 CSV ({exc}); pass a CSV with "
                 "'image' (or 'path') and 'label' columns"
             ) from exc
     else:
         from glomssl.manifest import read_manifest
 
         rows = read_manifest(p, validate=False)
+    if not rows:
+        raise GlomsslError(f"{what} {p} holds no rows; pass {wanted} with one row per image")
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         key = r.get("path") or r.get("image")
@@ -197,11 +211,22 @@ def grouped_splits(
     return grouped_kfold(y, g, folds, seed=seed, repeats=repeats)
 
 
-def probe_arrays(x: np.ndarray, y: np.ndarray, g: np.ndarray, cfg: ProbeConfig) -> dict[str, Any]:
-    """Run linear and kNN probes over grouped folds and label fractions; mean and std of each metric."""
+def probe_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+    cfg: ProbeConfig,
+    splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Run linear and kNN probes over grouped folds and label fractions; mean and std of each metric.
+
+    ``splits`` are the :func:`grouped_splits` of ``(y, g)`` under ``cfg`` when already computed.
+    """
     rng = np.random.default_rng(cfg.seed)
     results: dict[str, dict[str, list[float]]] = {}
-    for tr, te in grouped_splits(y, g, cfg.folds, cfg.repeats, cfg.seed):
+    if splits is None:
+        splits = grouped_splits(y, g, cfg.folds, cfg.repeats, cfg.seed)
+    for tr, te in splits:
         if len(np.unique(y[tr])) < 2:
             continue
         for frac in cfg.label_fractions:
@@ -243,9 +268,11 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def labelled_images(path: str | os.PathLike[str], group: str | None) -> tuple[list[Path], Any, Any]:
+def labelled_images(
+    path: str | os.PathLike[str], group: str | None, what: str = "--probe-data"
+) -> tuple[list[Path], Any, Any]:
     """Image files, labels and groups from a labels CSV (paths relative to it) or a manifest."""
-    table = load_labels(path)
+    table = load_labels(path, what)
     root = Path(path).resolve().parent
     keys = list(table)
     files = [root / k for k in keys]
@@ -260,14 +287,24 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Load an embeddings npz and a labels file, probe, write JSON (if ``cfg.out``), return the report."""
     cfg.validate()
     p = Path(cfg.embeddings)
+    if p.is_dir():
+        raise GlomsslError(
+            f"--embeddings {p} is a folder; pass the .npz that `glomssl embed` wrote"
+        )
     if not p.is_file():
-        raise GlomsslError(f"embeddings {p} does not exist; run `glomssl embed` first")
+        raise GlomsslError(f"--embeddings {p} does not exist; run `glomssl embed` first")
+    not_ours = (
+        f"--embeddings {p} is not an .npz of embeddings written by `glomssl embed`; pass the .npz "
+        "that `glomssl embed --out` wrote"
+    )
     try:
-        data = np.load(p, allow_pickle=False)
-        paths = [str(s) for s in data["paths"]]
-        emb = np.asarray(data["embeddings"], dtype=np.float32)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise GlomsslError(f"{p} is not an embeddings file from `glomssl embed` ({exc})") from exc
+        with np.load(p, allow_pickle=False) as data:
+            paths = [str(s) for s in data["paths"]]
+            emb = np.asarray(data["embeddings"], dtype=np.float32)
+    # numpy's own text is not repeated: for a text or pickle file it advises loading it unsafely
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile) as exc:  # fmt: skip
+        raise GlomsslError(not_ours) from exc
     if emb.ndim != 2 or len(emb) != len(paths):
         raise GlomsslError(f"{p}: embeddings must be one row per path; re-run `glomssl embed`")
     bad = ~np.isfinite(emb).all(axis=1)
@@ -276,15 +313,24 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
             f"{p}: {int(bad.sum())} embeddings hold NaN or inf (e.g. {paths[int(np.argmax(bad))]}); "
             "the encoder diverged: pretrain again with a lower --lr"
         )
+    idx, y, g = match_labels(paths, load_labels(cfg.labels, "--labels"), cfg.group or None)
+    splits = grouped_splits(y, g, cfg.folds, cfg.repeats, cfg.seed)
+    notes = []
+    most = max((len(tr) for tr, _ in splits), default=0)
+    if "knn" in cfg.probes and cfg.knn_k > most:
+        notes.append(
+            f"--knn-k {cfg.knn_k} is more than the {most} labelled embeddings of the largest "
+            f"training part; the kNN probe used k = {most} or fewer (pass --knn-k {most} or less)"
+        )
     if cfg.out:
         from glomssl.fsutil import ensure_writable_dir
 
         ensure_writable_dir(Path(cfg.out).absolute().parent, "--out's folder")
-    idx, y, g = match_labels(paths, load_labels(cfg.labels), cfg.group or None)
-    report = probe_arrays(emb[idx], y, g, cfg)
+    report = probe_arrays(emb[idx], y, g, cfg, splits)
     report["embeddings"] = str(p)
     report["labels"] = str(cfg.labels)
     report["group"] = cfg.group
+    report["notes"] = notes
     if cfg.out:
         atomic_write_text(cfg.out, json.dumps(report, indent=2) + "\n")
     return report

@@ -6,9 +6,10 @@ one :class:`glomssl.engine.HardwareConfig` (``hardware:`` in the config; ``--acc
 BatchNorm is synchronised (SyncBatchNorm is CUDA-only), ``batch_size`` is per device, the learning rate
 follows SimSiam's linear scaling rule on the *effective* batch (base_lr x batch x devices x nodes x
 accumulate / 256) with cosine decay, and only rank zero writes files. The run folder holds
-``config.yaml`` (written first), ``metrics.jsonl``, ``checkpoints/`` (``--resume`` continues from
-``last.ckpt``, read without unpickling), and the exported encoder ``backbone.safetensors`` +
-``backbone.json`` (``regcon`` also ``decoder.safetensors``).
+``config.yaml`` (written first, once the inputs are checked), ``metrics.jsonl``, ``checkpoints/``
+(``--resume`` continues from ``last.ckpt``, read without unpickling), and the exported encoder
+``backbone.safetensors`` + ``backbone.json`` (``regcon`` also ``decoder.safetensors``). A folder that
+holds an earlier run is refused unless ``--resume`` is given: a new run never overwrites one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ from glomssl.models.backbones import ARCHS
 from glomssl.ssl.transforms import AugmentSpec
 
 Method = Literal["simsiam", "regcon", "byol", "barlowtwins", "vicreg"]
+
+#: the largest --image-size: a training crop beyond this is a typo (100000 px would ask for ~120 GB)
+MAX_IMAGE_SIZE = 2048
+
+#: what a run writes in its folder: any of them there means the folder holds an earlier run
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "backbone.safetensors",
+    "backbone.json",
+    "decoder.safetensors",
+    "decoder.json",
+    "skipped.jsonl",
+    "checkpoints",
+)
 
 #: each method's own projection width (the papers' choices); ``proj_dim`` overrides it
 PROJ_DIM = {"simsiam": 2048, "vicreg": 2048, "barlowtwins": 2048, "byol": 256, "regcon": 128}
@@ -46,7 +62,7 @@ class PretrainConfig:
     data: list[str] = field(default_factory=list)
     out: str = ""
     arch: str = "resnet18"
-    image_size: int = opt(64, ge=32)
+    image_size: int = opt(64, ge=32, le=MAX_IMAGE_SIZE)
     batch_size: int = opt(256, ge=2)
     epochs: int | None = opt(None, ge=1)
     max_steps: int | None = opt(None, ge=0)
@@ -184,6 +200,18 @@ def _make_module(cfg: PretrainConfig, total: int) -> Any:
     )
 
 
+def _refuse_earlier_run(out: Path, resume: bool) -> None:
+    """Without ``--resume``, a folder that holds an earlier run is refused (it would be overwritten)."""
+    if resume or not out.is_dir():
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        raise GlomsslError(
+            f"--out {out} holds an earlier run ({', '.join(found[:3])}); pass --resume to continue "
+            "it, or choose a new --out"
+        )
+
+
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain ``cfg.method`` on ``cfg.data`` and export the encoder; returns a short summary."""
     import lightning as L
@@ -206,6 +234,30 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     cfg.validate()
     out = Path(cfg.out)
+    if is_rank_zero():  # the other ranks start after rank zero has written config.yaml
+        _refuse_earlier_run(out, cfg.resume)
+    # every input is checked before OUT is created: a refused run leaves nothing behind
+    ds: Any = None
+    scan = None
+    if cfg.max_steps != 0:  # the random-init baseline (max_steps 0) reads no data
+        ds, scan = build_dataset(
+            cfg.data,
+            TwoViews(cfg.augment_spec()),
+            cfg.image_size,
+            cache=cfg.cache,
+            slide_level=cfg.slide_level,
+            slide_mpp=cfg.slide_mpp,
+            patches_per_epoch=cfg.patches_per_epoch,
+            seed=cfg.seed,
+        )
+        if len(ds) < cfg.batch_size * cfg.world_size:
+            raise GlomsslError(
+                f"--data has {len(ds)} usable images, fewer than one batch of {cfg.batch_size} "
+                "per device; lower --batch-size or add images"
+            )
+    probe_cb = None
+    if cfg.probe_data and cfg.max_steps != 0:  # checks the probe's labels and images
+        probe_cb = _online_probe_callback(cfg, out / "metrics.jsonl")
     if is_rank_zero():
         ensure_writable_dir(out)
         save_config(cfg, out / "config.yaml")
@@ -223,24 +275,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             "skipped": 0,
         }
 
-    ds, scan = build_dataset(
-        cfg.data,
-        TwoViews(cfg.augment_spec()),
-        cfg.image_size,
-        cache=cfg.cache,
-        slide_level=cfg.slide_level,
-        slide_mpp=cfg.slide_mpp,
-        patches_per_epoch=cfg.patches_per_epoch,
-        seed=cfg.seed,
-    )
     skipped = len(scan.skipped) if scan else 0
     if scan and is_rank_zero():
         write_skipped(out, scan.skipped)
-    if len(ds) < cfg.batch_size * cfg.world_size:  # type: ignore[arg-type]
-        raise GlomsslError(
-            f"--data has {len(ds)} usable images, fewer than one batch of {cfg.batch_size} per "  # type: ignore[arg-type]
-            "device; lower --batch-size or add images"
-        )
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=cfg.batch_size,
@@ -267,7 +304,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         every_n_train_steps=cfg.ckpt_every,
         save_top_k=0,
     )
-    resume_from = resume_checkpoint(out, cfg.resume)
+    last = out / "checkpoints" / "last.ckpt"
+    if cfg.resume and not last.is_file():  # said once, here (not by every process that prints)
+        if is_rank_zero():
+            print(f"no checkpoint in {last.parent}; starting from scratch", flush=True)
+        resume_from = None
+    else:
+        resume_from = resume_checkpoint(out, cfg.resume)
     metrics = JsonlMetrics(
         out / "metrics.jsonl",
         cfg.log_every,
@@ -280,8 +323,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         EpochSetter(),
         DivergenceGuard(f"pretraining ({cfg.method})", "Lower --lr or raise --warmup-steps."),
     ]
-    if cfg.probe_data:
-        callbacks.append(_online_probe_callback(cfg, out / "metrics.jsonl"))
+    if probe_cb is not None:
+        callbacks.append(probe_cb)
     trainer = make_trainer(
         cfg.hardware,
         out,

@@ -128,7 +128,7 @@ def test_refused_mine_leaves_the_config_of_the_running_one(tmp_path: Path) -> No
     ("options", "message"),
     [
         ({"curate": {"threshold": 5}}, r"stage_options\.curate: --threshold must be"),
-        ({"dedup": {"cosine": "high"}}, r"stage_options\.dedup: config cosine"),
+        ({"dedup": {"cosine": "high"}}, r"stage_options\.dedup: --cosine: expected a number"),
         ({"dedup": {"speed": 3}}, r"stage_options\.dedup: .*unknown option\(s\) speed"),
         ({"curate": {"input": "x"}}, r"stage_options\.curate: input is set by"),
         ({"separate": {"method": "magic"}}, r"stage_options\.separate: --method"),

@@ -98,7 +98,7 @@ def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None
     with pytest.raises(GlomsslError, match="not a readable UTF-8 CSV"):
         load_labels(tmp_path / "bin.csv")
     (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 cut short")  # a zip's start, then nothing
-    with pytest.raises(GlomsslError, match="is not an embeddings file"):
+    with pytest.raises(GlomsslError, match="is not an .npz of embeddings"):
         run_probe(cfg)
     with pytest.raises(GlomsslError, match="--repeats must be >= 1"):
         build_config(ProbeConfig, overrides={"embeddings": "x", "labels": "y", "repeats": 0})

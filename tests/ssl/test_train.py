@@ -251,7 +251,7 @@ def test_backbone_bn_mode_decides_whether_bn_statistics_move(
     if mode == "frozen":
         assert all(float(t[k].abs().max()) == 0.0 for k in means)
         assert not torch.equal(t["bn1.weight"], init["bn1.weight"])  # affine weights still learn
-    with pytest.raises(GlomsslError, match="backbone_bn"):
+    with pytest.raises(GlomsslError, match="backbone.bn"):
         tiny_cfg(image_folder, tmp_path / "x", backbone_bn="half")
 
 
