@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from glomssl.config import opt
+from glomssl.engine.hardware import check_accelerator_strategy
 from glomssl.errors import GlomsslError
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # what Fabric may run this loop on ("cuda" = "gpu")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")  # ddp_fork: ddp_spawn without pickling
 MAX_BATCH = 4096  # images per step, over all devices
 MAX_KIMG = 100_000.0  # 100 million images: 20 times StyleGAN2-ADA's longest published runs
@@ -92,14 +92,7 @@ class GanTrainConfig:
             raise GlomsslError(f"--max-minutes {self.max_minutes} must be positive")
         if self.snap <= 0 or self.tick <= 0:
             raise GlomsslError("--snap and --tick must be positive (kimg)")
-        if self.accelerator not in ACCELERATORS:
-            raise GlomsslError(
-                f"--accelerator {self.accelerator!r} is not one of {', '.join(ACCELERATORS)}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise GlomsslError(
-                f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
+        check_accelerator_strategy(self.accelerator, self.strategy, STRATEGIES)
         if self.precision not in PRECISIONS:
             raise GlomsslError(
                 f"--precision {self.precision} is not one of {', '.join(PRECISIONS)}"

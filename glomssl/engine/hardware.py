@@ -27,6 +27,17 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "dd
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 
 
+def check_accelerator_strategy(
+    accelerator: str, strategy: str, strategies: tuple[str, ...] = STRATEGIES
+) -> None:
+    """One-line errors for an ``--accelerator`` or ``--strategy`` outside the known choices (before
+    Lightning turns them into a traceback)."""
+    if accelerator not in ACCELERATORS:
+        raise GlomsslError(f"--accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    if strategy not in strategies:
+        raise GlomsslError(f"--strategy {strategy!r} is not one of {', '.join(strategies)}")
+
+
 def resolve_device(name: str, what: str = "--device") -> str:
     """``auto`` -> ``cuda:LOCAL_RANK`` when a GPU exists, else ``cpu``; checks an explicit choice.
 
@@ -83,14 +94,7 @@ class HardwareConfig:
     precision: str = "auto"
 
     def validate(self) -> None:
-        if self.accelerator not in ACCELERATORS:
-            raise GlomsslError(
-                f"--accelerator {self.accelerator!r} is not one of {', '.join(ACCELERATORS)}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise GlomsslError(
-                f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
+        check_accelerator_strategy(self.accelerator, self.strategy)
         normalise_precision(self.precision)
 
     @property

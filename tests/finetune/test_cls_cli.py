@@ -245,20 +245,8 @@ def test_bad_input_is_one_line(setup: dict[str, Path], tmp_path: Path) -> None:
     line = _one_line_error(runner.invoke(cli, [*classify, "--out", str(blocker / "p.jsonl")]))
     assert "--out" in line and "not a writable folder" in line
     one = next((setup["csv"].parent / "images").rglob("*.png"))
-    line = _one_line_error(
-        runner.invoke(
-            cli,
-            [
-                "classify",
-                "--model",
-                str(run),
-                "--input",
-                str(one),
-                "--out",
-                str(tmp_path / "q.jsonl"),
-            ],
-        )  # fmt: skip
-    )
+    q = str(tmp_path / "q.jsonl")
+    line = _one_line_error(runner.invoke(cli, [*classify[:-1], str(one), "--out", q]))
     assert "is one image; pass the folder that holds it" in line
 
 
