@@ -45,14 +45,17 @@ def config_options(fn: F) -> F:
         metavar="KEY=VALUE",
         help="Override one config key, dotted for nested ones (--dry-run lists the keys); repeatable.",
     )(fn)
-    fn = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML file of options (command-line options win).",
-    )(fn)
-    return fn
+    return config_file_option(fn)
+
+
+# a YAML file of options (a folder is click's one-line error, before the command runs)
+config_file_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of options (command-line options win).",
+)
 
 
 def hardware_options(fn: F) -> F:

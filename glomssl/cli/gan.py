@@ -13,19 +13,9 @@ from typing import Any
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.cli.common import config_options, drop_none, run_command
+from glomssl.cli.common import config_file_option, config_options, drop_none, run_command
 
 CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
-
-
-# a YAML file of options (a folder is click's one-line error, before the command runs)
-_config_file = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML file of options.",
-)
 
 
 @click.group("gan", cls=CommandGroup)
@@ -88,7 +78,7 @@ def gan() -> None:
     help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
 )
 @click.option("--metric-num", type=int, default=None, help="Images per FID/KID [1000].")
-@_config_file
+@config_file_option
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
 def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **opts: Any) -> None:
@@ -130,7 +120,7 @@ def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **o
     "--mem-budget-mb", type=int, default=None, help="Memory for images in flight, MiB [1024]."
 )
 @click.option("--device", default=None, help="auto, cpu or cuda [auto].")
-@_config_file
+@config_file_option
 @click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
 def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
