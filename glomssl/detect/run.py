@@ -65,9 +65,4 @@ class DetectConfig:
 def run_detect(cfg: DetectConfig) -> dict[str, Any]:
     from glomssl.slidechain.chain import run_wsi
 
-    try:
-        return run_wsi(cfg.to_wsi())
-    except (
-        GlomsslError
-    ) as exc:  # the chain names its detector option --detector; here it is --weights
-        raise GlomsslError(str(exc).replace("--detector", "--weights")) from exc
+    return run_wsi(cfg.to_wsi(), detector_flag="--weights")  # detect names it --weights

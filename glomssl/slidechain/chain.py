@@ -180,12 +180,15 @@ def _queue_path(state: Path, shard: tuple[int, int] | None) -> Path:
     return state / ("queue.sqlite" if shard is None else f"queue-{shard[0]}of{shard[1]}.sqlite")
 
 
-def load_models(cfg: WsiConfig, device: str) -> tuple[Any, Any, Any]:
-    """(detector, classifier step or None, segmenter step or None) on ``device``."""
+def load_models(
+    cfg: WsiConfig, device: str, detector_flag: str = "--detector"
+) -> tuple[Any, Any, Any]:
+    """(detector, classifier step or None, segmenter step or None) on ``device``; errors about the
+    detector weights name ``detector_flag``, the option the user gave them with."""
     from glomssl.detect.model import load_detector
     from glomssl.slidechain.steps import load_classifier_step, load_segmenter_step
 
-    detector = load_detector(cfg.detector, device, flag="--detector")
+    detector = load_detector(cfg.detector, device, flag=detector_flag)
     classifier = load_classifier_step(cfg.classifier, detector.device) if cfg.classifier else None
     segmenter = (
         load_segmenter_step(cfg.segmenter, detector.device, cfg.segment_class)
@@ -259,7 +262,7 @@ def _devices(cfg: WsiConfig) -> list[str]:
     return ["cpu"] * cfg.devices
 
 
-def run_wsi(cfg: WsiConfig) -> dict[str, Any]:
+def run_wsi(cfg: WsiConfig, detector_flag: str = "--detector") -> dict[str, Any]:
     """Process every queued slide of this run (or shard); write and return the run summary."""
     from glomssl.fsutil import atomic_write_text
     from glomssl.slidechain.queue import RunQueue
@@ -271,7 +274,7 @@ def run_wsi(cfg: WsiConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     devices = _devices(cfg)
     # models load before anything is written: a bad --detector/--classifier/--segmenter fails here
-    models = load_models(cfg, devices[0] if len(devices) == 1 else "cpu")
+    models = load_models(cfg, devices[0] if len(devices) == 1 else "cpu", detector_flag)
     detector = models[0]
     state = check_out_dir(out)
     qpath = _queue_path(state, shard)
