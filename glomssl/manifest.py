@@ -203,13 +203,20 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def load_image_list(source: str | os.PathLike[str]) -> list[tuple[Path, Row]]:
+def load_image_list(source: str | os.PathLike[str], what: str = "") -> list[tuple[Path, Row]]:
     """Resolve a FOLDER or a MANIFEST into (absolute image path, row) pairs.
 
     A folder's rows are built cheaply (no hashing): ``path`` relative to the folder plus the file name;
     a manifest's rows are returned as written, with their paths resolved against the manifest's folder.
+    One picture (read as a manifest it would fail as bad JSON) is a one-line error naming option
+    ``what``.
     """
     src = Path(source)
+    if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
+        raise GlomsslError(
+            f"{what + ' ' if what else ''}{src} is one image; pass the folder that holds it, or a "
+            "manifest listing it"
+        )
     if src.is_dir():
         files = list_images(src)
         if not files:

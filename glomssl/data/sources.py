@@ -69,18 +69,10 @@ def resolve_sources(
                 f"{what} mixes slides with folders/manifests; pass one kind at a time"
             )
         return Sources("slides", slides=slides)
-    from glomssl.data.images import IMAGE_EXTENSIONS
-
-    for s in srcs:  # a single picture would be read as a manifest and fail as bad JSON
-        if Path(s).is_file() and Path(s).suffix.lower() in IMAGE_EXTENSIONS:
-            raise GlomsslError(
-                f"{what} {s} is one image; pass the folder that holds it, or a manifest or CSV "
-                "listing it"
-            )
     items: list[tuple[Path, Row]] = []
     seen: set[Path] = set()
     for s in srcs:
-        for path, row in load_image_list(s):
+        for path, row in load_image_list(s, what):
             key = Path(os.path.normpath(os.path.abspath(path)))  # no per-row resolve(): it is slow
             if key in seen:
                 continue

@@ -126,20 +126,15 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 def _image_list(source: str) -> list[tuple[Path, dict[str, Any]]]:
     """``--input`` as (image path, row) pairs: a FOLDER or a JSONL MANIFEST, never one image or a CSV."""
-    from glomssl.data.images import IMAGE_EXTENSIONS
     from glomssl.manifest import load_image_list
 
     p = Path(source)
-    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-        raise GlomsslError(
-            f"--input {p} is one image; pass the folder that holds it, or a manifest listing it"
-        )
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
         raise GlomsslError(
             f"--input {p} is a CSV; embed takes a folder of images or a JSONL manifest "
             '(one {"path": ...} per line), not a CSV: pass the folder that holds the images'
         )
-    return load_image_list(p)
+    return load_image_list(p, "--input")  # one picture: a one-line error there
 
 
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
