@@ -11,6 +11,10 @@ Sets:
 - ``relayout`` (R, a report, decides nothing): the 14 exsclaim layouts refilled with held-out
   content, ``--fills`` times each from fill ``--first`` (real layout geometry, synthetic panels;
   see relayout_set; fills 0-9 are R, fills 10-19 R2, first drawn in section 46).
+- ``biomed`` (B, section 49): real biomedical figure layouts (benchmarks/data/sciint_layouts.txt,
+  303 figures annotated by the Scientific Integrity Dataset, MIT licence beside it), every box
+  refilled with held-out pictures, ``--fills`` times each from fill ``--first``; ``--part odd`` or
+  ``even`` keeps one fixed half of the figures (odd: to look at, even: to decide on).
 - ``strips`` (S, a probe of section 27): 200 long rows or columns of 3-20 pictures at full
   resolution, seeds [20271, i] for i from ``--first`` (see strip_set); ``strips512`` is the same
   figures scaled to a 512-px long side.
@@ -44,6 +48,7 @@ from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
 from glomssl.mining.synth.heldout import (
     heldout_pools,
+    layout_file_set,
     make_heldout_figure,
     relayout_set,
     strip_set,
@@ -160,10 +165,21 @@ def main() -> None:
     ap.add_argument("--shared-data", default=default_shared)
     ap.add_argument(
         "--set",
-        choices=["heldout", "tuning", "exsclaim", "relayout", "strips", "strips512"],
+        choices=["heldout", "tuning", "exsclaim", "relayout", "biomed", "strips", "strips512"],
         default="heldout",
     )
-    ap.add_argument("--fills", type=int, default=10, help="relayout: fills per layout [10]")
+    ap.add_argument("--fills", type=int, default=10, help="relayout, biomed: fills per layout [10]")
+    ap.add_argument(
+        "--part",
+        choices=["all", "odd", "even"],
+        default="all",
+        help="biomed: the figures with odd or even IDs only [all]",
+    )
+    ap.add_argument(
+        "--layouts",
+        default=str(ROOT / "benchmarks" / "data" / "sciint_layouts.txt"),
+        help="biomed: the layouts file [benchmarks/data/sciint_layouts.txt]",
+    )
     ap.add_argument("--n", type=int, default=0, help="figures [300 heldout, 200 tuning and strips]")
     ap.add_argument("--cache", default=None, help="folder caching the drawn held-out figures")
     ap.add_argument(
@@ -279,6 +295,10 @@ def main() -> None:
         if args.fills < 1:
             ap.error("--fills must be >= 1")
         data = relayout_set(shared, args.fills, args.first)
+    elif args.set == "biomed":
+        if args.fills < 1:
+            ap.error("--fills must be >= 1")
+        data = layout_file_set(Path(args.layouts), shared, args.fills, args.first, args.part)
     elif args.set in ("strips", "strips512"):
         data = strip_set(
             shared, args.n or 200, 512 if args.set == "strips512" else 0, first=args.first
@@ -291,7 +311,8 @@ def main() -> None:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
                     "stain": args.stain, "jpeg": args.jpeg, "scale": args.scale,
-                    "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout") else None,
+                    "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout", "biomed") else None,
+                    "part": args.part if args.set == "biomed" else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",
                     "draw_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     classic = {

@@ -380,6 +380,51 @@ def relayout_set(
     return figs, truths
 
 
+def read_layouts(path: Path) -> list[tuple[str, tuple[int, int], list[Box]]]:
+    """Panel layouts from a text file, one figure a line: ``ID NAME N x0,y0,x1,y1 ...`` (lines
+    starting with ``#`` are comments). The figure's own size is not recorded there, so it is taken
+    as the panels' extent plus the same margin on the far side as on the near side (the smallest
+    x0 and y0). Returns (ID, (width, height), boxes)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        ident, _name, n, *rest = line.split()
+        boxes: list[Box] = [tuple(int(v) for v in r.split(",")) for r in rest]  # type: ignore[misc]
+        if len(boxes) != int(n) or any(b[2] <= b[0] or b[3] <= b[1] for b in boxes):
+            raise ValueError(f"{path}: figure {ident} is not N well-formed boxes")
+        w = max(b[2] for b in boxes) + min(b[0] for b in boxes)
+        h = max(b[3] for b in boxes) + min(b[1] for b in boxes)
+        out.append((ident, (w, h), boxes))
+    return out
+
+
+def layout_file_set(
+    path: Path, shared: Path, fills: int, first: int = 0, part: str = "all"
+) -> tuple[list[Image.Image], list[list[Box]]]:
+    """B: real biomedical layouts read by :func:`read_layouts`, scaled to a 512-px long side and
+    filled ``fills`` times each with held-out pictures (every box a micrograph: the file records
+    where a figure's pictures are, not its charts), seeds [20281, figure number, fill] for fill
+    ``first`` .. ``first + fills - 1``. ``part``: "odd" or "even" keeps the figures whose numeric ID
+    is odd or even (fixed halves: one to look at, one to decide on), "all" keeps every one."""
+    glom, tissue = heldout_pools(shared)
+    pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
+    figs, truths = [], []
+    for ident, (w, h), boxes in read_layouts(path):
+        num = int(ident)
+        if (part == "odd" and num % 2 == 0) or (part == "even" and num % 2 == 1):
+            continue
+        s = 512 / max(w, h)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        panels = [(tuple(round(v * s) for v in b), "image") for b in boxes]
+        for f in range(first, first + fills):
+            rng = np.random.default_rng([20281, num, f])
+            fig, got = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
+            figs.append(fig)
+            truths.append(got)
+    return figs, truths
+
+
 def strip_figure(
     rng: Rng, pools: dict[str, list[Image.Image]], fonts: Any
 ) -> tuple[Image.Image, list[Box]]:
