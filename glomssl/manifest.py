@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,21 +195,97 @@ def image_row(
     return row
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files below ``folder`` (recursive), sorted, by extension."""
-    root = Path(folder)
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+def _left_out(
+    files: list[Path], root: Path, exclude: Sequence[str | os.PathLike[str]]
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Split ``files`` (listed below ``root``) into (kept, left out, the ``exclude`` entries hit).
+
+    A file is left out when it lies under (or is) one of ``exclude``, compared on resolved paths:
+    each file's folder is resolved once (symlinked folders count where they point), the file name
+    itself is not followed, so a link the user put in the input stays an input. An ``exclude`` entry
+    that holds ``root`` itself (``--out`` the input folder, or above it) leaves nothing out.
+    """
+    top = root.resolve()
+    roots = [(str(e), r) for e in exclude if not top.is_relative_to(r := Path(e).resolve())]
+    if not roots:
+        return files, [], []
+    folders: dict[Path, Path] = {}
+    kept: list[Path] = []
+    left: list[Path] = []
+    hit: list[str] = []
+    for f in files:
+        parent = folders.get(f.parent)
+        if parent is None:
+            parent = folders[f.parent] = f.parent.resolve()
+        real = parent / f.name
+        shown = next((s for s, r in roots if real == r or real.is_relative_to(r)), None)
+        if shown is None:
+            kept.append(f)
+        else:
+            left.append(f)
+            if shown not in hit:
+                hit.append(shown)
+    return kept, left, hit
+
+
+def _where(hit: list[str]) -> str:
+    """``under --out DIR`` (``written as FILE`` for an image file the command writes), for messages."""
+    return ", ".join(
+        f"written as {h}" if Path(h).suffix.lower() in IMAGE_EXTENSIONS else f"under --out {h}"
+        for h in hit
     )
 
 
-def load_image_list(source: str | os.PathLike[str], what: str = "") -> list[tuple[Path, Row]]:
+def list_images(
+    folder: str | os.PathLike[str],
+    exclude: Sequence[str | os.PathLike[str]] = (),
+    command: str = "",
+) -> list[Path]:
+    """Image files below ``folder`` (recursive), sorted, by extension.
+
+    ``exclude``: the command's own outputs (its ``--out`` folder, or an image file it writes). Images
+    under them are left out, so a rerun with ``--out`` inside ``folder`` never reads its own output;
+    that is said once on stderr (prefixed with ``command``). When every image of ``folder`` was left
+    out, a one-line GlomsslError says so.
+    """
+    root = Path(folder)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not exclude or not files:
+        return files
+    kept, left, hit = _left_out(files, root, exclude)
+    if left and not kept:
+        raise GlomsslError(
+            f"folder {root} holds no images besides the {len(left)} {_where(hit)}, the output "
+            f"of {command or 'this command'}; pass the folder of input images"
+        )
+    if left:
+        import sys
+
+        n = len(left)
+        print(
+            f"{command or 'glomssl'}: left out {n} image{'s' if n != 1 else ''} {_where(hit)}, "
+            "the output of this command",
+            file=sys.stderr,
+            flush=True,
+        )
+    return kept
+
+
+def load_image_list(
+    source: str | os.PathLike[str],
+    what: str = "",
+    exclude: Sequence[str | os.PathLike[str]] = (),
+    command: str = "",
+) -> list[tuple[Path, Row]]:
     """Resolve a FOLDER or a MANIFEST into (absolute image path, row) pairs.
 
     A folder's rows are built cheaply (no hashing): ``path`` relative to the folder plus the file name;
     a manifest's rows are returned as written, with their paths resolved against the manifest's folder.
     One picture (read as a manifest it would fail as bad JSON) is a one-line error naming option
-    ``what``.
+    ``what``. ``exclude``/``command``: see :func:`list_images`; only a folder's listing is filtered,
+    never the rows of a manifest (a row naming a file is the user's explicit choice).
     """
     src = Path(source)
     if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
@@ -218,7 +294,7 @@ def load_image_list(source: str | os.PathLike[str], what: str = "") -> list[tupl
             "manifest listing it"
         )
     if src.is_dir():
-        files = list_images(src)
+        files = list_images(src, exclude, command)
         if not files:
             raise GlomsslError(f"folder {src} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         # relative to the folder as listed (symlinked files keep their link names)

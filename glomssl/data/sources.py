@@ -47,12 +47,17 @@ def resolve_sources(
     what: str = "--data",
     check: bool = True,
     allow_slides: bool = True,
+    exclude: Sequence[str | os.PathLike[str]] = (),
+    command: str = "",
 ) -> Sources:
     """Resolve folders, manifests or slide files into a :class:`Sources`.
 
     ``check`` header-checks every image (decompression bombs included) and moves unreadable ones to
     ``skipped``; rows listed twice (the same file) are kept once. Raises a one-line GlomsslError when the
     input does not exist, mixes slides with other inputs, or holds no readable image at all.
+    ``exclude``: the command's own output folder(s) (``--out``): a folder's images under them are left
+    out (said once on stderr, prefixed with ``command``), so a rerun never reads its own output; the
+    rows of a manifest are kept as written (see :func:`glomssl.manifest.load_image_list`).
     """
     from glomssl.data.images import image_ok
     from glomssl.manifest import load_image_list
@@ -72,7 +77,7 @@ def resolve_sources(
     items: list[tuple[Path, Row]] = []
     seen: set[Path] = set()
     for s in srcs:
-        for path, row in load_image_list(s, what):
+        for path, row in load_image_list(s, what, exclude, command):
             key = Path(os.path.normpath(os.path.abspath(path)))  # no per-row resolve(): it is slow
             if key in seen:
                 continue

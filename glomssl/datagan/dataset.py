@@ -108,7 +108,9 @@ def make_dataset(cfg: GanTrainConfig) -> ImageDataset | SlideDataset:
                 f'--data {src} is not a glomssl manifest (JSONL, one {{"path": ...}} per line); '
                 "pass a folder of images, a manifest or whole-slide images"
             )
-        paths.extend(p for p, _row in load_image_list(src))
+        # never the run's own grids (reals.png, fakes-*.png), with --out inside a --data folder
+        own = load_image_list(src, exclude=[cfg.out] if cfg.out else [], command="gan train")
+        paths.extend(p for p, _row in own)
     good: list[Path] = []
     skipped: list[tuple[str, str]] = []
     for p in paths:

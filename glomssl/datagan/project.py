@@ -278,7 +278,7 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     src = Path(cfg.images)
     if not src.is_dir():
         raise GlomsslError(f"--images {src} is not a folder of images; check the path")
-    files = list_images(src)
+    files = list_images(src, exclude=[cfg.out], command="datagan project")  # not its own output
     if not files:
         raise GlomsslError(f"--images {src} holds no images")
     masks_dir = Path(cfg.masks) if cfg.masks else None

@@ -138,7 +138,7 @@ def run_curate(cfg: CurateConfig) -> dict[str, Any]:
 
         scorer = load_scorer(cfg.scorer)
     check_not_overwriting(cfg.input, cfg.out)
-    pairs, src_dir, repeats = read_input(cfg.input)
+    pairs, src_dir, repeats = read_input(cfg.input, cfg.out, "curate")
     out_dir = ensure_writable_dir(cfg.out).resolve()
     save_config(cfg, out_dir / "curate.yaml")
 

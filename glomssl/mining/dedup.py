@@ -199,7 +199,7 @@ def run_dedup(cfg: DedupConfig) -> dict[str, Any]:
         names, ext_emb = load_embeddings(cfg.embeddings)
         ext_paths = {p: k for k, p in enumerate(names)}
     check_not_overwriting(cfg.input, cfg.out)
-    pairs, src_dir, repeats = read_input(cfg.input)
+    pairs, src_dir, repeats = read_input(cfg.input, cfg.out, "dedup")
     n = len(pairs)
     out_dir = ensure_writable_dir(cfg.out).resolve()
     rows = [r for _, r in pairs]

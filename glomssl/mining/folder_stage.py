@@ -2,7 +2,8 @@
 
 * :func:`read_input` resolves ``--input`` (FOLDER | MANIFEST) through the one source resolver
   (:func:`glomssl.data.sources.resolve_sources`): a file listed twice is kept once, an empty manifest
-  is an empty result (not an error).
+  is an empty result (not an error), and a folder's images under ``--out`` (the stage's own output,
+  when it lies inside the input folder) are left out.
 * :func:`file_hash` hashes the bytes: a manifest's ``sha256`` is never trusted for grouping or caching
   (a stale hash would make a different image look like a duplicate, or reuse its measurements).
 * :func:`place_file` / :func:`output_row`: an output manifest only points inside its own folder;
@@ -34,18 +35,28 @@ def _count_rows(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def read_input(source: str | os.PathLike[str]) -> tuple[list[tuple[Path, Row]], Path, int]:
+def read_input(
+    source: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, command: str = ""
+) -> tuple[list[tuple[Path, Row]], Path, int]:
     """FOLDER or MANIFEST -> ((absolute image path, row) pairs, source folder, repeated rows).
 
     Rows of a manifest are returned as written (validated); a folder's rows hold ``path`` only. A file
-    named by several rows is kept once (the first row wins); their number is the third value.
+    named by several rows is kept once (the first row wins); their number is the third value. A
+    folder's images under ``out`` (the command's own output folder, inside the input) are left out.
     """
     from glomssl.data.sources import resolve_sources
 
     src = Path(source)
     if src.is_file() and manifest_is_empty(src):
         return [], src.resolve().parent, 0
-    sources = resolve_sources([src], what="--input", check=False, allow_slides=False)
+    sources = resolve_sources(
+        [src],
+        what="--input",
+        check=False,
+        allow_slides=False,
+        exclude=[] if out is None else [out],
+        command=command,
+    )
     pairs = [(Path(p), r) for p, r in sources.items]
     if src.is_file():
         return pairs, src.resolve().parent, _count_rows(src) - len(pairs)

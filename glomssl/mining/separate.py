@@ -582,7 +582,7 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
             windows_for(cfg.weights)
             stretch_for(cfg.weights)
             zoom_for(cfg.weights)
-    items = load_image_list(cfg.input)
+    items = load_image_list(cfg.input, exclude=[cfg.out], command="separate")  # not its own panels
     out = ensure_writable_dir(cfg.out)
     with folder_lock(out, "separate"):
         return _run(cfg, method, items, out)

@@ -86,8 +86,13 @@ class ClassifyConfig:
         resolve_device(self.device)
 
 
-def _inputs(source: str) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
-    """(path, row) pairs of a folder, manifest or labels CSV, and the unreadable files skipped."""
+def _inputs(
+    source: str, own: Sequence[str | os.PathLike[str]] = ()
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, str]]]:
+    """(path, row) pairs of a folder, manifest or labels CSV, and the unreadable files skipped.
+
+    ``own``: image files this command writes (its confusion matrix), left out of a folder's listing.
+    """
     from glomssl.data.images import image_ok
     from glomssl.data.sources import resolve_sources
     from glomssl.finetune.classifier.data import read_label_rows
@@ -104,7 +109,9 @@ def _inputs(source: str) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[s
         if not items:
             raise GlomsslError(f"none of the images listed in {src} could be read; check the paths")
         return items, skipped
-    got = resolve_sources([source], what="--input", allow_slides=False)
+    got = resolve_sources(
+        [source], what="--input", allow_slides=False, exclude=own, command="classify"
+    )
     return got.items, got.skipped
 
 
@@ -143,7 +150,8 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     model, meta = load_classifier(cfg.model, device)
     classes = [str(c) for c in meta["classes"]]
-    items, skipped = _inputs(cfg.input)
+    # its own confusion matrix (written beside --out) is never classified on a rerun
+    items, skipped = _inputs(cfg.input, [f"{Path(cfg.out).with_suffix('')}.confusion.png"])
     truth = _match(items, cfg.evaluate) if cfg.evaluate else {}
     unknown = sorted({lab for lab in truth.values() if lab not in classes})
     if unknown:

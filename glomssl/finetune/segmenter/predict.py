@@ -113,7 +113,9 @@ def _inputs(cfg: SegmentConfig) -> tuple[list[tuple[Path, dict[str, Any]]], list
         else:
             plain.append(src)
     if plain:
-        s = resolve_sources(plain, what="--input", allow_slides=False)
+        s = resolve_sources(  # never its own masks/overlays, with --out inside an input folder
+            plain, what="--input", allow_slides=False, exclude=[cfg.out], command="segment"
+        )
         pairs += s.items
         skipped += s.skipped
         skipped += _slides_in_folders(plain)
