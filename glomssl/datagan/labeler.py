@@ -222,7 +222,7 @@ def save_labeler(model: Any, out: str | os.PathLike[str], meta: dict[str, Any]) 
         "hidden": model.hidden,
     }
     info.update(meta)
-    return save_weights(Path(out) / WEIGHTS_NAME, model.state_dict(), info)
+    return save_weights(Path(out) / WEIGHTS_NAME, model.state_dict(), info, kind="datagan-labeler")
 
 
 def load_labeler(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -235,7 +235,7 @@ def load_labeler(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any
         raise GlomsslError(
             f"--labeler {p} holds no {WEIGHTS_NAME}; pass the --out folder of `datagan train-labeler`"
         )
-    tensors, meta = load_weights(wfile)
+    tensors, meta = load_weights(wfile, expect="datagan-labeler", flag="--labeler")
     if meta.get("kind") != "datagan-labeler":
         raise GlomsslError(
             f"{wfile} is not a datagan labeler (its .json sidecar is missing or other)"

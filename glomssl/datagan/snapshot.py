@@ -121,7 +121,7 @@ def save_snapshot(
         "config": config or {},
     }
     meta.update(extra or {})
-    return save_weights(path, tensors, meta)
+    return save_weights(path, tensors, meta, kind="gan-snapshot")
 
 
 def _load_state(net: torch.nn.Module, prefix: str, tensors: dict[str, Any], src: Path) -> None:
@@ -154,7 +154,7 @@ def load_snapshot(path_or_run_dir: str | os.PathLike[str], device: str = "cpu") 
     """Load a snapshot (or a run folder's latest) -> {"G", "D", "G_ema", "augment_p", "meta",
     "path", "tensors"}; networks on ``device``, G and D in train mode, G_ema in eval mode."""
     src = resolve_snapshot(path_or_run_dir)
-    tensors, meta = load_weights(src)
+    tensors, meta = load_weights(src, expect="gan-snapshot")
     if meta.get("format") != FORMAT or "G_kwargs" not in meta:
         raise GlomsslError(
             f"{src} is not a glomssl GAN snapshot (its .json sidecar is missing or foreign); "

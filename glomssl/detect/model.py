@@ -130,7 +130,7 @@ def load_yolo(
 ) -> tuple[Any, dict[str, Any]]:
     """(``ultralytics.YOLO`` with the weights loaded, sidecar) -- safetensors only; errors name
     the option ``flag`` that gave the weights."""
-    from glomssl.runs import load_weights
+    from glomssl.runs import WeightsKindError, load_weights
 
     path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if path.is_dir():
@@ -146,7 +146,9 @@ def load_yolo(
             "glomerulus_detector.safetensors that `glomssl detect train` writes"
         )
     try:
-        state, meta = load_weights(path)
+        state, meta = load_weights(path, expect="glomerulus-detector", flag=flag)
+    except WeightsKindError:  # already says what the file is and where it goes
+        raise
     except GlomsslError as exc:
         raise GlomsslError(f"{path} is not a detector checkpoint ({exc})".splitlines()[0]) from exc
     if meta.get("architecture") not in (None, ARCHITECTURE):

@@ -148,7 +148,9 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
         "data_options": info.get("options"),
         "config": to_dict(cfg),
     }
-    weights = save_weights(run / "glomerulus_detector.safetensors", state, meta)
+    weights = save_weights(
+        run / "glomerulus_detector.safetensors", state, meta, kind="glomerulus-detector"
+    )
     return {
         "run": str(run),
         "weights": str(weights),

@@ -207,9 +207,10 @@ def build_model(
             ) from exc
 
 
-def _read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """State dict and metadata of a safetensors file; anything else is refused."""
-    from glomssl.runs import load_weights
+def _read_state_dict(path: Path, flag: str = "--weights") -> tuple[dict[str, Any], dict[str, Any]]:
+    """State dict and metadata of a safetensors file; anything else (or another kind of model's
+    weights, e.g. a glomerulus detector's) is refused."""
+    from glomssl.runs import WeightsKindError, load_weights
 
     if path.suffix.lower() != ".safetensors":
         raise GlomsslError(
@@ -218,7 +219,9 @@ def _read_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "`glomssl separator train` writes"
         )
     try:
-        return load_weights(path)
+        return load_weights(path, expect="panel-detector", flag=flag)
+    except WeightsKindError:  # already says what the file is and where it goes
+        raise
     except GlomsslError as exc:  # say which file is wrong: the weights or their sidecar
         raise GlomsslError(
             f"{path} is not a detector checkpoint ({str(exc).split(';')[0]}); pass the "
@@ -254,7 +257,7 @@ def check_weights(
     if not path.is_file():
         hint = f"check {flag}" if weights is not None else "reinstall glomssl"
         raise GlomsslError(f"detector weights {path} do not exist; {hint}")
-    state, meta = _read_state_dict(path)
+    state, meta = _read_state_dict(path, flag)
     if meta and meta.get("architecture") not in (None, ARCHITECTURE):
         raise GlomsslError(
             f"{path} holds a {meta.get('architecture')!r} model, not a panel detector checkpoint"

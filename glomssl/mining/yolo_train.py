@@ -158,5 +158,6 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             "data": os.fspath(cfg.data),
             "val_metrics": metrics,
         },
+        kind="panel-detector",
     )
     return {"run": str(run), "weights": str(weights), "metrics": metrics}

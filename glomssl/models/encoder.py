@@ -56,13 +56,17 @@ def resolve_weights(path: str | os.PathLike[str]) -> Path:
 
 
 def load_backbone(
-    path: str | os.PathLike[str], device: str = "cpu", layers: tuple[int, ...] = (4,)
+    path: str | os.PathLike[str],
+    device: str = "cpu",
+    layers: tuple[int, ...] = (4,),
+    flag: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Load an exported encoder (run folder or .safetensors) as an eval-mode :class:`Encoder`."""
+    """Load an exported encoder (run folder or .safetensors) as an eval-mode :class:`Encoder`;
+    another kind of model's weights is refused naming ``flag``, the option that gave them."""
     from glomssl.runs import load_weights
 
     wpath = resolve_weights(path)
-    tensors, meta = load_weights(wpath)
+    tensors, meta = load_weights(wpath, expect="ssl-backbone", flag=flag)
     arch = meta.get("arch")
     if not arch:
         raise GlomsslError(f"{wpath} has no backbone.json sidecar naming its arch; re-export it")

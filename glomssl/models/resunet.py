@@ -177,7 +177,7 @@ def load_pretrained(net: EncoderDecoder, init: str) -> dict[str, str]:
             "of that run) with --init, or drop --init for the resunet"
         )
     wpath = resolve_weights(init)
-    tensors, meta = load_weights(wpath)
+    tensors, meta = load_weights(wpath, expect="ssl-backbone", flag="--init")
     arch = meta.get("arch")
     if arch and arch != net.arch:
         raise GlomsslError(
@@ -187,7 +187,7 @@ def load_pretrained(net: EncoderDecoder, init: str) -> dict[str, str]:
     loaded = {"encoder": str(wpath), "method": str(meta.get("method", "?"))}
     dpath = Path(wpath).with_name("decoder.safetensors")
     if dpath.is_file():
-        dec, _ = load_weights(dpath)
+        dec, _ = load_weights(dpath, expect="ssl-decoder")
         missing, unexpected = net.decoder.load_state_dict(dec, strict=False)
         if missing or unexpected:
             raise GlomsslError(

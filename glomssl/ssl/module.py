@@ -127,8 +127,10 @@ def export_backbone(module: SSLModule, cfg: Any, out: Path, step: int) -> Path:
         "step": int(step),
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
-    path = save_weights(out / "backbone.safetensors", method.backbone.trunk_state_dict(), meta)
+    trunk = method.backbone.trunk_state_dict()
+    path = save_weights(out / "backbone.safetensors", trunk, meta, kind="ssl-backbone")
     decoder = getattr(method, "decoder", None)
     if decoder is not None:
-        save_weights(out / "decoder.safetensors", decoder.state_dict(), {**meta, "part": "decoder"})
+        part = {**meta, "part": "decoder"}
+        save_weights(out / "decoder.safetensors", decoder.state_dict(), part, kind="ssl-decoder")
     return path

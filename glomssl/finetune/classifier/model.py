@@ -65,9 +65,12 @@ def build_classifier(
     if backbone is None:
         return Classifier(ResNetTrunk(arch), num_classes), {"source": None, "arch": arch}
     from glomssl.models.encoder import load_backbone, resolve_weights
+    from glomssl.runs import WeightsKindError
 
     try:
-        enc, meta = load_backbone(backbone)
+        enc, meta = load_backbone(backbone, flag="--backbone")
+    except WeightsKindError:  # already names --backbone, what the file is and where it goes
+        raise
     except GlomsslError as exc:
         raise GlomsslError(
             f"--backbone {backbone} is not a glomssl encoder ({str(exc).rstrip('.')}); pass a "
@@ -130,7 +133,7 @@ def export_classifier(
         **meta,
     }
     state = {k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}
-    return save_weights(path, state, info)
+    return save_weights(path, state, info, kind="classifier")
 
 
 def _checked_meta(path: Path, meta: dict[str, Any]) -> list[str]:
@@ -177,7 +180,7 @@ def load_classifier_file(
             raise GlomsslError(
                 f"{path} holds no model.safetensors; is it a `glomssl finetune cls` run?"
             )
-    tensors, meta = load_weights(p)
+    tensors, meta = load_weights(p, expect="classifier")
     if meta.get("kind") != KIND or not meta.get("classes"):
         raise GlomsslError(
             f"{p} is not a glomssl classifier (its model.json lacks kind: {KIND}); pass the "

@@ -39,7 +39,9 @@ def export_segmenter(model: Any, out_dir: str | os.PathLike[str], meta: dict[str
         "stride": int(model.stride),
         **meta,
     }
-    return save_weights(Path(out_dir) / "model.safetensors", model.state_dict(), info)
+    return save_weights(
+        Path(out_dir) / "model.safetensors", model.state_dict(), info, kind="segmenter"
+    )
 
 
 def resolve_model_path(path: str | os.PathLike[str], flag: str = "--model") -> Path:
@@ -62,7 +64,7 @@ def load_segmenter(
     from glomssl.runs import load_weights
 
     wpath = resolve_model_path(path, flag)
-    tensors, meta = load_weights(wpath)
+    tensors, meta = load_weights(wpath, expect="segmenter", flag=flag)
     if meta.get("format") != SEGMENTER_FORMAT:
         raise GlomsslError(
             f"{flag} {wpath} is not a glomssl segmenter (its model.json does not say format: "
