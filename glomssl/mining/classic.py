@@ -292,17 +292,23 @@ def min_gap_for(shape: tuple[int, ...], params: ClassicParams = DEFAULT_CLASSIC)
     return max(2, round(gap))
 
 
-def size_limit(shape: tuple[int, ...], min_side: int) -> int:
-    """Smallest side (px) a classic region needs to count as a panel: 6% of the short side."""
-    return max(min_side, round(0.06 * min(shape[:2])))
+def size_limit(shape: tuple[int, ...], min_side: int, share: float = 0.06) -> int:
+    """Smallest side (px) a classic region needs to count as a panel: ``min_side``, and 6% (``share``)
+    of the figure's short side."""
+    return max(min_side, round(share * min(shape[:2])))
 
 
 def leaves(
-    arr: np.ndarray, ink: np.ndarray, min_side: int, params: ClassicParams = DEFAULT_CLASSIC
+    arr: np.ndarray,
+    ink: np.ndarray,
+    min_side: int,
+    params: ClassicParams = DEFAULT_CLASSIC,
+    share: float = 0.06,
 ) -> list[Box]:
-    """Every region the cuts leave in the (H, W, 3) figure ``arr`` with ink mask ``ink``."""
+    """Every region the cuts leave in the (H, W, 3) figure ``arr`` with ink mask ``ink``; no part is
+    cut smaller than :func:`size_limit` (``min_side``, ``share``)."""
     h, w = ink.shape
-    limit = size_limit(ink.shape, min_side)
+    limit = size_limit(ink.shape, min_side, share)
     lines = LineSums(arr, ink) if params.seam > 0 else None
     return xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape, params), 0, lines, limit, params)
 

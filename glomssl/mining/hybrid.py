@@ -73,6 +73,13 @@ class HybridParams:
     # dropped as text (a chart's tick labels) when both its sides are under this many times the
     # size limit and under ``fragment_ink`` of it is ink (0: off; section 46)
     fragment_ink: float = 0.3
+    tiny: float = 0.0  # guided: regions are cut down to this many px (and ``tiny_share`` of the
+    # figure's short side) instead of --min-side and 6%; a panel under --min-side is kept only when
+    # it looks like a picture (see tiny_picture; 0: off; section 49)
+    tiny_share: float = 0.03
+    tiny_ink: float = 0.7  # ... at least this share of ink
+    tiny_std: float = 10.0  # ... grey levels at least this spread (not a solid patch)
+    tiny_long: float = 32.0  # ... a long side at least this many px (not a letter)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -231,6 +238,19 @@ def _text_fragment(box: Box, ink_share: float, limit: int, params: HybridParams)
     return small and ink_share < params.fragment_ink
 
 
+def tiny_picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+    """Whether a box under --min-side looks like a picture, not a letter, a label or a legend key
+    (``tiny``, section 49): at least ``tiny_ink`` of it ink, grey levels spread at least
+    ``tiny_std`` (not one flat colour) and a long side of at least ``tiny_long`` px."""
+    x0, y0, x1, y1 = box
+    if max(x1 - x0, y1 - y0) < params.tiny_long or x1 <= x0 or y1 <= y0:
+        return False
+    if float(ink[y0:y1, x0:x1].mean()) < params.tiny_ink:
+        return False
+    grey = arr[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
+    return float(grey.std()) >= params.tiny_std
+
+
 def letter_tokens(
     small: Sequence[Box], shape: tuple[int, ...], join_low: bool = False
 ) -> list[Box]:
@@ -350,7 +370,8 @@ def guided_boxes(
     from its labels by whitespace). Scores: the confirming or cutting box's confidence, else the
     share of ink.
     """
-    limit = size_limit(ink.shape, min_side)
+    share = params.tiny_share if params.tiny else 0.06
+    limit = size_limit(ink.shape, min_side, share)
     fine = dataclasses.replace(ClassicParams.touching(), background=classic.background)
     dets = _kept_dets(detections, params.conf, ink.shape)
     lines: LineSums | None = None  # built on first use: most figures never need it
@@ -362,7 +383,7 @@ def guided_boxes(
         return b[2] - b[0] >= limit and b[3] - b[1] >= limit
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
-    regions = leaves(arr, ink, min_side, classic)
+    regions = leaves(arr, ink, min_side, classic, share)
     for region in regions:
         parts: list[Box] = []
         small: list[Box] = []

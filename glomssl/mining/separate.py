@@ -62,7 +62,13 @@ from glomssl.mining.classic import (
     size_limit,
     whole_figure,
 )
-from glomssl.mining.hybrid import HybridParams, guided_boxes, hybrid_boxes, one_lettered_panel
+from glomssl.mining.hybrid import (
+    HybridParams,
+    guided_boxes,
+    hybrid_boxes,
+    one_lettered_panel,
+    tiny_picture,
+)
 
 __all__ = [
     "AUTO_METHOD",
@@ -488,6 +494,13 @@ class Separator:
         boxes = [b for b, _ in parts]
         return one_lettered_panel(box, boxes, [], regions, shape, limit, self.hybrid)
 
+    def _floor(self) -> int:
+        """The smallest side (px) guided cuts regions down to: ``--min-side``, or guided's ``tiny``
+        when that is smaller (section 49; boxes under ``--min-side`` must then look like pictures)."""
+        if self.method == "guided" and self.hybrid.tiny:
+            return min(self.min_side, max(1, round(self.hybrid.tiny)))
+        return self.min_side
+
     def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
         """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
         inks = [ink_mask(a, params=self.classic) for a in arrs]
@@ -503,12 +516,19 @@ class Separator:
             boxes_of = guided_boxes if self.method == "guided" else hybrid_boxes
             dets = self.detect(arrs)
             raw = [
-                boxes_of(a, ink, found, self.min_side, self.hybrid, self.classic)
+                boxes_of(a, ink, found, self._floor(), self.hybrid, self.classic)
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for ink, boxes in zip(inks, raw):
-            kept = clean_boxes(ink, boxes, self.min_side)
+        for a, ink, boxes in zip(arrs, inks, raw):
+            kept = clean_boxes(ink, boxes, self._floor())
+            if self._floor() < self.min_side:  # guided's tiny panels: pictures only
+                kept = [
+                    (b, s)
+                    for b, s in kept
+                    if min(b[2] - b[0], b[3] - b[1]) >= self.min_side
+                    or tiny_picture(a, ink, b, self.hybrid)
+                ]
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
                 kept = [(whole, kept[0][1] if kept else 1.0)]
@@ -615,6 +635,9 @@ def _run(
             own = {k: v for k, v in vars(tuned).items() if k != "conf"}
             if not tuned.fragments:  # off: not recorded, so runs from before the setting resume
                 del own["fragments"], own["fragment_ink"]
+            if not tuned.tiny:  # likewise
+                for name in ("tiny", "tiny_share", "tiny_ink", "tiny_std", "tiny_long"):
+                    del own[name]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
