@@ -66,8 +66,11 @@ def working_level(slide: Any, mpp: float | None = None, level: int | None = None
             )
         want = mpp / base
         if want < 1 - 1e-6:
+            name = getattr(slide, "glomssl_path", None)
             raise GlomsslError(
-                f"--mpp {mpp:g} is finer than the slide's level 0 ({base:g} um/px); use "
+                f"{f'slide {name}' if name else 'the slide'}: the working {mpp:g} um/px is finer "
+                f"than the slide's level 0 ({base:g} um/px); if that resolution is a program's "
+                "default (72 or 300 dpi), pass the slide's own with --slide-mpp, else pass "
                 f"--mpp {base:g} or more"
             )
         lvl = int(slide.get_best_level_for_downsample(want))

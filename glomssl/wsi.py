@@ -7,6 +7,7 @@ slides) keeps patches on tissue and skips the glass background.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,96 @@ def is_slide_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in SLIDE_EXTENSIONS
 
 
-def open_slide(path: str | os.PathLike[str]) -> Any:
-    """Open a slide with tiffslide; a one-line error if it is missing or unreadable."""
-    import logging
+#: slide formats that are not TIFF-based, so tiffslide (glomssl's reader) cannot open them
+UNSUPPORTED_FORMATS = {
+    ".mrxs": "3DHistech MIRAX",
+    ".svslide": "Sakura",
+    ".vms": "Hamamatsu VMS",
+    ".vmu": "Hamamatsu VMU",
+    ".czi": "Zeiss CZI",
+    ".vsi": "Olympus VSI",
+    ".isyntax": "Philips iSyntax",
+    ".dcm": "DICOM",
+}
+#: OME PhysicalSizeXUnit -> microns
+OME_UNITS = {"µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4,
+             "m": 1e6, "pm": 1e-6, "Å": 1e-4, "in": 25400.0, "inch": 25400.0}  # fmt: skip
+THUMB_BAND_BYTES = 32 << 20  # a thumbnail is read in bands of at most this many decoded bytes
+
+
+def _tiff_header_problem(p: Path) -> str | None:
+    """Why a file with no readable image directory holds none: cut short, or no TIFF at all."""
+    import struct
+
+    size = p.stat().st_size
+    if size == 0:
+        return f"{p} is not a readable whole-slide image: it is empty (0 bytes; an interrupted copy?); copy the slide again"
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+    if head[:2] not in (b"II", b"MM") or len(head) < 8:
+        return None
+    end = "<" if head[:2] == b"II" else ">"
+    version = struct.unpack(end + "H", head[2:4])[0]
+    if version == 43 and len(head) >= 16:
+        first = struct.unpack(end + "Q", head[8:16])[0]
+    elif version == 42:
+        first = struct.unpack(end + "I", head[4:8])[0]
+    else:
+        return None
+    if first >= size:
+        return (
+            f"{p} is not a readable whole-slide image: it is cut short, its image directory lies "
+            f"past the end of the file ({size} bytes; an interrupted copy or download?); copy the "
+            "slide again"
+        )
+    return None
+
+
+def _open_tiffslide(p: Path) -> Any:
+    """tiffslide's slide with its metadata parsed (errors surface here, not on the first read).
+
+    tifffile takes any classic TIFF named ``.ndpi`` for a Hamamatsu file with 64-bit offsets; a plain
+    TIFF renamed ``.ndpi`` then shows no images, so it is read again as a plain TIFF. tiffslide's
+    warnings that it parses a vendor's metadata only in part (two lines of noise on stderr for
+    every NDPI or BIF slide) are silenced.
+    """
+    import warnings
 
     import tiffslide
+
+    def parse(**options: Any) -> Any:
+        slide = tiffslide.TiffSlide(str(p), tifffile_options=options or None)
+        try:
+            if not len(slide.ts_tifffile.pages):
+                raise ValueError("the file holds no image")
+            with warnings.catch_warnings():  # "hamamatsu/ventana parsing partially implemented!"
+                warnings.simplefilter("ignore", UserWarning)
+                _ = slide.properties, slide.dimensions, slide.level_downsamples
+        except BaseException:
+            slide.close()
+            raise
+        return slide
+
+    try:
+        return parse()
+    except Exception:
+        if p.suffix.lower() != ".ndpi":
+            raise
+        try:
+            return parse(is_ndpi=False)
+        except Exception:
+            pass
+        raise
+
+
+def open_slide(path: str | os.PathLike[str]) -> Any:
+    """Open a slide with tiffslide; a one-line error if it is missing or unreadable.
+
+    The slide comes back as a :class:`TiffSlideReader`: 8-bit RGB(A)/L reads of any sample type,
+    thumbnails read in bands (bounded memory on slides without a pyramid), and the resolution of OME
+    metadata.
+    """
+    import logging
 
     p = Path(path)
     if not p.is_file():
@@ -39,11 +125,28 @@ def open_slide(path: str | os.PathLike[str]) -> Any:
     level = log.level
     log.setLevel(logging.CRITICAL)  # its complaints about a damaged file would precede our error
     try:
-        slide = tiffslide.TiffSlide(str(p))
+        slide = _open_tiffslide(p)
         cut = _tiles_past_end(slide, p.stat().st_size)  # tifffile parses its pages here
     except Exception as exc:  # tiffslide raises several types for bad files
+        why = _tiff_header_problem(p)
+        if why:
+            raise GlomsslError(why) from exc
+        fmt = UNSUPPORTED_FORMATS.get(p.suffix.lower())
+        if fmt:
+            raise GlomsslError(
+                f"{p} is not a readable whole-slide image: {fmt} slides ({p.suffix}) are not "
+                "TIFF-based, which glomssl needs; convert it to a pyramidal (OME-)TIFF first, e.g. "
+                "with bfconvert or vips"
+            ) from exc
+        if isinstance(exc, NotImplementedError):  # tiffslide: series of more than 2-D images
+            raise GlomsslError(
+                f"{p} is not a readable whole-slide image: it holds more than one image plane (a "
+                "z-stack, time series or fluorescence channels as planes); export one 2-D "
+                "brightfield plane as a pyramidal TIFF"
+            ) from exc
+        what = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise GlomsslError(
-            f"{p} is not a readable whole-slide image ({exc}); check the file"
+            f"{p} is not a readable whole-slide image ({what}); check the file"
         ) from exc
     finally:
         log.setLevel(level)
@@ -53,7 +156,7 @@ def open_slide(path: str | os.PathLike[str]) -> Any:
             f"slide {p} is cut short: {cut[0]} of its {cut[1]} image tiles lie past the end of the "
             "file (an interrupted copy or download?); copy the slide again"
         )
-    return slide
+    return TiffSlideReader(slide)
 
 
 def _tiles_past_end(slide: Any, size: int) -> tuple[int, int] | None:
@@ -71,6 +174,132 @@ def _tiles_past_end(slide: Any, size: int) -> tuple[int, int] | None:
                 total += int(offsets.size)
                 bad += int(np.count_nonzero(offsets + counts > size))
     return (bad, total) if bad else None
+
+
+def _ome_mpp(tf: Any) -> float | None:
+    """Microns per pixel of an OME-TIFF's first image (``PhysicalSizeX`` in its unit, um by
+    default); None without OME metadata or a usable size."""
+    import xml.etree.ElementTree as ET
+
+    if not getattr(tf, "is_ome", False):
+        return None
+    try:
+        root = ET.fromstring(tf.ome_metadata or "")
+    except (ET.ParseError, TypeError, ValueError):
+        return None
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] != "Pixels":
+            continue
+        try:
+            size = float(el.attrib["PhysicalSizeX"])
+        except (KeyError, ValueError):
+            return None
+        unit = OME_UNITS.get(el.attrib.get("PhysicalSizeXUnit", "µm").strip())
+        mpp = size * unit if unit is not None else None
+        return mpp if mpp is not None and 0 < mpp < float("inf") else None
+    return None
+
+
+def _to_uint8(arr: np.ndarray, max_value: float | None) -> np.ndarray:
+    """Samples of any type as uint8 (integers scaled from ``max_value`` or their type's maximum,
+    floats from [0, 1])."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        top = float(max_value or np.iinfo(arr.dtype).max)
+    else:
+        top = 1.0
+    out = np.clip(arr.astype(np.float32) * (255.0 / top) + 0.5, 0, 255)
+    return out.astype(np.uint8)
+
+
+class TiffSlideReader:
+    """A tiffslide slide that always reads 8-bit images glomssl can use (other attributes pass
+    through to tiffslide's ``TiffSlide``).
+
+    - ``read_region``: RGB, RGBA or L images of 8 bits per sample, also for 16-bit or float slides
+      (which tiffslide cannot turn into images) and for slides of 2 or more than 4 channels;
+    - ``get_thumbnail``: read in bands of the pyramid level, so a slide without a pyramid (a level 0
+      of tens of gigabytes) does not have to fit in memory;
+    - ``glomssl_file_mpp``: the level-0 resolution the file records, also from OME metadata.
+    """
+
+    def __init__(self, slide: Any) -> None:
+        self._ts = slide
+        tf = slide.ts_tifffile
+        series = tf.series[int(slide.properties.get("tiffslide.series-index") or 0)]
+        self._dtype = np.dtype(series.dtype)
+        page = series.pages[0] if len(series.pages) else None
+        tag = page.tags.get("MaxSampleValue") if page is not None else None
+        top = float(np.max(tag.value)) if tag is not None else 0.0
+        integer = self._dtype.kind in "ui"
+        # a MaxSampleValue below the type's maximum (12-bit data in 16-bit samples) scales the reads
+        self._max_value = top if integer and 0 < top < np.iinfo(self._dtype).max else None
+        self.glomssl_file_mpp = _ome_mpp(tf) or _positive(slide.properties.get("tiffslide.mpp-x"))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_ts":  # not yet set (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._ts, name)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Any:
+        """The region as a PIL image of 8-bit samples (L, LA, RGB or RGBA)."""
+        from PIL import Image
+
+        arr = self._ts.read_region(location, level, size, as_array=True)
+        arr = _to_uint8(np.asarray(arr), self._max_value)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        c = arr.shape[2]
+        if c == 1:
+            return Image.fromarray(np.ascontiguousarray(arr[..., 0]), "L")
+        if c == 2:
+            return Image.fromarray(np.ascontiguousarray(arr), "LA")
+        if c == 4:
+            return Image.fromarray(np.ascontiguousarray(arr), "RGBA")
+        return Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB")
+
+    def get_thumbnail(self, size: tuple[int, int]) -> Any:
+        """A thumbnail within ``size`` (aspect kept) from the best pyramid level, read in bands."""
+        import cv2
+        from PIL import Image
+
+        w0, h0 = self.dimensions
+        level = int(self.get_best_level_for_downsample(max(w0 / size[0], h0 / size[1])))
+        lw, lh = (int(v) for v in self.level_dimensions[level])
+        f = min(size[0] / lw, size[1] / lh, 1.0)
+        tw, th = max(1, round(lw * f)), max(1, round(lh * f))
+        per_row = max(1, lw * 4 * max(1, self._dtype.itemsize))
+        tile_h = self.properties.get(f"tiffslide.level[{level}].tile-height") or 1
+        unit = max(1, int(tile_h))  # whole rows of tiles: each tile is decoded once
+        band = max(unit, THUMB_BAND_BYTES // per_row // unit * unit)
+        parts = []
+        mode = "RGB"
+        for y0 in range(0, lh, band):
+            y1 = min(lh, y0 + band)
+            t0, t1 = round(y0 * th / lh), round(y1 * th / lh)
+            if t1 <= t0:
+                continue
+            y = math.ceil(y0 * float(self.level_downsamples[level]))  # level row y0
+            img = self.read_region((0, y), level, (lw, y1 - y0))
+            mode = img.mode
+            a = np.asarray(img)
+            parts.append(cv2.resize(a, (tw, t1 - t0), interpolation=cv2.INTER_AREA))
+        out = np.concatenate(parts, axis=0)
+        return Image.fromarray(out, mode)
+
+    def close(self) -> None:
+        self._ts.close()
+
+
+def _positive(v: Any) -> float | None:
+    try:
+        f = float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+    return f if f is not None and 0 < f < float("inf") else None
 
 
 class ImageSlide:
@@ -136,16 +365,15 @@ def open_any(path: str | os.PathLike[str], mpp: float | None = None) -> Any:
 
 
 def slide_mpp(slide: Any) -> float | None:
-    """Microns per pixel at level 0, when the slide records it (or ``open_any`` was given one)."""
+    """Microns per pixel at level 0: the one ``open_any`` was given, else the one the file records
+    (TIFF resolution tags, Aperio/vendor metadata, or OME ``PhysicalSizeX``)."""
     given = getattr(slide, "glomssl_mpp", None)
     if given is not None:
         return float(given)
-    v = slide.properties.get("tiffslide.mpp-x")
-    try:
-        f = float(v) if v is not None else None
-    except (TypeError, ValueError):
-        return None
-    return f if f is not None and f > 0 else None
+    recorded = getattr(slide, "glomssl_file_mpp", None)
+    if recorded is not None:
+        return float(recorded)
+    return _positive(slide.properties.get("tiffslide.mpp-x"))
 
 
 def otsu_threshold(values: np.ndarray) -> float:
@@ -169,16 +397,21 @@ def tissue_mask(slide: Any, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """Boolean tissue mask of a slide thumbnail and its downsample factor from level 0.
 
     Tissue is saturated (stained) and not too bright; glass is grey-white. Otsu on the HSV saturation
-    channel separates the two; a minimum saturation floor keeps blank slides empty.
+    channel separates the two; a minimum saturation floor keeps blank slides empty. A greyscale
+    brightfield slide (no saturation anywhere, bright glass) is split by how much darker than the
+    glass (the brightest percent) a pixel is, with the same floor.
     """
     w0, h0 = slide.dimensions
     scale = max(w0, h0) / max_side
-    thumb = slide.get_thumbnail((max(1, int(w0 / scale)), max(1, int(h0 / scale)))).convert("HSV")
-    hsv = np.asarray(thumb)
+    thumb = slide.get_thumbnail((max(1, int(w0 / scale)), max(1, int(h0 / scale))))
+    hsv = np.asarray(thumb.convert("RGB").convert("HSV"))
     sat = hsv[..., 1].astype(np.float64)
     val = hsv[..., 2].astype(np.float64)
     thr = max(otsu_threshold(sat), 20.0)
     mask = (sat > thr) & (val > 30)
+    if not mask.any() and np.percentile(sat, 99) < 20 and np.median(val) > 100:
+        dark = np.clip(np.percentile(val, 99) - val, 0, 255)  # greyscale: darker than the glass
+        mask = (dark > max(otsu_threshold(dark), 20.0)) & (val > 30)
     down = w0 / mask.shape[1]
     return mask, float(down)
 

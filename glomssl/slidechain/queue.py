@@ -95,21 +95,54 @@ class RunQueue:
 
     # -- fingerprint -------------------------------------------------------------------------------
     def check_fingerprint(self, fingerprint: dict[str, Any], out: str) -> None:
-        """Store the fingerprint on first use; refuse a different one later (another run's folder)."""
+        """Store the fingerprint on first use; refuse a different one later (another run's folder).
+
+        A run in which nothing succeeded (no slide done, none being worked on, no finished tiles of a
+        slide still to do; e.g. every slide was skipped for lack of a resolution) holds no results
+        to protect: it takes the new options, its skipped slides' stale tiles and crops are dropped.
+        """
         text = json.dumps(fingerprint, sort_keys=True)
         row = self.db.execute("SELECT value FROM meta WHERE key='fingerprint'").fetchone()
         if row is None:
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (text,))
             return
         old = json.loads(row[0])
-        if old != fingerprint:
-            diff = sorted(
-                k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)
-            )
-            raise GlomsslError(
-                f"--out {out} holds another run's results (different {', '.join(diff)}); pass a "
-                "new --out folder, or the same options to resume that run"
-            )
+        if old == fingerprint:
+            return
+        if self._restart(text, out):
+            return
+        diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        raise GlomsslError(
+            f"--out {out} holds another run's results (different {', '.join(diff)}); pass a "
+            "new --out folder, or the same options to resume that run"
+        )
+
+    def _restart(self, text: str, out: str) -> bool:
+        """Give a run in which nothing succeeded the fingerprint ``text``; False if something did."""
+        import shutil
+
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute("SELECT id, name, status, owner FROM slides").fetchall()
+            with_tiles = {int(r[0]) for r in self.db.execute("SELECT DISTINCT slide FROM tiles")}
+            for sid, _, status, owner in rows:
+                if (
+                    status == "done"
+                    or (status == "running" and _alive(owner))
+                    or (status != "skipped" and sid in with_tiles)
+                ):
+                    self.db.execute("ROLLBACK")
+                    return False
+            self.db.execute("DELETE FROM tiles")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (text,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        for _, name, status, _ in rows:
+            if status == "skipped":  # crops cut with the old options must not be reused
+                shutil.rmtree(Path(out) / name / "crops", ignore_errors=True)
+        return True
 
     # -- slides ------------------------------------------------------------------------------------
     def add_slides(self, items: list[tuple[str, str]]) -> None:
