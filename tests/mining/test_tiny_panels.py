@@ -80,18 +80,18 @@ def test_tiny_picture_takes_textured_boxes_only() -> None:
     assert tiny_picture(arr, ink, label, dataclasses.replace(ON, tiny_ink=0.05, tiny_std=1.0))
 
 
-def test_guided_tiny_returns_narrow_pictures_the_default_drops() -> None:
+def test_guided_tiny_returns_narrow_pictures_that_were_dropped() -> None:
     img, large, strips, caption = _strip_figure()
-    shipped = Separator("guided").split([img])[0]
-    tiny = Separator("guided", hybrid={"tiny": 12.0}).split([img])[0]
+    off = Separator("guided", hybrid={"tiny": 0.0}).split([img])[0]
+    tiny = Separator("guided").split([img])[0]  # the shipped default (section 49)
 
     def found(pred: list, truth: list[Box]) -> int:
         return sum(any(iou(b, t) >= 0.5 for b, _ in pred) for t in truth)
 
-    assert Separator("guided").hybrid.tiny == 0  # the shipped default leaves it off
-    assert found(shipped, strips) == 0  # every strip is under --min-side 24: never returned
+    assert Separator("guided").hybrid.tiny == 12  # on in the shipped sidecar
+    assert found(off, strips) == 0  # every strip is under --min-side 24: never returned
     assert found(tiny, strips) >= 6  # of 16 (8 at the time of writing)
-    assert found(tiny, large) == found(shipped, large) == 2
+    assert found(tiny, large) == found(off, large) == 2
     # the caption is text, not a picture: no returned box lies mostly on it
     for b, _ in tiny:
         inside = max(0, min(b[2], caption[2]) - max(b[0], caption[0])) * max(
@@ -105,7 +105,7 @@ def test_tiny_is_guided_only_and_respects_a_smaller_min_side() -> None:
     assert Separator("guided", hybrid={"tiny": 12.0})._floor() == 12
     assert Separator("guided", hybrid={"tiny": 12.0}, min_side=8)._floor() == 8
     assert Separator("hybrid", hybrid={"tiny": 12.0})._floor() == 24
-    assert Separator("guided")._floor() == 24
+    assert Separator("guided", hybrid={"tiny": 0.0})._floor() == 24
 
 
 def _weights_with(tmp_path: Path, guided: dict) -> Path:
