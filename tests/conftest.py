@@ -1,4 +1,5 @@
-"""Shared pytest set-up: markers, the shared real-data folder, and an offline ultralytics."""
+"""Shared pytest set-up: markers, the shared real-data folder, an offline ultralytics, and the
+stand-in glomerulus detector of the slide tests (`blue`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from _proc import RENDEZVOUS_VARS
 
@@ -73,3 +77,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_YOLO_DIR, ignore_errors=True)
+
+
+class BlueDetector:
+    """Stands in for the YOLO glomerulus detector in slide tests: connected blue components."""
+
+    mpp = 2.0
+    conf = 0.5
+    device = "cpu"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def predict(self, tiles: list[np.ndarray], conf: float | None = None) -> list[Any]:
+        out = []
+        for t in tiles:
+            blue = (t[..., 2].astype(int) - t[..., 0].astype(int)) > 80
+            n, _, st, _ = cv2.connectedComponentsWithStats(blue.astype(np.uint8))
+            keep = [s for s in st[1:n] if s[4] > 15]
+            boxes = np.array([(s[0], s[1], s[0] + s[2], s[1] + s[3]) for s in keep], float)
+            out.append((boxes.reshape(-1, 4), np.full(len(keep), 0.9)))
+        return out
+
+
+@pytest.fixture()
+def blue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    weights = tmp_path / "blue.safetensors"
+    weights.write_bytes(b"stand-in detector")
+    monkeypatch.setattr(
+        "glomssl.detect.model.load_detector",
+        lambda w=None, d="cpu", flag="--weights": BlueDetector(str(weights)),
+    )
+    return str(weights)

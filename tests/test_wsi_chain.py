@@ -54,38 +54,6 @@ def _window(img: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
     return out
 
 
-class BlueDetector:
-    """Stands in for the YOLO detector: connected blue components, score from their size."""
-
-    mpp = 2.0
-    conf = 0.5
-    device = "cpu"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def predict(self, tiles: list[np.ndarray], conf: float | None = None) -> list[Any]:
-        out = []
-        for t in tiles:
-            blue = (t[..., 2].astype(int) - t[..., 0].astype(int)) > 80
-            n, _, st, _ = cv2.connectedComponentsWithStats(blue.astype(np.uint8))
-            keep = [s for s in st[1:n] if s[4] > 15]
-            boxes = np.array([(s[0], s[1], s[0] + s[2], s[1] + s[3]) for s in keep], float)
-            out.append((boxes.reshape(-1, 4), np.full(len(keep), 0.9)))
-        return out
-
-
-@pytest.fixture()
-def blue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    weights = tmp_path / "blue.safetensors"
-    weights.write_bytes(b"stand-in detector")
-    monkeypatch.setattr(
-        "glomssl.detect.model.load_detector",
-        lambda w=None, d="cpu", flag="--weights": BlueDetector(str(weights)),
-    )
-    return str(weights)
-
-
 def test_outputs_of_one_slide(tmp_path: Path, blue: str) -> None:
     slide = make_slide(tmp_path / "kidney.tif")
     s = run_wsi(

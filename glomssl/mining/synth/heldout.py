@@ -372,12 +372,26 @@ def relayout_set(
             for b in m["boxes"]
             if b["classification"] != "parent"
         ]
-        for f in range(first, first + fills):
-            rng = np.random.default_rng([20261, i, f])
-            fig, boxes = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
+        for fig, boxes in _refills(
+            (20261, i), range(first, first + fills), pools, fonts, size, panels
+        ):
             figs.append(fig)
             truths.append(boxes)
     return figs, truths
+
+
+def _refills(
+    key: tuple[int, int],
+    fills: range,
+    pools: dict[str, list[Image.Image]],
+    fonts: Any,
+    size: tuple[int, int],
+    panels: Sequence[tuple[Box, str]],
+) -> list[tuple[Image.Image, list[Box]]]:
+    """One layout filled once per fill ``f`` of ``fills`` by :func:`refill_layout`, seed [*key, f]."""
+    return [
+        refill_layout(np.random.default_rng([*key, f]), pools, fonts, size, panels) for f in fills
+    ]
 
 
 def read_layouts(path: Path) -> list[tuple[str, tuple[int, int], list[Box]]]:
@@ -416,10 +430,13 @@ def layout_file_set(
             continue
         s = 512 / max(w, h)
         size = (max(1, round(w * s)), max(1, round(h * s)))
-        panels = [(tuple(round(v * s) for v in b), "image") for b in boxes]
-        for f in range(first, first + fills):
-            rng = np.random.default_rng([20281, num, f])
-            fig, got = refill_layout(rng, pools, fonts, size, panels)  # type: ignore[arg-type]
+        panels: list[tuple[Box, str]] = [
+            ((round(b[0] * s), round(b[1] * s), round(b[2] * s), round(b[3] * s)), "image")
+            for b in boxes
+        ]
+        for fig, got in _refills(
+            (20281, num), range(first, first + fills), pools, fonts, size, panels
+        ):
             figs.append(fig)
             truths.append(got)
     return figs, truths
