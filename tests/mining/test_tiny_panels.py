@@ -161,3 +161,28 @@ def test_shipped_layout_file_reads() -> None:
     got = read_layouts(path)
     assert len(got) == 303 and sum(len(b) for *_, b in got) == 2843
     assert [int(i) for i, *_ in got] == list(range(1, 304))
+
+
+@pytest.mark.realdata
+def test_default_finds_narrow_panels_of_real_biomedical_layouts(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """On real biomedical layouts (B, section 49; the first 40 figures of the looked-at half, one
+    fill) the default beats classic and its own setting without ``tiny``."""
+    from glomssl.mining.boxes import prf1
+    from glomssl.mining.synth.heldout import layout_file_set
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "sciint_layouts.txt"
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    odd = [ln for ln in lines if int(ln.split()[0]) % 2 == 1][:40]
+    small = tmp_path / "b.txt"
+    small.write_text("\n".join(odd) + "\n")
+    figs, truths = layout_file_set(small, shared_data, 1, 0)
+
+    def f1(sep: Separator) -> float:
+        preds = [[b for b, _ in p] for p in sep.split(figs)]
+        return float(prf1(preds, truths)["f1"])
+
+    default = f1(Separator("guided"))
+    assert default > f1(Separator("guided", hybrid={"tiny": 0.0})) + 0.05
+    assert default > f1(Separator("classic"))
