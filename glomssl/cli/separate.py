@@ -37,7 +37,13 @@ def _echo(summary: dict[str, Any]) -> None:
     help="Detector confidence threshold [tuned for the weights].",
 )
 @click.option("--imgsz", type=int, default=None, help="Detector image size [from weights].")
-@click.option("--min-side", type=int, default=None, help="Drop panels smaller than this [24].")
+@click.option(
+    "--min-side",
+    type=int,
+    default=None,
+    help="Drop panels smaller than this [24]; guided keeps narrower pictures down to 12 px "
+    "when they look like pictures (docs/separate.md).",
+)
 @click.option(
     "--seams/--no-seams",
     default=None,
