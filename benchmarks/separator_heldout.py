@@ -299,7 +299,9 @@ def main() -> None:
         if args.fills < 1:
             ap.error("--fills must be >= 1")
         if not Path(args.layouts).is_file():
-            ap.error(f"--layouts {args.layouts} is not a file: pass benchmarks/data/sciint_layouts.txt")
+            ap.error(
+                f"--layouts {args.layouts} is not a file: pass benchmarks/data/sciint_layouts.txt"
+            )
         data = layout_file_set(Path(args.layouts), shared, args.fills, args.first, args.part)
     elif args.set in ("strips", "strips512"):
         data = strip_set(
