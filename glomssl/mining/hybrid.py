@@ -80,6 +80,10 @@ class HybridParams:
     tiny_ink: float = 0.7  # ... at least this share of ink
     tiny_std: float = 10.0  # ... grey levels at least this spread (not a solid patch)
     tiny_long: float = 32.0  # ... a long side at least this many px (not a letter)
+    pictures: float = 0.0  # merging (hybrid step 2, guided's merge): regions one detector box
+    # holds stay apart when each has a long side of at least ``tiny_long`` px and at least this
+    # share of them look like pictures (see tiny_picture): pictures side by side, not a chart's
+    # pieces (0: off; section 50)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -151,7 +155,7 @@ def hybrid_boxes(
     for leaf in regions:
         cuts = _detector_split(arr, ink, leaf, dets, params)
         pieces.extend(cuts or [(leaf, None)])
-    return _arbitrate(pieces, dets, params, ink, min_side, limit)
+    return _arbitrate(pieces, dets, params, arr, ink, min_side, limit)
 
 
 def _detector_split(
@@ -182,6 +186,7 @@ def _arbitrate(
     pieces: list[tuple[Box, float | None]],
     dets: list[Scored],
     params: HybridParams,
+    arr: np.ndarray,
     ink: np.ndarray,
     min_side: int,
     limit: int,
@@ -205,6 +210,12 @@ def _arbitrate(
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
+        if len(members) >= 2 and params.pictures:
+            boxes = [pieces[i][0] for i in members]
+            if all(max(b[2] - b[0], b[3] - b[1]) >= params.tiny_long for b in boxes):
+                seen = sum(tiny_picture(arr, ink, b, params) for b in boxes)
+                if seen >= params.pictures * len(boxes):
+                    continue  # pictures side by side: each stays its own panel (step 3)
         if len(members) >= 2 and s >= need:
             others = (k for k in range(len(pieces)) if k not in members)
             if not any(inter(u, pieces[k][0]) > 0.5 * area(pieces[k][0]) for k in others):
@@ -238,17 +249,23 @@ def _text_fragment(box: Box, ink_share: float, limit: int, params: HybridParams)
     return small and ink_share < params.fragment_ink
 
 
+def _picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+    """Whether ``box`` is filled like a picture: at least ``tiny_ink`` of it ink and grey levels
+    spread at least ``tiny_std`` (a chart's plot, labels and legend are mostly background)."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0 or float(ink[y0:y1, x0:x1].mean()) < params.tiny_ink:
+        return False
+    grey = arr[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
+    return float(grey.std()) >= params.tiny_std
+
+
 def tiny_picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
     """Whether a box under --min-side looks like a picture, not a letter, a label or a legend key
     (``tiny``, section 49): at least ``tiny_ink`` of it ink, grey levels spread at least
     ``tiny_std`` (not one flat colour) and a long side of at least ``tiny_long`` px."""
-    x0, y0, x1, y1 = box
-    if max(x1 - x0, y1 - y0) < params.tiny_long or x1 <= x0 or y1 <= y0:
+    if max(box[2] - box[0], box[3] - box[1]) < params.tiny_long:
         return False
-    if float(ink[y0:y1, x0:x1].mean()) < params.tiny_ink:
-        return False
-    grey = arr[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
-    return float(grey.std()) >= params.tiny_std
+    return _picture(arr, ink, box, params)
 
 
 def letter_tokens(
@@ -456,6 +473,6 @@ def guided_boxes(
         pieces.append((region, None))
     if params.merge:
         return _arbitrate(
-            pieces, dets, dataclasses.replace(params, small=0.0), ink, min_side, limit
+            pieces, dets, dataclasses.replace(params, small=0.0), arr, ink, min_side, limit
         )
     return [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]

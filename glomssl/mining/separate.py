@@ -636,8 +636,11 @@ def _run(
             if not tuned.fragments:  # off: not recorded, so runs from before the setting resume
                 del own["fragments"], own["fragment_ink"]
             if not tuned.tiny:  # likewise
-                for name in ("tiny", "tiny_share", "tiny_ink", "tiny_std", "tiny_long"):
-                    del own[name]
+                del own["tiny"], own["tiny_share"]
+                if not tuned.pictures:  # the picture test's thresholds serve both settings
+                    del own["tiny_ink"], own["tiny_std"], own["tiny_long"]
+            if not tuned.pictures:  # likewise
+                del own["pictures"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
