@@ -45,11 +45,16 @@ def test_option_names_are_accepted(tmp_path: Path) -> None:
     assert (cfg["as_json"], cfg["max_page"], cfg["retry_after"]) == (False, 4, 5)
 
 
-def test_data_name_is_accepted_and_the_data_option_wins(tmp_path: Path) -> None:
+def test_set_of_a_required_option_is_refused(tmp_path: Path) -> None:
+    """--data must be typed, and typed options win over --set, so ``--set data=...`` could never
+    take effect: a one-line error rather than a silently ignored setting."""
     other = tmp_path / "other"
     other.mkdir()
-    cfg = _dry_run(tmp_path, f"data={other}")
-    assert cfg["folder"] == str(tmp_path)  # command-line options win over --set, as everywhere
+    for item in (f"data={other}", f"folder={other}"):
+        code, out = _replay(tmp_path, "--set", item, "--dry-run")
+        assert code == 2, out
+        assert len(out.strip().splitlines()) == 1 and "Traceback" not in out, out
+        assert "--data" in out and "command line" in out, out
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ YAML <- ``--set key.sub=value`` <- options) -> call ONE library function -> prin
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -144,3 +146,57 @@ def emit(result: Any, line: str, as_json: bool, quiet: bool = False) -> None:
     for w in result.get("warnings", []) if isinstance(result, dict) else []:
         click.echo(f"warning: {w}", err=True)
     click.echo(line)
+
+
+def set_keys(command: click.Command, config_cls: type, items: tuple[str, ...]) -> tuple[str, ...]:
+    """``--set`` items with the option names of ``--help`` (``data=DIR``, ``json=true``,
+    ``max-page=3`` or ``max_page=3``) rewritten to the config keys (``folder``, ``as_json``,
+    ``max_page``); the config keys themselves (what ``--dry-run`` prints) stay accepted. Each value
+    is coerced and bound-checked as its option's would be; an unknown key is a one-line error."""
+    from glomssl.config import _check_number, _coerce, parse_sets
+    from glomssl.errors import GlomsslError
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    types = typing.get_type_hints(config_cls)
+    names: dict[str, str] = {}  # accepted key -> config field
+    labels: dict[str, str] = {}  # config field -> the option as --help shows it
+    shown: list[str] = []  # the option names, in --help order, for the error message
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name not in fields:
+            continue
+        for flag in param.opts:
+            if flag.startswith("--"):
+                name = flag[2:]
+                names[name] = names[name.replace("-", "_")] = param.name
+                labels.setdefault(param.name, flag)
+                shown.append(name)
+    required = {
+        p.name for p in command.params if isinstance(p, click.Option) and p.required
+    }  # a --set of one of these could never take effect
+    internal = [f for f in fields if f not in names]
+    names.update({f: f for f in fields})
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            out.append(item)  # not KEY=VALUE: parse_sets says so
+            continue
+        field = names.get(key.strip())
+        if field in required:
+            raise GlomsslError(
+                f"--set {item!r}: {labels[field]} is required and typed options win over --set; "
+                f"give {labels[field]} on the command line instead"
+            )
+        if field is None:
+            also = f"; also the config keys {', '.join(internal)}" if internal else ""
+            raise GlomsslError(
+                f"--set {item!r}: unknown key {key.strip()!r}; {command.name} takes "
+                f"{', '.join(shown)} (dashes or underscores){also}"
+            )
+        value = parse_sets([f"{field}={raw}"])[field]
+        if value is not None:  # null: as if not given
+            label = labels.get(field, "--" + field.replace("_", "-"))
+            value = _coerce(field, value, types[field], label)
+            _check_number(label, value, dict(fields[field].metadata))
+        out.append(f"{field}={raw}")
+    return tuple(out)

@@ -1,29 +1,21 @@
 """``glomssl datagan``: the label factory's command line (sample, project, train-labeler, generate).
 
-Each command checks its options, builds one dataclass config (defaults <- ``--config`` YAML <- options),
-calls one library function and prints a one-line summary. Torch is imported only when a command runs.
+Each command checks its options, builds one dataclass config (defaults <- ``--config`` YAML <-
+``--set`` items <- options), calls one library function and prints a one-line summary. Torch is
+imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.config import build_config, to_yaml
-
-_COMMON = [
-    click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML options."),
-    click.option("--dry-run", is_flag=True, help="Print the merged config and exit."),
-]
-
-
-def _common(fn: Any) -> Any:
-    for deco in reversed(_COMMON):
-        fn = deco(fn)
-    return fn
+from glomssl.cli.common import drop_none
+from glomssl.cli.gan import run_with_sets, set_config_options
 
 
 def _widths(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -39,16 +31,19 @@ def _widths(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     return ",".join(parts)
 
 
-def _run(cls: type, config_file: str | None, dry_run: bool, overrides: dict[str, Any]) -> Any:
-    cfg: Any = build_config(cls, config_file, overrides)
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
-        return None
-    return cfg
-
-
-def _echo(result: dict[str, Any]) -> None:
-    click.echo(json.dumps(result, default=str))
+def _run(
+    cls: type,
+    fn: Callable[[Any], dict[str, Any]],
+    config_file: str | None,
+    sets: tuple[str, ...],
+    dry_run: bool,
+    opts: dict[str, Any],
+) -> None:
+    """Build the config (defaults <- --config <- --set <- options); print it with --dry-run, else
+    run ``fn`` and print its summary as one JSON line."""
+    result = run_with_sets(cls, config_file, sets, drop_none(**opts), fn, dry_run)
+    if result is not None:
+        click.echo(json.dumps(result, default=str))
 
 
 @click.group("datagan", cls=CommandGroup)
@@ -61,6 +56,9 @@ def datagan() -> None:
        (or: glomssl datagan project --network RUN --images REAL/ --masks MASKS/ --out ANN/)
     3. glomssl datagan train-labeler --network RUN --annotations ANN/ --num-classes 3 --out LAB/
     4. glomssl datagan generate --network RUN --labeler LAB/ --n 50000 --out SYN/
+
+    Each command also takes --config FILE (YAML), --set KEY=VALUE (an option by name, e.g.
+    --set k=5) and --dry-run; options typed win over --set, --set over --config.
     """
 
 
@@ -72,17 +70,15 @@ def datagan() -> None:
 @click.option("--trunc", type=float, default=None, help="Truncation psi [0.7].")
 @click.option("--mem-budget-mb", type=int, default=None, help="Memory for images in flight [1024].")
 @click.option("--device", default=None, help="cpu or cuda:0 [cpu].")
-@_common
-def sample_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+@set_config_options
+def sample_cmd(config_file: str | None, set_: tuple[str, ...], dry_run: bool, **opts: Any) -> None:
     """Write generated images and their latents, ready to annotate.
 
     Example: glomssl datagan sample --network runs/00003-gan --n 24 --out ann/
     """
     from glomssl.datagan.factory import SampleConfig, run_datagan_sample
 
-    cfg = _run(SampleConfig, config_file, dry_run, opts)
-    if cfg is not None:
-        _echo(run_datagan_sample(cfg))
+    _run(SampleConfig, run_datagan_sample, config_file, set_, dry_run, opts)
 
 
 @datagan.command("project")
@@ -103,8 +99,8 @@ def sample_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--device", default=None, help="cpu or cuda:0 [cpu].")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-@_common
-def project_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+@set_config_options
+def project_cmd(config_file: str | None, set_: tuple[str, ...], dry_run: bool, **opts: Any) -> None:
     """Project real annotated images into W+ so their masks can train the labeler.
 
     Example: glomssl datagan project --network runs/00003-gan --images real/ --masks real_masks/
@@ -112,9 +108,7 @@ def project_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
     """
     from glomssl.datagan.project import ProjectConfig, run_datagan_project
 
-    cfg = _run(ProjectConfig, config_file, dry_run, opts)
-    if cfg is not None:
-        _echo(run_datagan_project(cfg))
+    _run(ProjectConfig, run_datagan_project, config_file, set_, dry_run, opts)
 
 
 @datagan.command("train-labeler")
@@ -135,8 +129,10 @@ def project_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--device", default=None, help="cpu or cuda:0 [cpu].")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-@_common
-def train_labeler_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+@set_config_options
+def train_labeler_cmd(
+    config_file: str | None, set_: tuple[str, ...], dry_run: bool, **opts: Any
+) -> None:
     """Train the pixel-classifier ensemble on an annotation folder.
 
     Example: glomssl datagan train-labeler --network runs/00003-gan --annotations ann/
@@ -144,9 +140,7 @@ def train_labeler_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> No
     """
     from glomssl.datagan.labeler import LabelerConfig, train_labeler
 
-    cfg = _run(LabelerConfig, config_file, dry_run, opts)
-    if cfg is not None:
-        _echo(train_labeler(cfg))
+    _run(LabelerConfig, train_labeler, config_file, set_, dry_run, opts)
 
 
 @datagan.command("generate")
@@ -162,8 +156,10 @@ def train_labeler_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> No
 @click.option("--mem-budget-mb", type=int, default=None, help="Memory for images in flight [1024].")
 @click.option("--device", default=None, help="auto, cpu or cuda:N [auto].")
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-@_common
-def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+@set_config_options
+def generate_cmd(
+    config_file: str | None, set_: tuple[str, ...], dry_run: bool, **opts: Any
+) -> None:
     """Generate labelled image/mask pairs at full resolution with bounded memory.
 
     Example: glomssl datagan generate --network runs/00003-gan --labeler labeler/ --n 50000
@@ -171,6 +167,4 @@ def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
     """
     from glomssl.datagan.factory import GenerateConfig, run_datagan_generate
 
-    cfg = _run(GenerateConfig, config_file, dry_run, opts)
-    if cfg is not None:
-        _echo(run_datagan_generate(cfg))
+    _run(GenerateConfig, run_datagan_generate, config_file, set_, dry_run, opts)

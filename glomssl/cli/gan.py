@@ -1,19 +1,56 @@
 """``glomssl gan``: train an in-house StyleGAN2-ADA, generate images with it, score it (FID/KID).
 
-Thin commands: check options -> build one dataclass config (defaults <- ``--config`` YAML <- options) ->
-call one library function -> print a one-line JSON summary. Torch and Lightning load only when a
-command runs, so ``glomssl --help`` stays fast.
+Thin commands: check options -> build one dataclass config (defaults <- ``--config`` YAML <-
+``--set`` items <- options) -> call one library function -> print a one-line JSON summary. Torch and
+Lightning load only when a command runs, so ``glomssl --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.cli.common import config_file_option, config_options, drop_none, run_command
+from glomssl.cli.common import config_file_option, drop_none, run_command, set_keys
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
+
+
+def set_config_options(fn: F) -> F:
+    """``--config FILE``, ``--set KEY=VALUE`` (repeatable) and ``--dry-run`` of the ``gan`` and
+    ``datagan`` commands: their configs are flat, and ``--set`` takes the option names of ``--help``
+    (see :func:`run_with_sets`)."""
+    fn = click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")(fn)
+    fn = click.option(
+        "--set",
+        "set_",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Set one option by its name, e.g. lr=0.001, or a config key --dry-run prints; "
+        "repeatable. Options typed win over --set, --set over --config.",
+    )(fn)
+    return config_file_option(fn)
+
+
+def run_with_sets(
+    config_cls: type[C],
+    config_file: str | None,
+    sets: tuple[str, ...],
+    overrides: dict[str, Any],
+    fn: Callable[[C], Any],
+    dry_run: bool,
+) -> Any:
+    """:func:`glomssl.cli.common.run_command` (defaults <- ``--config`` <- ``--set`` <- options;
+    with ``dry_run`` print the config and return None) after the ``--set`` items were checked
+    against the running command's options: an option name (dashes or underscores) or config key,
+    and a value of the option's type and range, else a one-line error before any work."""
+    keys = set_keys(click.get_current_context().command, config_cls, sets)
+    return run_command(config_cls, config_file, overrides, fn, dry_run=dry_run, sets=keys)
+
 
 CFG_CHOICES = ["auto", "small", "paper256", "paper512", "paper1024"]
 
@@ -26,6 +63,9 @@ def gan() -> None:
     glomssl gan train --data patches/ --out runs/gan256 --resolution 256
     glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
     glomssl gan metrics --network runs/gan256 --data patches/ --metric-inception inception_v3.pth
+
+    Each command also takes --config FILE (YAML), --set KEY=VALUE (an option by name, e.g.
+    --set lr=0.001) and --dry-run; options typed win over --set, --set over --config.
     """
 
 
@@ -78,30 +118,36 @@ def gan() -> None:
     help="Local Inception-v3 weights (torchvision state dict) for standard FID/KID.",
 )
 @click.option("--metric-num", type=int, default=None, help="Images per FID/KID [1000].")
-@config_file_option
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@set_config_options
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **opts: Any) -> None:
+def train_cmd(
+    data: tuple[str, ...],
+    config_file: str | None,
+    set_: tuple[str, ...],
+    dry_run: bool,
+    **opts: Any,
+) -> None:
     """Train StyleGAN2-ADA on FOLDER | MANIFEST | SLIDE... into a run folder.
 
     `--kimg 0` writes the initialised networks as a snapshot and exits; `--resume` continues the
-    run folder's latest snapshot.
+    run folder's latest snapshot. `--set` also reaches the config keys without an option
+    (ema_kimg, style_mixing, grid, ...); RUN/config.yaml records the merged config.
 
-    Example: glomssl gan train --data patches/ --out runs/gan256 --resolution 256 --mirror
+    \b
+    Example:
+      glomssl gan train --data patches/ --out runs/gan256 --resolution 256 --mirror
+      glomssl gan train --data patches/ --out runs/gan256 --set lr=0.001 --dry-run
     """
-    from glomssl.config import build_config, to_yaml
     from glomssl.datagan.train import GanTrainConfig, run_gan_train
 
-    overrides = dict(opts)
+    overrides = drop_none(**opts)
     overrides["data"] = list(data)
-    cfg = build_config(GanTrainConfig, config_file, overrides)
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
+    result = run_with_sets(GanTrainConfig, config_file, set_, overrides, run_gan_train, dry_run)
+    if result is None:  # --dry-run (the config is printed), or a DDP rank other than zero
         return
     from glomssl.runs import is_rank_zero
 
-    result = run_gan_train(cfg)
-    if result is not None and is_rank_zero():
+    if is_rank_zero():
         click.echo(json.dumps(result))
 
 
@@ -120,22 +166,23 @@ def train_cmd(data: tuple[str, ...], config_file: str | None, dry_run: bool, **o
     "--mem-budget-mb", type=int, default=None, help="Memory for images in flight, MiB [1024]."
 )
 @click.option("--device", default=None, help="auto, cpu or cuda [auto].")
-@config_file_option
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@set_config_options
 @click.option("--quiet", is_flag=True, default=None, help="No progress bar.")
-def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
+def generate_cmd(
+    config_file: str | None, set_: tuple[str, ...], dry_run: bool, **opts: Any
+) -> None:
     """Generate one PNG per seed from a trained generator (G_ema), plus a manifest.
 
-    Example: glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
+    \b
+    Example:
+      glomssl gan generate --network runs/gan256 --seeds 0-99 --trunc 0.7 --out fakes/
     """
-    from glomssl.config import build_config, to_yaml
     from glomssl.datagan.generate import GenerateConfig, run_generate
 
-    cfg = build_config(GenerateConfig, config_file, dict(opts))
-    if dry_run:
-        click.echo(to_yaml(cfg), nl=False)
-        return
-    click.echo(json.dumps(run_generate(cfg)))
+    over = drop_none(**opts)
+    result = run_with_sets(GenerateConfig, config_file, set_, over, run_generate, dry_run)
+    if result is not None:
+        click.echo(json.dumps(result))
 
 
 @gan.command("metrics")
@@ -152,7 +199,7 @@ def generate_cmd(config_file: str | None, dry_run: bool, **opts: Any) -> None:
 @click.option("--num", type=int, default=None, help="Real and fake images [1000].")
 @click.option("--device", default=None, help="auto, cpu or cuda [auto].")
 @click.option("--out", default=None, help="Also write the result to this JSON file.")
-@config_options
+@set_config_options
 def metrics_cmd(
     data: tuple[str, ...], config_file: str | None, set_: tuple[str, ...], dry_run: bool, **kw: Any
 ) -> None:
@@ -169,8 +216,8 @@ def metrics_cmd(
 
     over = drop_none(**kw)
     over["data"] = list(data)
-    result = run_command(
-        GanMetricsConfig, config_file, over, run_gan_metrics_config, dry_run=dry_run, sets=set_
+    result = run_with_sets(
+        GanMetricsConfig, config_file, set_, over, run_gan_metrics_config, dry_run
     )
     if result is not None:
         click.echo(json.dumps(result))
