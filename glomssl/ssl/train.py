@@ -6,10 +6,19 @@ one :class:`glomssl.engine.HardwareConfig` (``hardware:`` in the config; ``--acc
 BatchNorm is synchronised (SyncBatchNorm is CUDA-only), ``batch_size`` is per device, the learning rate
 follows SimSiam's linear scaling rule on the *effective* batch (base_lr x batch x devices x nodes x
 accumulate / 256) with cosine decay, and only rank zero writes files. The run folder holds
-``config.yaml`` (written first, once the inputs are checked), ``metrics.jsonl``, ``checkpoints/``
-(``--resume`` continues from ``last.ckpt``, read without unpickling), and the exported encoder
-``backbone.safetensors`` + ``backbone.json`` (``regcon`` also ``decoder.safetensors``). A folder that
-holds an earlier run is refused unless ``--resume`` is given: a new run never overwrites one.
+``config.yaml`` (written first, once the inputs are checked and every rank has started),
+``metrics.jsonl``, ``checkpoints/`` (``--resume`` continues from ``last.ckpt``, read without
+unpickling), and the exported encoder ``backbone.safetensors`` + ``backbone.json`` (``regcon`` also
+``decoder.safetensors``). A folder that holds an earlier run is refused unless ``--resume`` is given: a
+new run never overwrites one.
+
+Every rank refuses, not rank zero alone: torchrun, SLURM or any launcher that starts the ranks itself
+runs them all from the start, and a rank that carried on after rank zero had refused would wait at the
+rendezvous for the whole process-group timeout. So every rank runs the same check before any rank has
+written a file of this run: rank zero writes ``config.yaml`` and ``skipped.jsonl`` only once Lightning
+has passed its pre-setup barrier, which no rank reaches before its own check (see
+:func:`_run_folder_writer`). ``--max-steps 0`` has no collective to wait at; there a later rank leaves
+out of its check the files rank zero may already have exported (:data:`BASELINE_FILES`).
 """
 
 from __future__ import annotations
@@ -41,6 +50,17 @@ RUN_FILES = (
     "decoder.json",
     "skipped.jsonl",
     "checkpoints",
+)
+
+#: what rank zero of a ``--max-steps 0`` run writes, with no collective before it: another rank may
+#: find them already there, and leaves them out of its check (the files of a run that trained, e.g.
+#: ``metrics.jsonl`` and ``checkpoints``, are still refused on every rank)
+BASELINE_FILES = (
+    "config.yaml",
+    "backbone.safetensors",
+    "backbone.json",
+    "decoder.safetensors",
+    "decoder.json",
 )
 
 #: each method's own projection width (the papers' choices); ``proj_dim`` overrides it
@@ -200,11 +220,15 @@ def _make_module(cfg: PretrainConfig, total: int) -> Any:
     )
 
 
-def _refuse_earlier_run(out: Path, resume: bool) -> None:
-    """Without ``--resume``, a folder that holds an earlier run is refused (it would be overwritten)."""
+def _refuse_earlier_run(out: Path, resume: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Without ``--resume``, a folder that holds an earlier run is refused (it would be overwritten).
+
+    The files of :data:`RUN_FILES` named in ``ignore`` do not count (those this run's rank zero may
+    have written already, see :data:`BASELINE_FILES`).
+    """
     if resume or not out.is_dir():
         return
-    found = [name for name in RUN_FILES if (out / name).exists()]
+    found = [name for name in RUN_FILES if name not in ignore and (out / name).exists()]
     if found:
         raise GlomsslError(
             f"--out {out} holds an earlier run ({', '.join(found[:3])}); pass --resume to continue "
@@ -212,13 +236,41 @@ def _refuse_earlier_run(out: Path, resume: bool) -> None:
         )
 
 
+def _run_folder_writer(cfg: PretrainConfig, out: Path, skipped: list[dict[str, str]]) -> Any:
+    """A callback with which rank zero writes ``config.yaml`` (and ``skipped.jsonl``) at the start of
+    ``fit``. Lightning calls ``setup`` after its pre-setup barrier, which every rank reaches only after
+    its own earlier-run check: no rank, however late it starts (a launcher that starts every rank,
+    or the ranks Lightning starts from rank zero's ``fit``), takes these files for an earlier run."""
+    import lightning as L
+
+    from glomssl.config import save_config
+    from glomssl.data.sources import write_skipped
+
+    class WriteRunFolder(L.Callback):
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if trainer.is_global_zero:
+                save_config(cfg, out / "config.yaml")
+                write_skipped(out, skipped)
+
+    return WriteRunFolder()
+
+
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain ``cfg.method`` on ``cfg.data`` and export the encoder; returns a short summary."""
+    from glomssl.runs import is_rank_zero
+
+    cfg.validate()
+    out = Path(cfg.out)
+    # every rank, before any rank writes: a refusal on rank zero alone would strand the others at the
+    # rendezvous. With --max-steps 0 rank zero exports without waiting for anyone (module docstring).
+    # Before Lightning is imported, so that a refusal is prompt.
+    late = cfg.max_steps == 0 and not is_rank_zero()
+    _refuse_earlier_run(out, cfg.resume, ignore=BASELINE_FILES if late else ())
+
     import lightning as L
     import torch
 
     from glomssl.config import save_config
-    from glomssl.data.sources import write_skipped
     from glomssl.engine.trainer import (
         DivergenceGuard,
         EpochSetter,
@@ -227,15 +279,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         resume_checkpoint,
     )
     from glomssl.fsutil import ensure_writable_dir
-    from glomssl.runs import is_rank_zero
     from glomssl.ssl.data import build_dataset, collate_views
     from glomssl.ssl.module import export_backbone
     from glomssl.ssl.transforms import TwoViews
 
-    cfg.validate()
-    out = Path(cfg.out)
-    if is_rank_zero():  # the other ranks start after rank zero has written config.yaml
-        _refuse_earlier_run(out, cfg.resume)
     # every input is checked before OUT is created: a refused run leaves nothing behind
     ds: Any = None
     scan = None
@@ -259,11 +306,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if cfg.probe_data and cfg.max_steps != 0:  # checks the probe's labels and images
         probe_cb = _online_probe_callback(cfg, out / "metrics.jsonl")
     if is_rank_zero():
-        ensure_writable_dir(out)
-        save_config(cfg, out / "config.yaml")
+        ensure_writable_dir(out)  # no run file yet: config.yaml waits for every rank (module doc)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     if cfg.max_steps == 0:  # the random-init baseline: export before any update
+        if is_rank_zero():
+            save_config(cfg, out / "config.yaml")
         module = _make_module(cfg, 1)
         path = export_backbone(module, cfg, out, 0) if is_rank_zero() else out
         return {
@@ -276,8 +324,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         }
 
     skipped = len(scan.skipped) if scan else 0
-    if scan and is_rank_zero():
-        write_skipped(out, scan.skipped)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=cfg.batch_size,
@@ -318,6 +364,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         static={"effective_batch": cfg.effective_batch},
     )
     callbacks = [
+        _run_folder_writer(cfg, out, scan.skipped if scan else []),
         ckpt,
         metrics,
         EpochSetter(),
