@@ -27,13 +27,17 @@ _RUN_RE = re.compile(r"^(\d{5})-")
 
 
 def global_rank() -> int:
-    """Rank of this process in a distributed job (0 when not distributed)."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if var in os.environ:
-            try:
-                return int(os.environ[var])
-            except ValueError:
-                pass
+    """Rank of this process in a distributed job (0 when not distributed).
+
+    ``RANK`` (torchrun) and ``SLURM_PROCID`` are global; then an initialised process group; then a
+    launcher's ``NODE_RANK`` (or ``GROUP_RANK``) with ``LOCAL_RANK``: on the first node the local rank,
+    on another node ``node x LOCAL_WORLD_SIZE + local`` (exact when ``LOCAL_WORLD_SIZE`` is set, and
+    never 0 otherwise: only one process of a job may act as rank zero).
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        value = _env_int(var)
+        if value is not None:
+            return value
     try:
         import torch.distributed as dist
 
@@ -41,7 +45,22 @@ def global_rank() -> int:
             return int(dist.get_rank())
     except ImportError:
         pass
-    return 0
+    local = _env_int("LOCAL_RANK") or 0
+    node = _env_int("NODE_RANK")
+    if node is None:
+        node = _env_int("GROUP_RANK") or 0
+    if node <= 0:
+        return local
+    per_node = _env_int("LOCAL_WORLD_SIZE") or 1
+    return node * max(1, per_node) + local
+
+
+def _env_int(var: str) -> int | None:
+    """The integer in environment variable ``var``, or None when unset or not an integer."""
+    try:
+        return int(os.environ[var])
+    except (KeyError, ValueError):
+        return None
 
 
 def is_rank_zero() -> bool:
