@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -95,6 +95,60 @@ def ensure_writable_dir(path: str | os.PathLike[str], what: str = "--out") -> Pa
             f"{what} {p} is not a writable folder ({exc.strerror}); choose a folder you can write to"
         ) from exc
     return p
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file or folder: equal resolved paths (another spelling, a
+    trailing slash, a symlink), or, both existing, the same inode (a case-insensitive file system)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_out_is_input(
+    out: str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str]],
+    command: str,
+    input_opt: str = "--input",
+    out_opt: str = "--out",
+) -> None:
+    """Refuse an output that IS one of the inputs, before anything is written (one-line error, exit 2).
+
+    An ``--out`` folder equal to an input folder would put the command's outputs among the user's
+    images, and a rerun would read them as input (leaving out everything under ``--out`` would leave
+    out every input, so the readers' ``exclude`` cannot help). An ``--out`` file equal to an input
+    file would overwrite it. Compared on resolved paths, so a relative spelling, a trailing slash or a
+    symlink of the input count as the input. An ``--out`` inside an input folder is not refused: the
+    readers leave it out (see :func:`glomssl.manifest.list_images`).
+    """
+    if out is None or not os.fspath(out):
+        return
+    target = Path(out)
+    for src in inputs:
+        given = Path(src)
+        if not os.fspath(src) or not given.exists() or not _same_path(given, target):
+            continue
+        real = given.resolve()
+        who = f"`glomssl {command}`" if command else "this command"
+        instead = (
+            f"{real.parent / (real.stem or 'input')}_out{real.suffix}"  # figs_out, m_out.jsonl
+        )
+        kind = "folder" if given.is_dir() else "file"
+        said = f"{out_opt} {os.fspath(out)} is the {input_opt} {kind} {os.fspath(src)} itself"
+        if os.path.normpath(out) != os.path.normpath(src):  # another spelling: show what both are
+            said += f" ({real})"
+        if kind == "folder":
+            raise GlomsslError(
+                f"{said}: {who} would write among its images and a rerun would read "
+                f"its own outputs as input; choose an {out_opt} outside the input folder, e.g. "
+                f"{instead}"
+            )
+        raise GlomsslError(
+            f"{said}: {who} would overwrite its input; choose another {out_opt}, e.g. {instead}"
+        )
 
 
 @contextmanager

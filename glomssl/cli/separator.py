@@ -92,8 +92,18 @@ def synth(
         return
     from tqdm import tqdm
 
-    with tqdm(total=cfg.n, disable=cfg.quiet, unit="fig", desc="synth") as bar:
-        summary = run_synth(cfg, progress=bar.update)
+    bars: list[Any] = []  # opened at the first figure: a refused run prints its error line only
+
+    def step(k: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=cfg.n, disable=cfg.quiet, unit="fig", desc="synth"))
+        bars[0].update(k)
+
+    try:
+        summary = run_synth(cfg, progress=step)
+    finally:
+        for bar in bars:
+            bar.close()
     _echo(summary)
 
 

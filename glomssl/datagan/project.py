@@ -278,6 +278,9 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
     src = Path(cfg.images)
     if not src.is_dir():
         raise GlomsslError(f"--images {src} is not a folder of images; check the path")
+    from glomssl.fsutil import refuse_out_is_input
+
+    refuse_out_is_input(cfg.out, [src], "datagan project", "--images")  # would overwrite them
     files = list_images(src, exclude=[cfg.out], command="datagan project")  # not its own output
     if not files:
         raise GlomsslError(f"--images {src} holds no images")

@@ -93,6 +93,9 @@ def run_gan_train(cfg: GanTrainConfig) -> dict[str, Any]:
             raise GlomsslError(
                 f"--data {src} does not exist; pass an image folder, manifest or slide"
             )
+    from glomssl.fsutil import refuse_out_is_input
+
+    refuse_out_is_input(cfg.out, cfg.data, "gan train", "--data")  # a resume would train on grids
     world = cfg.devices * cfg.num_nodes
     strategy = cfg.strategy
     if strategy == "auto":

@@ -42,10 +42,13 @@ def read_input(
 
     Rows of a manifest are returned as written (validated); a folder's rows hold ``path`` only. A file
     named by several rows is kept once (the first row wins); their number is the third value. A
-    folder's images under ``out`` (the command's own output folder, inside the input) are left out.
+    folder's images under ``out`` (the command's own output folder, inside the input) are left out;
+    an ``out`` that is the input folder itself is refused (nothing is written yet).
     """
     from glomssl.data.sources import resolve_sources
+    from glomssl.fsutil import refuse_out_is_input
 
+    refuse_out_is_input(out, [source], command)
     src = Path(source)
     if src.is_file() and manifest_is_empty(src):
         return [], src.resolve().parent, 0

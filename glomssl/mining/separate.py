@@ -40,7 +40,13 @@ from PIL import Image, ImageDraw
 
 from glomssl.config import opt
 from glomssl.errors import GlomsslError
-from glomssl.fsutil import atomic_write_bytes, ensure_writable_dir, folder_lock, sha256_bytes
+from glomssl.fsutil import (
+    atomic_write_bytes,
+    ensure_writable_dir,
+    folder_lock,
+    refuse_out_is_input,
+    sha256_bytes,
+)
 from glomssl.manifest import Row, load_image_list, relpath, write_jsonl, write_manifest
 from glomssl.mining.boxes import (
     Box,
@@ -62,6 +68,7 @@ from glomssl.mining.classic import (
     size_limit,
     whole_figure,
 )
+from glomssl.mining.folder_stage import check_not_overwriting
 from glomssl.mining.hybrid import (
     HybridParams,
     guided_boxes,
@@ -590,6 +597,8 @@ def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
     panels, paths written, the method that ran.
     """
     cfg.validate()
+    refuse_out_is_input(cfg.out, [cfg.input], "separate")  # a rerun would cut its own panels
+    check_not_overwriting(cfg.input, cfg.out)  # OUT/manifest.jsonl must not replace the input's
     method = resolve_method(cfg.method)
     if method != "classic" or cfg.weights is not None:  # a bad --weights is refused, whatever runs
         from glomssl.mining.yolo import check_weights

@@ -143,10 +143,11 @@ def run_classify(cfg: ClassifyConfig) -> dict[str, Any]:
     from glomssl.engine import progress_line, resolve_device
     from glomssl.finetune.classifier.linear import write_json
     from glomssl.finetune.classifier.metrics import confusion_png, evaluate
-    from glomssl.fsutil import atomic_open
+    from glomssl.fsutil import atomic_open, refuse_out_is_input
     from glomssl.manifest import dumps_row, write_jsonl
 
     cfg.validate()
+    refuse_out_is_input(cfg.out, [cfg.input], "classify")  # before the model is read
     device = resolve_device(cfg.device)
     model, meta = load_classifier(cfg.model, device)
     classes = [str(c) for c in meta["classes"]]

@@ -208,8 +208,10 @@ def write_outputs(
 def run_segment(cfg: SegmentConfig) -> dict[str, Any]:
     """Segment every input (images here; slides in :mod:`glomssl.finetune.segmenter.slide`)."""
     from glomssl.data.sources import _is_slide
+    from glomssl.fsutil import refuse_out_is_input
 
     cfg.validate()
+    refuse_out_is_input(cfg.out, cfg.input, "segment")  # a rerun would segment its own masks
     if cfg.as_slides or any(_is_slide(s) for s in cfg.input):
         from glomssl.finetune.segmenter.slide import run_segment_slides
 

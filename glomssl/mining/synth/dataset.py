@@ -25,7 +25,12 @@ import numpy as np
 
 from glomssl.config import opt
 from glomssl.errors import GlomsslError
-from glomssl.fsutil import atomic_write_bytes, atomic_write_text, ensure_writable_dir
+from glomssl.fsutil import (
+    atomic_write_bytes,
+    atomic_write_text,
+    ensure_writable_dir,
+    refuse_out_is_input,
+)
 from glomssl.mining.synth.drawing import KIND_NAMES, KIND_WEIGHTS, Box, make_figure
 from glomssl.mining.synth.layouts import LAYOUT_WEIGHTS, LAYOUTS
 from glomssl.mining.synth.panels import Fonts, load_pool
@@ -124,6 +129,7 @@ def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -
 
     cfg.validate()
     refuse_old_set(Path(cfg.out))
+    refuse_out_is_input(cfg.out, cfg.images or [], "separator synth", "--images")
     skipped: list[dict[str, str]] = []
     pool = load_pool(cfg.images, cfg.max_pool, cfg.seed, skipped)
     if cfg.images and not pool:
