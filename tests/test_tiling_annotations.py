@@ -105,9 +105,9 @@ def test_mask_polygons_with_holes_and_offsets() -> None:
     big = max(regs, key=lambda r: r.area())
     assert len(big.holes) == 1
     x0, y0, x1, y1 = big.bbox()
-    assert (x0, y0) == (110, 210) and (x1, y1) == (148, 248)
-    # pixel-centre outlines: the outer ring spans 19 px, the hole ring runs through its 6x6 border
-    assert big.area() == pytest.approx((19 * 19 - 6 * 6) * 4, rel=0.02)
+    assert (x0, y0) == (110, 210) and (x1, y1) == (150, 250)
+    # outlines along the pixels' outer edges: 20 x 20 px less the 5 x 5 px hole, 2 x 2 each
+    assert big.area() == (20 * 20 - 5 * 5) * 4
 
 
 def test_geojson_round_trip(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 - ``SLIDE.xml``: Aperio ImageScope annotations, one layer per class (every class, none dropped); each
   glomerulus an ellipse region (its circle) with the detection score as text; segmentation contours,
   when a segmenter ran, in one more layer of polygons; ``MicronsPerPixel`` from the slide.
-- ``SLIDE.geojson``: QuPath features: each glomerulus a detection (ellipse as a polygon, class, score,
-  id), each contour an annotation polygon with the same id.
+- ``SLIDE.geojson``: QuPath features: each glomerulus a detection (its circle as a polygon marked
+  ``isEllipse``, class, ``name`` "glomerulus ID", ``id`` and ``score`` as QuPath measurements and as
+  plain properties), each contour an annotation polygon with the same id (named "glomerulus ID
+  outline").
 - ``glomeruli.csv``: one row per glomerulus (id, centre, radius, box, diameter and area in microns
   when the resolution is known, class, probabilities, score, crop path).
 - ``summary.json``: counts per class (every class), areas, the options and timings.
@@ -49,18 +51,22 @@ class Glomerulus:
 
 
 def regions(gloms: list[Glomerulus]) -> list[Region]:
-    """Ellipse regions (the circles) per glomerulus, then contour polygons."""
+    """Ellipse regions (the circles) per glomerulus, then contour polygons.
+
+    Each carries the glomerulus's ``id`` and a ``name`` ("glomerulus 12", "glomerulus 12 outline"):
+    QuPath shows the name, and takes the id and the score as measurements.
+    """
     out = []
     for g in gloms:
         cx, cy, r = g.circle
+        props = {"id": g.id, "name": f"glomerulus {g.id}"}
         out.append(
-            Region(
-                g.cls, "ellipse", [(cx - r, cy - r), (cx + r, cy + r)], [], g.score, {"id": g.id}
-            )
+            Region(g.cls, "ellipse", [(cx - r, cy - r), (cx + r, cy + r)], [], g.score, props)
         )
     for g in gloms:
         for c in g.contour:
-            out.append(Region(CONTOUR_LAYER, "polygon", c.points, c.holes, None, {"id": g.id}))
+            props = {"id": g.id, "name": f"glomerulus {g.id} outline"}
+            out.append(Region(CONTOUR_LAYER, "polygon", c.points, c.holes, None, props))
     return out
 
 

@@ -13,9 +13,12 @@ Built on the shared slide layers (:mod:`glomssl.wsi`, :mod:`glomssl.tiling`,
    rerun of the same command after a crash (even ``kill -9``) skips finished tiles. Memory stays
    bounded: tiles stream in batches, the canvas lives on disk;
 3. each class is thresholded and traced into polygons (with holes) in **level-0** pixels:
-   ``<name>.geojson`` (QuPath: File > Import objects), ``<name>.xml`` (Aperio ImageScope, one layer per
-   class), ``objects.csv`` (class, id, level-0 centroid and box, area in px and, when the slide
-   records its resolution, in square microns) and a thumbnail overlay ``overview.png``.
+   ``<name>.geojson`` (QuPath: File > Import objects; each object named "<class> <id>" with its
+   ``id`` as a measurement), ``<name>.xml`` (Aperio ImageScope, one layer per class, holes as
+   negative regions), ``objects.csv`` (class, id, level-0 centroid and box, area in px and, when the
+   slide records its resolution, in square microns; all from the object's pixels: centroid = mean of
+   the pixel centres, area = pixel count x scale^2, holes under ``MIN_HOLE_PX`` working px filled)
+   and a thumbnail overlay ``overview.png``. Outlines follow the working pixels' outer edges.
 """
 
 from __future__ import annotations
@@ -41,15 +44,20 @@ def _done(path: Path) -> set[int]:
 
 
 def _objects(regions: list[Any], mpp: float | None) -> list[dict[str, Any]]:
+    """One row per object: its pixels' centroid, box and area (pixel count x scale^2), level 0.
+
+    Regions traced by ``mask_to_regions`` carry those pixel measures; any other region falls back
+    to its polygon's centroid, box and area.
+    """
     rows = []
     for i, r in enumerate(regions, 1):
-        x0, y0, x1, y1 = r.bbox()
-        pts = np.asarray(r.points, dtype=np.float64)
-        area = r.area()
+        if r.pixels is not None:
+            (cx, cy), (x0, y0, x1, y1), area = r.pixels.centroid, r.pixels.box, r.pixels.area
+        else:
+            (cx, cy), (x0, y0, x1, y1), area = r.centroid(), r.bbox(), r.area()
         rows.append({
-            "class": r.name, "id": i, "x": round(float(pts[:, 0].mean()), 1),
-            "y": round(float(pts[:, 1].mean()), 1), "x0": round(x0, 1), "y0": round(y0, 1),
-            "x1": round(x1, 1), "y1": round(y1, 1), "area_px": round(area, 1),
+            "class": r.name, "id": i, "x": round(cx, 1), "y": round(cy, 1), "x0": round(x0, 1),
+            "y0": round(y0, 1), "x1": round(x1, 1), "y1": round(y1, 1), "area_px": round(area, 1),
             "area_um2": round(area * mpp * mpp, 2) if mpp else "",
         })  # fmt: skip
     return rows
@@ -119,6 +127,8 @@ def segment_slide(
     for k, c in enumerate(classes):  # one class at a time: bounded memory
         mask = np.asarray(canvas.canvas[k]) >= cut
         regions += mask_to_regions(mask, c, scale=work.scale, min_area=min_area)
+    for i, r in enumerate(regions, 1):  # the id of objects.csv, and a name QuPath shows
+        r.properties.update({"id": i, "name": f"{r.name} {i}"})
     stem = path.stem
     write_geojson(out / f"{stem}.geojson", regions, classes)
     write_imagescope_xml(out / f"{stem}.xml", regions, classes, mpp=mpp0)
