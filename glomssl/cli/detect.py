@@ -93,8 +93,8 @@ def detect(
 ) -> None:
     """Detect glomeruli on whole-slide images (level-0 boxes and circles); train the detector.
 
-    Tiles the tissue at a working resolution (glass skipped), detects, merges duplicates across tile
-    seams by circle NMS, and writes OUT/SLIDE/: SLIDE.xml, SLIDE.geojson, glomeruli.csv,
+    Tiles the tissue at a working resolution (glass skipped), detects, joins the pieces of a
+    glomerulus cut by tile seams and merges duplicates by circle NMS, and writes OUT/SLIDE/: SLIDE.xml, SLIDE.geojson, glomeruli.csv,
     summary.json, overview.png. Resumable: rerun the same command after a crash.
 
     \b

@@ -122,10 +122,35 @@ def read_crop(slide: Any, x0: float, y0: float, side: float, px: int) -> Any:
     level = int(slide.get_best_level_for_downsample(max(1.0, side / px)))
     down = float(slide.level_downsamples[level])
     n = max(1, int(math.ceil(side / down)))
-    region = slide.read_region((int(round(x0)), int(round(y0))), level, (n, n)).convert("RGBA")
-    white = Image.new("RGBA", region.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, region).convert("RGB")
+    rgb = read_on_white(slide, level, int(round(x0)), int(round(y0)), n)
     return rgb.resize((px, px), Image.Resampling.LANCZOS) if n != px else rgb
+
+
+def read_on_white(slide: Any, level: int, x0: int, y0: int, n: int) -> Any:
+    """The ``n`` x ``n`` square of pyramid ``level`` at level-0 (x0, y0), as RGB on white.
+
+    As :func:`glomssl.tiling.read_tile`, only the part on the slide is read, composited on white and
+    pasted onto a white canvas; here on every side, since a crop may start left of or above the
+    slide. Readers do not agree on what lies outside (tiffslide pads with opaque black).
+    """
+    from PIL import Image
+
+    down = float(slide.level_downsamples[level])
+    lw, lh = (int(v) for v in slide.level_dimensions[level])
+    out = Image.new("RGB", (n, n), (255, 255, 255))
+    # the square in pixels of the level (a reader maps level-0 x to int(x / down) of the level)
+    lx, ly = math.floor(x0 / down), math.floor(y0 / down)
+    ax0, ay0 = max(lx, 0), max(ly, 0)
+    ax1, ay1 = min(lx + n, lw), min(ly + n, lh)
+    if ax1 <= ax0 or ay1 <= ay0:
+        return out
+    # an origin on the slide is read exactly as asked; one beyond its top or left edge from 0
+    loc = (x0 if lx >= 0 else 0, y0 if ly >= 0 else 0)
+    region = slide.read_region(loc, level, (ax1 - ax0, ay1 - ay0))
+    white = Image.new("RGBA", region.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, region.convert("RGBA")).convert("RGB")
+    out.paste(rgb, (ax0 - lx, ay0 - ly))
+    return out
 
 
 def view_of(crop: Any, g: Glomerulus, side: float, context: float) -> tuple[Any, float, float]:
@@ -201,7 +226,7 @@ def process_slide(ctx: Context, job: SlideJob) -> dict[str, Any]:
         mpp = slide_mpp(slide)
         work, rows, counts = detect_slide(ctx, job, slide)
         t_detect = time.perf_counter() - t0
-        merged = merge_rows(rows, work, cfg.nms_iou)
+        merged = merge_rows(rows, work, cfg.nms_iou, slide.dimensions)
         gloms = [
             Glomerulus(i + 1, tuple(float(v) for v in b), float(s))  # type: ignore[arg-type]
             for i, (b, s) in enumerate(zip(merged.boxes, merged.scores))

@@ -10,7 +10,9 @@ so wiring a changed API touches one place.
 
 Both models were trained on glomerulus crops whose mask box is the whole crop, so both see a *view*
 of each glomerulus: a square around its circle, ``view_context`` times its diameter, cut from the
-fixed-size crop.
+fixed-size crop. The segmenter gets each view as ``glomssl segment`` gets an image (resized by
+the run's ``input_scale``, tiled at its ``image_size``: :func:`model_scale`), and its mask is
+resized back to the view.
 """
 
 from __future__ import annotations
@@ -78,8 +80,25 @@ def load_classifier_step(path: str, device: str, batch: int = 32) -> ClassifierS
     return ClassifierStep(classes, classify, str(path))
 
 
+def model_scale(meta: dict[str, Any]) -> tuple[float, int, int]:
+    """(input scale, tile, overlap) at which ``glomssl segment`` runs a segmenter on images.
+
+    As :mod:`glomssl.finetune.segmenter.predict` without ``--scale``/``--tile``/``--overlap``:
+    the image is resized by the run's ``input_scale`` (its training images' working size over
+    their short side) and cut into tiles of its ``image_size`` overlapping by an eighth, so a view
+    of a glomerulus reaches the network at the size its training crops had.
+    """
+    scale = float(meta.get("input_scale", 1.0))
+    tile = int(meta.get("image_size", 512))
+    return scale, tile, (tile // 8) // 2 * 2
+
+
 def load_segmenter_step(
-    path: str, device: str, class_name: str | None = None, threshold: float = 0.5
+    path: str,
+    device: str,
+    class_name: str | None = None,
+    threshold: float = 0.5,
+    batch: int = 4,
 ) -> SegmenterStep:
     """The ``--segmenter`` step: a ``glomssl finetune seg`` run; ``class_name`` picks its class."""
     try:
@@ -99,12 +118,13 @@ def load_segmenter_step(
             f"--segment-class {pick!r} is not a class of --segmenter {path}; it has {', '.join(names)}"
         )
     idx = [names.index(pick)]
+    scale, tile, overlap = model_scale(meta)
 
     def segment(views: list[np.ndarray]) -> list[np.ndarray]:
         out = []
         for v in views:
-            side = max(v.shape[:2])
-            probs = predict_image(model, v, idx, 1.0, side, 0, 1, device)  # (1, H, W)
+            # resized by the model's scale, tiled at its working size, back at the view's size
+            probs = predict_image(model, v, idx, scale, tile, overlap, batch, device)  # (1, H, W)
             out.append(central_component(np.asarray(probs[0]) > threshold))
         return out
 
