@@ -244,7 +244,7 @@ def probe_arrays(
         table[key] = {"probe": kind, "label_fraction": float(frac_s), "n_splits": 0}
         for m, vals in metrics.items():
             table[key][m] = float(np.mean(vals))
-            table[key][m + "_std"] = float(np.std(vals))
+            table[key][m + "_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             table[key]["n_splits"] = len(vals)
     return {
         "n_images": int(len(y)),

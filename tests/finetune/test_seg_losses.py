@@ -100,3 +100,20 @@ def test_priors_and_aggregate() -> None:
     )
     assert agg["per_class"]["a"] == {"dice": 0.75, "n": 2} and "c" not in agg["per_class"]
     assert agg["mean_dice"] == 0.375
+
+
+def test_all_empty_prior_is_what_predicting_nothing_scores() -> None:
+    """A class whose masks are often empty (GS on crops without sclerosis): a model that predicts
+    nothing scores the share of empty masks, so that share is reported beside every score."""
+    truths = [np.zeros((32, 32), np.uint8) for _ in range(4)] + [centred_disk(32, 32, 0.3)]
+    truths[-1] = truths[-1].astype(np.uint8)
+    recs = []
+    for t in truths:
+        s = score(np.zeros((32, 32), bool), t)  # a model that learnt nothing
+        assert s["dice_all_empty"] == s["dice"] and s["bf1_all_empty"] == s["bf1"]
+        recs.append({"class": "GS", **s})
+    agg = aggregate(recs, ["GS"])["per_class"]["GS"]
+    assert agg["dice"] == agg["dice_all_empty"] == 0.8  # 4 of 5 masks empty
+    assert agg["dice_all_foreground"] < 0.2  # the other prior would make 0.8 look like a gain
+    truth = truths[-1]
+    assert score(truth == 1, truth)["dice_all_empty"] == 0.0  # no help where the class is present

@@ -102,3 +102,17 @@ def test_more_folds_than_groups_and_nan_embeddings_are_refused(tmp_path) -> None
         run_probe(cfg)
     with pytest.raises(GlomsslError, match="--repeats must be >= 1"):
         build_config(ProbeConfig, overrides={"embeddings": "x", "labels": "y", "repeats": 0})
+
+
+def test_spread_is_the_sample_standard_deviation_over_splits() -> None:
+    """``+-`` is the sample standard deviation (n - 1) of the per-split scores, as a paper quotes it."""
+    x, y, g = _data(signal=1.0)
+    cfg = ProbeConfig(embeddings="-", labels="-", folds=3, repeats=1, label_fractions=[1.0])
+    splits = grouped_splits(y, g, cfg.folds, cfg.repeats, cfg.seed)
+    each = [probe_arrays(x, y, g, cfg, [s])["results"]["linear@1"] for s in splits]
+    both = probe_arrays(x, y, g, cfg, splits)["results"]["linear@1"]
+    vals = [r["balanced_accuracy"] for r in each]
+    assert len(set(vals)) > 1  # the splits differ, so the two kinds of spread differ too
+    assert both["balanced_accuracy"] == pytest.approx(np.mean(vals))
+    assert both["balanced_accuracy_std"] == pytest.approx(np.std(vals, ddof=1))
+    assert both["balanced_accuracy_std"] != pytest.approx(np.std(vals))

@@ -73,13 +73,14 @@ def evaluate(y_true: np.ndarray, prob: np.ndarray) -> dict[str, Any]:
 
 
 def summarise(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and (population) std over folds of each metric, ignoring NaN entries."""
+    """Mean and sample standard deviation (n - 1; 0 for one value) over folds of each metric,
+    ignoring NaN entries."""
     out: dict[str, Any] = {"folds": len(per_fold)}
     for m in (*METRICS, "accuracy"):
         vals = np.asarray([f[m] for f in per_fold if f.get(m) is not None], dtype=np.float64)
         vals = vals[np.isfinite(vals)]
         out[m] = float(vals.mean()) if len(vals) else None
-        out[m + "_std"] = float(vals.std()) if len(vals) else None
+        out[m + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else (0.0 if len(vals) else None)
     return out
 
 

@@ -80,12 +80,17 @@ def foreground_fraction(masks: Iterable[np.ndarray]) -> float:
 def score(
     pred: np.ndarray, truth: np.ndarray, disk_fraction: float | None = None
 ) -> dict[str, float]:
-    """Dice and boundary F1 of ``pred``, and the same for the all-foreground and disk priors."""
+    """Dice and boundary F1 of ``pred``, and the same for the trivial priors: all foreground, all
+    empty (what a model that learnt nothing scores where many masks of a class are empty) and, with
+    ``disk_fraction``, a centred disk."""
     h, w = truth.shape
     out = {"dice": dice(pred, truth), "bf1": boundary_f1(pred, truth)}
     allfg = np.ones((h, w), bool)
     out["dice_all_foreground"] = dice(allfg, truth)
     out["bf1_all_foreground"] = boundary_f1(allfg, truth)
+    empty = np.zeros((h, w), bool)
+    out["dice_all_empty"] = dice(empty, truth)
+    out["bf1_all_empty"] = boundary_f1(empty, truth)
     if disk_fraction is not None:
         disk = centred_disk(h, w, disk_fraction)
         out["dice_centred_disk"] = dice(disk, truth)
