@@ -2,7 +2,8 @@
 
 Each group keeps one row (the largest, or the best scored) and every other row is explained by the
 link that reached it in a breadth-first walk from the keeper, preferring the strongest evidence
-(identical bytes, then perceptual hash, then embedding).
+(identical bytes, then perceptual hash, then embedding); a row whose bytes are identical to another
+member's is always explained by those bytes (``sha256``), whatever path the walk took.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def group_rows(
     by area, then score; ``"best"`` by score, then area; ties go to the earlier row. Returns ``labels``
     (N,) component ids, ``keeper`` (N,) the kept row of each row's group, and ``reached`` (N, 3): for
     each dropped row, the neighbour that reached it in a breadth-first walk from the keeper over links
-    ordered sha256 < phash < embedding, the link kind, and its value.
+    ordered sha256 < phash < embedding, the link kind, and its value; a row byte-identical to other
+    members is reported ``sha256`` via the first of them the walk met (the keeper when identical).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -84,14 +86,50 @@ def group_rows(
         adj.setdefault(a, []).append((k, b, a, v))
         adj.setdefault(b, []).append((k, a, b, v))
     reached: dict[int, tuple[int, int, float]] = {}
+    visit: dict[int, int] = {}  # row -> its place in its group's walk (the keeper: 0)
     for root in sorted({int(keeper[a]) for a in adj}):
-        seen = {root}
+        visit[root] = 0
         queue = deque([root])
         while queue:
             u = queue.popleft()
             for k, w, _, v in sorted(adj.get(u, [])):
-                if w not in seen:
-                    seen.add(w)
+                if w not in visit:
+                    visit[w] = len(visit)
                     reached[w] = (u, k, v)
                     queue.append(w)
+    _identical_bytes_first(links, visit, reached)
     return {"labels": labels, "keeper": keeper, "reached": reached}
+
+
+def _identical_bytes_first(
+    links: Links, visit: dict[int, int], reached: dict[int, tuple[int, int, float]]
+) -> None:
+    """A row with the same bytes as another member of its group is explained by those bytes.
+
+    The walk explains each row by its shortest path from the keeper, which may be a perceptual hash
+    (distance 0 to an enlarged keeper) although the row is a byte copy of another member. Within
+    each set of byte-identical rows (sha256 links), the one the walk met first (the keeper, when it
+    is in the set) keeps its own link; every other row of the set becomes ``sha256`` via that one.
+    """
+    sha = links.kind == PRIORITY["sha256"]
+    if not sha.any():
+        return
+    parent: dict[int, int] = {}
+
+    def find(a: int) -> int:
+        parent.setdefault(a, a)
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in zip(links.i[sha].tolist(), links.j[sha].tolist()):
+        parent[find(a)] = find(b)
+    same: dict[int, list[int]] = {}
+    for a in list(parent):
+        same.setdefault(find(a), []).append(a)
+    for rows in same.values():
+        first = min(rows, key=lambda r: visit[r])
+        for r in rows:
+            if r != first:
+                reached[r] = (first, PRIORITY["sha256"], 0.0)

@@ -147,6 +147,7 @@ class SearchPage:
     total: int
     figures: list[Figure]
     invalid: list[str] = field(default_factory=list)  # why records were skipped (strict=False)
+    attempts: int = 1  # HTTP requests it took, retries included (set by OpenIClient.fetch_page)
 
 
 def _int(d: dict[str, Any], name: str, where: str) -> int:
@@ -237,14 +238,16 @@ class OpenIClient:
 
         url = self.search_url(params)
         tries = self.http.retry.max_retries + 1 if retry_invalid else 1
+        sent = 0  # every HTTP request for this page: the client's retries and ours
         for k in range(tries):
             got = self.http.get(url, max_bytes=64 << 20)
+            sent += len(got.attempts)
             if got.body is None:
                 raise GlomsslError(
                     f"Open-i search {url} failed ({got.error}); check --endpoint or try again later"
                 )
             try:
-                return parse_page(got.body, where=f"Open-i answer to {url}", strict=False)
+                page = parse_page(got.body, where=f"Open-i answer to {url}", strict=False)
             except InvalidJson:
                 if k == tries - 1:
                     if retry_invalid:
@@ -254,6 +257,9 @@ class OpenIClient:
                         ) from None
                     raise
                 time.sleep(self.http.backoff_delay(k))
+            else:
+                page.attempts = sent
+                return page
         raise AssertionError("unreachable")  # pragma: no cover
 
     def iter_pages(

@@ -728,8 +728,8 @@ def _run(
                         }
                     )
                 target = previews / f"{stem}-{tag}.png"
-                if n_prev < cfg.preview and not target.exists():
-                    _preview(img, panels, target)
+                if n_prev < cfg.preview and not target.exists():  # labels: the manifest's scores
+                    _preview(img, [(tuple(r["bbox"]), float(r["score"])) for r in rows], target)
                     n_prev += 1
                 with db:
                     db.execute(

@@ -53,7 +53,7 @@ class MineOptions(Protocol):
 class StageResult:
     name: str
     manifest: Path | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # numbers, and a stage's ``reasons``
     skipped: bool = False
 
 
@@ -77,7 +77,7 @@ def search_stage(ctx: MineContext) -> StageResult:
     cfg, store = ctx.cfg, ctx.store
     start = int(store.get_meta("search_next_m", "1"))
     total = store.get_meta("search_total")
-    new = dup = pages = bad = 0
+    new = dup = requests = bad = 0
     if total is not None and start > int(total):
         return StageResult("search", counts={"new": 0, "duplicates": 0, "requests": 0})
     if cfg.limit is not None and store.count() >= cfg.limit:
@@ -87,7 +87,7 @@ def search_stage(ctx: MineContext) -> StageResult:
         cfg.query, start, cfg.page_size, cfg.image_type, cfg.collection, cfg.license
     )
     for page in pager:
-        pages += 1
+        requests += page.attempts  # retries of a page are requests too
         if page.total == 0:
             if store.count() == 0:  # no hits at all; a later empty answer is not "done"
                 store.set_meta("search_total", "0")
@@ -100,7 +100,7 @@ def search_stage(ctx: MineContext) -> StageResult:
         ctx.progress.set_postfix_str(f"found={store.count()}/{page.total}")
         if cfg.limit is not None and store.count() >= cfg.limit:
             break
-    counts = {"new": new, "duplicates": dup, "requests": pages, "malformed": bad}
+    counts = {"new": new, "duplicates": dup, "requests": requests, "malformed": bad}
     return StageResult("search", counts=counts)
 
 
@@ -220,12 +220,26 @@ def _run_folder_stage(ctx: MineContext, stage: FolderStage) -> StageResult:
     )
     summary = run(cfg)
     ctx.store.set_meta(key, fp)
-    counts = {
-        k: int(v)
-        for k, v in summary.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and k != "seconds"
-    }
-    return StageResult(stage.name, manifest=target, counts=counts)
+    return StageResult(stage.name, manifest=target, counts=_summary_counts(summary))
+
+
+def _summary_counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a stage's summary for ``mine``'s: ints stay ints, floats (dedup's
+    ``embedding_threshold``, a cosine) stay floats, and a ``reasons`` mapping of counts is kept;
+    paths, lists, None and ``seconds`` are left out."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    counts: dict[str, Any] = {}
+    for k, v in summary.items():
+        if k == "seconds":
+            continue
+        if number(v):
+            counts[k] = v
+        elif k == "reasons" and isinstance(v, dict) and all(number(c) for c in v.values()):
+            counts[k] = dict(v)
+    return counts
 
 
 StageFn = Callable[[MineContext], StageResult]
