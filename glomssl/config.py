@@ -124,6 +124,8 @@ def _coerce(name: str, value: Any, tp: Any, label: str | None = None) -> Any:
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # one item: ``--set hidden=64`` and ``hidden: 64`` read as numbers
         if not isinstance(value, list | tuple):
             raise GlomsslError(f"{label}: expected a list, got {value!r}")
         inner = args[0] if args else Any

@@ -92,3 +92,17 @@ def test_a_bad_value_names_the_option_and_a_folder_as_config_is_named(tmp_path: 
         build_config(Opts, overrides={"steps": "many"})
     with pytest.raises(GlomsslError, match="is a folder"):
         build_config(Opts, config_file=tmp_path)
+
+
+def test_a_single_number_for_a_list_is_a_list_of_one(tmp_path: Path) -> None:
+    """``--set hidden=64`` and ``hidden: 64`` in YAML read as a number: one width, not an error."""
+    from glomssl.config import _coerce
+
+    assert _coerce("widths", 64, list[int]) == [64]
+    assert _coerce("widths", "64", list[int]) == [64]
+    assert _coerce("widths", 0.5, tuple[float, ...]) == (0.5,)
+    with pytest.raises(GlomsslError, match="expected a list"):
+        _coerce("widths", True, list[int])  # a flag is not a width
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tags: 7\n")
+    assert build_config(Demo, str(cfg), {}).tags == ["7"]  # from a YAML file too
