@@ -37,16 +37,14 @@ def reasons_text(counts: dict[str, int]) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def config_options(fn: F) -> F:
+def config_options(
+    fn: F,
+    set_help: str = "Override one config key, dotted for nested ones (--dry-run lists the keys); "
+    "repeatable.",
+) -> F:
     """``--config FILE``, ``--set KEY=VALUE`` (repeatable, dotted keys) and ``--dry-run``."""
     fn = click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")(fn)
-    fn = click.option(
-        "--set",
-        "set_",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override one config key, dotted for nested ones (--dry-run lists the keys); repeatable.",
-    )(fn)
+    fn = click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help=set_help)(fn)
     return config_file_option(fn)
 
 

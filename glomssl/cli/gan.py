@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.cli.common import config_file_option, drop_none, run_command, set_keys
+from glomssl.cli.common import config_options, drop_none, run_command, set_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C")
@@ -24,16 +24,11 @@ def set_config_options(fn: F) -> F:
     """``--config FILE``, ``--set KEY=VALUE`` (repeatable) and ``--dry-run`` of the ``gan`` and
     ``datagan`` commands: their configs are flat, and ``--set`` takes the option names of ``--help``
     (see :func:`run_with_sets`)."""
-    fn = click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")(fn)
-    fn = click.option(
-        "--set",
-        "set_",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Set one option by its name, e.g. lr=0.001, or a config key --dry-run prints; "
+    return config_options(
+        fn,
+        set_help="Set one option by its name, e.g. lr=0.001, or a config key --dry-run prints; "
         "repeatable. Options typed win over --set, --set over --config.",
-    )(fn)
-    return config_file_option(fn)
+    )
 
 
 def run_with_sets(
