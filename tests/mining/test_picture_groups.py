@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from glomssl.mining.boxes import iou
+from glomssl.mining.boxes import iou, union_box
 from glomssl.mining.classic import ink_mask
 from glomssl.mining.hybrid import guided_boxes
 from glomssl.mining.separate import SeparateConfig, Separator, run_separate, tuned_settings
@@ -51,18 +51,9 @@ def _guided(arr: np.ndarray, box: Box, pictures: float) -> list[Box]:
     return [b for b, _ in found]
 
 
-def _union(boxes: list[Box]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
-
-
 def test_pictures_one_box_holds_stay_apart() -> None:
     arr, truth = _row_of_pictures([40, 40, 40, 40])
-    held = _union(truth)
+    held = union_box(truth)
     merged = _guided(arr, held, 0.0)  # shipped: one panel over the group
     assert len(merged) == 1 and iou(merged[0], held) > 0.95
     apart = _guided(arr, held, 1.0)
@@ -99,7 +90,7 @@ def test_a_short_member_keeps_the_merge() -> None:
     arr, truth = _row_of_pictures([120, 20], height=20)
     arr[40:160, 20:140] = _texture(np.random.default_rng(4), 120, 120)  # the first one is large
     truth[0] = (20, 40, 140, 160)
-    held = _union(truth)
+    held = union_box(truth)
     got = _guided(arr, held, 1.0)
     assert len(got) == 1 and iou(got[0], held) > 0.95
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from test_mine_chain import _cfg
 
 import glomssl.mining.separate as separate_mod
 from glomssl.manifest import image_row, read_manifest, write_manifest
@@ -104,17 +105,7 @@ def test_mine_requests_count_every_search_retry(tmp_path: Path) -> None:
 def test_mine_summary_keeps_float_values_and_reasons(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     with ReplayServer(DEMO) as server:
-        s = run_mine(
-            MineConfig(
-                query="microscopy OR histology",
-                out=str(out),
-                endpoint=server.url,
-                rate=0.0,
-                workers=4,
-                quiet=True,
-                stage_options={"separate": {"method": "classic"}},
-            )
-        )
+        s = run_mine(_cfg(server, out))  # the whole demo chain, as test_mine_chain runs it
     stages = {st["name"]: st["counts"] for st in json.loads(json.dumps(s.as_dict()))["stages"]}
     dedup = stages["dedup"]
     assert isinstance(dedup["embedding_threshold"], float)
