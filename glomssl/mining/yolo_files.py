@@ -102,6 +102,15 @@ def safe_data_yaml(path: str | os.PathLike[str], run: Path) -> Path:
                 )
             resolved.append(os.fspath(p))
         clean[key] = resolved if isinstance(value, list) else resolved[0]
+    as_list = {
+        k: v if isinstance(v, list) else [v] for k, v in clean.items() if k in ("train", "val")
+    }
+    if set(as_list["val"]) & set(as_list["train"]):
+        raise GlomsslError(
+            f"--data {src}: `val:` names training images, so the validation scores would be "
+            "scores on the training figures; make a set with validation figures, e.g. `glomssl "
+            "separator synth --out DIR --n 500` (its last 10 % are validation)"
+        )
     import yaml
 
     out = run / "dataset.yaml"

@@ -417,3 +417,14 @@ def test_unreadable_images_leave_no_out_folder(tmp_path: Path) -> None:
     with pytest.raises(GlomsslError, match="no readable images"):
         run_synth(SynthConfig(out=str(tmp_path / "o"), n=1, images=[str(junk)], quiet=True))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_small_set_keeps_a_validation_figure(tmp_path: Path) -> None:
+    """--n 4 at the default --val-fraction 0.1 rounded the validation share to nothing, and the set
+    then validated on its training figures; a share asked for is now at least one figure."""
+    res = run_synth(SynthConfig(out=str(tmp_path / "s"), n=4, seed=1, quiet=True))
+    assert res["val"] == 1
+    assert "val: images/val" in (tmp_path / "s" / "data.yaml").read_text()
+    assert len(list((tmp_path / "s" / "images" / "val").glob("*.jpg"))) == 1
+    res = run_synth(SynthConfig(out=str(tmp_path / "t"), n=4, val_fraction=0.0, quiet=True))
+    assert res["val"] == 0  # asked for none: none

@@ -398,3 +398,21 @@ def test_train_init_is_checked_before_any_folder_and_named_as_init(tmp_path: Pat
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
         assert words in res.output, res.output
     assert not out.exists()
+
+
+def test_training_refuses_a_set_that_validates_on_its_training_images(tmp_path: Path) -> None:
+    """A set made with --val-fraction 0 names images/train as `val:`: its "validation" scores
+    would be training scores, recorded in the weights' sidecar as if they were not."""
+    from glomssl.mining.yolo_files import safe_data_yaml
+
+    s = Path(
+        run_synth(SynthConfig(out=str(tmp_path / "s"), n=2, val_fraction=0.0, quiet=True))["out"]
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(GlomsslError, match="names training images") as exc:
+        safe_data_yaml(s / "data.yaml", run)
+    assert "\n" not in str(exc.value)
+    assert not (run / "dataset.yaml").exists()
+    (tmp_path / "ok").mkdir()
+    assert safe_data_yaml(_synth(tmp_path / "ok") / "data.yaml", run).is_file()  # val figures

@@ -137,6 +137,8 @@ def run_synth(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -
     out = ensure_writable_dir(cfg.out)  # only once the inputs are known good
     fonts = Fonts()
     n_val = int(round(cfg.n * cfg.val_fraction))
+    if cfg.val_fraction > 0 and n_val == 0 and cfg.n >= 2:
+        n_val = 1  # a share asked for is never rounded away: training needs validation figures
     rows = []
     n_boxes = 0
     for i in range(cfg.n):
