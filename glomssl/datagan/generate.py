@@ -3,7 +3,8 @@
 Each seed gives one latent z ~ N(0, I) drawn from ``numpy.random.RandomState(seed)``, so an image depends
 only on its seed (not on the batch it was generated in). The truncation trick (StyleGAN, section 3.3;
 w' = w_avg + psi (w - w_avg)) trades variety for fidelity. Output: ``seed%04d.png`` per seed and a
-``manifest.jsonl`` (glomssl manifest rows plus ``seed``, ``trunc`` and the snapshot they came from).
+``manifest.jsonl`` (glomssl manifest rows plus ``seed``, ``trunc`` and the snapshot they came from)
+listing every image of the folder, so several runs with other ``--seeds`` into one ``--out`` add up.
 Existing PNGs are kept, so an interrupted run continues where it stopped.
 """
 
@@ -204,8 +205,50 @@ def _check_out_settings(out: Path, settings: dict[str, Any]) -> bool:
     return not spath.is_file()
 
 
+_SEED_PNG = re.compile(r"^seed(\d+)\.png$")
+
+
+def _seeds_in_folder(out: Path) -> list[int]:
+    """Seeds of the ``seed%04d.png`` images in ``out`` (names this command writes)."""
+    found = []
+    for p in out.glob("seed*.png"):
+        m = _SEED_PNG.match(p.name)
+        if m and p.is_file() and p.name == f"seed{int(m.group(1)):04d}.png":
+            found.append(int(m.group(1)))
+    return sorted(found)
+
+
+def _manifest_rows_by_seed(out: Path) -> dict[int, dict[str, Any]]:
+    """Rows of an earlier run's ``out/manifest.jsonl`` by seed, those that name their own seed's
+    image; {} when there is none or it cannot be read (its images are then listed afresh)."""
+    import json
+
+    mpath = out / "manifest.jsonl"
+    rows: dict[int, dict[str, Any]] = {}
+    if not mpath.is_file():
+        return rows
+    try:
+        lines = mpath.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in lines:
+        try:
+            r = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if not isinstance(r, dict):
+            continue
+        s = r.get("seed")
+        if isinstance(s, int) and not isinstance(s, bool) and r.get("path") == f"seed{s:04d}.png":
+            rows[s] = r
+    return rows
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Write one PNG per seed and a manifest.jsonl into ``cfg.out``; returns a summary.
+
+    The manifest lists every ``seed*.png`` of the folder, this run's seeds and earlier runs' alike
+    (rows kept from the old manifest, or built for images it lacks), ordered by seed.
 
     ``OUT/generate.json`` records the snapshot (path, sha256), ``trunc`` and ``noise_mode``; a rerun
     into the same folder resumes only with those, so every manifest row tells how its image was made.
@@ -249,8 +292,8 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         bar.update(len(chunk))
     bar.close()
     snap = meta.get("snapshot", "")
-    rows = [
-        image_row(
+    rows = {
+        s: image_row(
             out / f"seed{s:04d}.png",
             out,
             seed=s,
@@ -259,11 +302,24 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             source={"generator": snap, "kimg": meta.get("kimg"), "sha256": settings["sha256"]},
         )
         for s in seeds
-    ]
-    write_manifest(out / "manifest.jsonl", rows)
+    }
+    # the folder may hold other seeds from earlier runs (same settings, checked above): list them too
+    old_rows = _manifest_rows_by_seed(out)
+    for s in _seeds_in_folder(out):
+        if s not in rows:
+            rows[s] = old_rows.get(s) or image_row(
+                out / f"seed{s:04d}.png",
+                out,
+                seed=s,
+                trunc=cfg.trunc,
+                noise_mode=cfg.noise_mode,
+                source={"generator": snap, "kimg": meta.get("kimg"), "sha256": settings["sha256"]},
+            )
+    write_manifest(out / "manifest.jsonl", [rows[s] for s in sorted(rows)])  # atomic
     return {
         "out": str(out),
         "images": len(seeds),
+        "manifest_rows": len(rows),
         "generated": len(todo),
         "snapshot": snap,
         "manifest": str(out / "manifest.jsonl"),

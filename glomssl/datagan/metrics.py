@@ -24,12 +24,39 @@ from glomssl.datagan.fid import MetricEncoder, fid_from_features, kid_from_featu
 from glomssl.errors import GlomsslError
 
 
+def capped_num(dataset: Any, num: int, option: str = "--num") -> int:
+    """``num`` capped at the number of real images of an image dataset, with one warning on stderr
+    when it is; slide datasets (an endless stream of crops) keep ``num``."""
+    import sys
+
+    from glomssl.datagan.dataset import SlideDataset
+
+    if isinstance(dataset, SlideDataset) or num <= len(dataset):
+        return num
+    if len(dataset) < 2:
+        raise GlomsslError(
+            f"the real images hold {len(dataset)} readable image(s); FID/KID need at least 2"
+        )
+    print(
+        f"warning: {option} {num} is more than the {len(dataset)} readable real images; FID/KID "
+        f"score {len(dataset)} real and {len(dataset)} generated images (values depend on the "
+        "number: compare only values scored at the same number)",
+        file=sys.stderr,
+    )
+    return len(dataset)
+
+
 class MetricState:
     """Real-image features computed once per run, then FID/KID of G_ema at each snapshot.
 
     Up to two feature spaces: a glomssl encoder (``source``; keys ``fid_enc``/``kid_enc``) and the
     standard Inception-v3 from a local weights file (``inception``; keys ``fid_inception``/
     ``kid_inception``, see :mod:`glomssl.datagan.inception`). Either or both may be given.
+
+    As in ``gan metrics``, ``num`` is capped at the number of real images of an image dataset (with
+    a warning on stderr, once, when the state is built): repeated real images would bias FID and KID.
+    ``self.num`` is the number actually scored (real and generated); ``self.requested_num`` the one
+    asked for. Slide datasets stream fresh crops, so they are not capped.
     """
 
     def __init__(
@@ -49,8 +76,9 @@ class MetricState:
             self.spaces.append(("inception", InceptionEncoder(inception, device=device)))
         if not self.spaces:
             raise GlomsslError("FID/KID need --metric-encoder RUN and/or --metric-inception FILE")
-        self.num = num
-        self.reals = {name: enc.dataset_features(dataset, num) for name, enc in self.spaces}
+        self.requested_num = num
+        self.num = capped_num(dataset, num, "--metric-num")
+        self.reals = {name: enc.dataset_features(dataset, self.num) for name, enc in self.spaces}
 
     @property
     def enc(self) -> MetricEncoder:

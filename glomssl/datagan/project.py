@@ -129,7 +129,9 @@ def project_image(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
     """Fit W+ (and noise) to ``target`` (1, 3, H, W) in [-1, 1].
 
-    Returns ws (num_ws, w_dim), the fitted noise maps by buffer name, and the final loss terms.
+    Returns ws (num_ws, w_dim), the fitted noise maps by buffer name, and the loss terms (mse,
+    1-ms_ssim, encoder, as optimised: the synthesised image unclamped, clamped for the encoder) of the
+    returned ws and noise, i.e. after the last optimiser step.
     """
     import torch
     import torch.nn.functional as F
@@ -169,10 +171,17 @@ def project_image(
             with torch.no_grad():  # keep noise maps N(0, 1), as the generator expects
                 for n in noises.values():
                     n.sub_(n.mean()).div_(n.std().clamp(min=1e-8))
+        # Report the ws and noise that are returned, not the forward pass before the last optimiser
+        # step (and noise renormalisation): one more forward from the final ws and noise.
+        with torch.no_grad():
+            img = G.synthesis(ws, noise_mode="const")  # type: ignore[operator]
+            enc = torch.zeros(())
+            if encoder is not None and feat_t is not None:
+                enc = 1 - F.cosine_similarity(encoder((img.clamp(-1, 1) + 1) / 2), feat_t).mean()
             terms = {
-                "mse": float(mse.detach()),
-                "1-ms_ssim": float(ssim.detach()),
-                "encoder": float(enc.detach()),
+                "mse": float(F.mse_loss(img, target)),
+                "1-ms_ssim": float(1 - ms_ssim(img, target).mean()),
+                "encoder": float(enc),
             }
         fitted = {k: v.detach().clone() for k, v in noises.items()}
     return ws.detach()[0], fitted, terms
@@ -405,6 +414,12 @@ def run_datagan_project(cfg: ProjectConfig, G: nn.Module | None = None) -> dict[
         from glomssl.datagan.features import synthesize_latent
 
         recon, _ = synthesize_latent(G, {"ws": ws, "noise": noise}, device)
+        # report the error of what is saved: the reconstruction clamped to [-1, 1] as in
+        # reconstructions/X.png (before its 8-bit rounding) against the saved X.png
+        with torch.no_grad():
+            shown = recon.clamp(-1, 1)
+            terms["mse"] = float(torch.nn.functional.mse_loss(shown, target))
+            terms["1-ms_ssim"] = float(1 - ms_ssim(shown, target).mean())
         _save_png(out / "reconstructions" / f"{name}.png", to_uint8(recon[0]))
         net_name = str(cfg.network) if cfg.network else f"<{type(G).__name__} object>"
         meta_kw = {"source": str(f.name), "network": net_name, NETWORK_KEY: sha, **terms}

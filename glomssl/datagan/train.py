@@ -370,6 +370,7 @@ def _train_worker(fabric: Any, cfg: GanTrainConfig, precision: str) -> dict[str,
                 next_snap += int(cfg.snap * 1000)
                 if metric_state is not None and rank0:
                     row.update(metric_state.evaluate(G_ema))
+                    row["metric_num"] = metric_state.num  # capped at the real images there are
                 fabric.barrier()
             logger.log(**row)
             acc.clear()
