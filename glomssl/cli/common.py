@@ -159,18 +159,28 @@ def set_keys(command: click.Command, config_cls: type, items: tuple[str, ...]) -
     names: dict[str, str] = {}  # accepted key -> config field
     labels: dict[str, str] = {}  # config field -> the option as --help shows it
     shown: list[str] = []  # the option names, in --help order, for the error message
+
+    def field_of(param: click.Parameter) -> str | None:
+        """The config field an option sets (``input_`` sets ``input``), or None."""
+        name = param.name or ""
+        for cand in (name, name.rstrip("_")):
+            if isinstance(param, click.Option) and cand in fields:
+                return cand
+        return None
+
     for param in command.params:
-        if not isinstance(param, click.Option) or param.name not in fields:
+        field = field_of(param)
+        if field is None:
             continue
         for flag in param.opts:
             if flag.startswith("--"):
                 name = flag[2:]
-                names[name] = names[name.replace("-", "_")] = param.name
-                labels.setdefault(param.name, flag)
+                names[name] = names[name.replace("-", "_")] = field
+                labels.setdefault(field, flag)
                 shown.append(name)
-    required = {
-        p.name for p in command.params if isinstance(p, click.Option) and p.required
-    }  # a --set of one of these could never take effect
+    required = {  # a --set of one of these could never take effect
+        f for p in command.params if p.required and (f := field_of(p)) is not None
+    }
     internal = [f for f in fields if f not in names]
     names.update({f: f for f in fields})
     out = []

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from glomssl.config import build_config, to_yaml
+from glomssl.cli.common import build, config_options, set_keys
+from glomssl.config import to_yaml
 
 
 def _echo(summary: dict[str, Any]) -> None:
@@ -51,8 +52,7 @@ def _echo(summary: dict[str, Any]) -> None:
 )
 @click.option("--preview", type=int, default=None, help="Write N PNGs with boxes drawn [0].")
 @click.option("--device", default=None, help="cpu, auto, cuda, cuda:N or a CUDA index [cpu].")
-@click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@config_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def separate(
     input_: str,
@@ -66,6 +66,7 @@ def separate(
     preview: int | None,
     device: str | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -75,7 +76,7 @@ def separate(
     """
     from glomssl.mining.separate import SeparateConfig, run_separate
 
-    cfg = build_config(
+    cfg = build(
         SeparateConfig,
         config_file,
         {
@@ -91,6 +92,7 @@ def separate(
             "device": device,
             "quiet": quiet or None,
         },
+        set_keys(click.get_current_context().command, SeparateConfig, set_),
     )
     if dry_run:
         click.echo(to_yaml(cfg), nl=False)

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from glomssl.cli import CommandGroup
-from glomssl.config import build_config, to_yaml
+from glomssl.cli.common import build, config_options, set_keys
+from glomssl.config import to_yaml
 
 
 def _echo(summary: dict[str, Any]) -> None:
@@ -46,8 +47,7 @@ def separator() -> None:
     default=None,
     help="Share of figures that are montages of --images pictures with no gutter [0].",
 )
-@click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@config_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def synth(
     out: str,
@@ -61,6 +61,7 @@ def synth(
     same_source: float | None,
     touch: float | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -70,7 +71,7 @@ def synth(
     """
     from glomssl.mining.synth import SynthConfig, run_synth
 
-    cfg = build_config(
+    cfg = build(
         SynthConfig,
         config_file,
         {
@@ -86,6 +87,7 @@ def synth(
             "touch": touch,
             "quiet": quiet or None,
         },
+        set_keys(click.get_current_context().command, SynthConfig, set_),
     )
     if dry_run:
         click.echo(to_yaml(cfg), nl=False)
@@ -122,8 +124,7 @@ def synth(
 @click.option(
     "--lr0", type=float, default=None, help="Starting learning rate of AdamW [auto: 0.002]."
 )
-@click.option("--config", "config_file", type=click.Path(), default=None, help="YAML options.")
-@click.option("--dry-run", is_flag=True, help="Print the merged config and exit.")
+@config_options
 @click.option("--quiet", is_flag=True, help="Less output.")
 def train(
     data: str,
@@ -139,6 +140,7 @@ def train(
     init: str | None,
     lr0: float | None,
     config_file: str | None,
+    set_: tuple[str, ...],
     dry_run: bool,
     quiet: bool,
 ) -> None:
@@ -148,7 +150,7 @@ def train(
     """
     from glomssl.mining.yolo_train import TrainConfig, train_detector
 
-    cfg = build_config(
+    cfg = build(
         TrainConfig,
         config_file,
         {
@@ -166,6 +168,7 @@ def train(
             "lr0": lr0,
             "quiet": quiet or None,
         },
+        set_keys(click.get_current_context().command, TrainConfig, set_),
     )
     if dry_run:
         click.echo(to_yaml(cfg), nl=False)
