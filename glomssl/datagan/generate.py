@@ -292,8 +292,9 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         bar.update(len(chunk))
     bar.close()
     snap = meta.get("snapshot", "")
-    rows = {
-        s: image_row(
+
+    def row(s: int) -> dict[str, Any]:
+        return image_row(
             out / f"seed{s:04d}.png",
             out,
             seed=s,
@@ -301,20 +302,13 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             noise_mode=cfg.noise_mode,
             source={"generator": snap, "kimg": meta.get("kimg"), "sha256": settings["sha256"]},
         )
-        for s in seeds
-    }
+
+    rows = {s: row(s) for s in seeds}
     # the folder may hold other seeds from earlier runs (same settings, checked above): list them too
     old_rows = _manifest_rows_by_seed(out)
     for s in _seeds_in_folder(out):
         if s not in rows:
-            rows[s] = old_rows.get(s) or image_row(
-                out / f"seed{s:04d}.png",
-                out,
-                seed=s,
-                trunc=cfg.trunc,
-                noise_mode=cfg.noise_mode,
-                source={"generator": snap, "kimg": meta.get("kimg"), "sha256": settings["sha256"]},
-            )
+            rows[s] = old_rows.get(s) or row(s)
     write_manifest(out / "manifest.jsonl", [rows[s] for s in sorted(rows)])  # atomic
     return {
         "out": str(out),
