@@ -25,7 +25,7 @@ Prints ONE JSON line.
 
 ``--loop`` keeps the earlier end-to-end mode (also for GPUs): G_ema images/s at ``--gen-batch`` and the
 real ``run_gan_train`` loop's kimg/hour on synthetic blob images, e.g.
-``python benchmarks/gan.py --loop --cfg paper256 --resolution 256 --device cuda --batch 32``.
+``python benchmarks/gan.py --loop --cfg paper256 --resolution 256 --device cuda --train-batch 32``.
 """
 
 from __future__ import annotations
@@ -285,7 +285,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         run = Path(tmp) / "run"
         cfg = GanTrainConfig(
             data=[str(Path(tmp) / "data")], out=str(run), resolution=args.resolution,
-            cfg=args.cfg, batch_size=args.train_batch, kimg=args.train_kimg, snap=args.train_kimg,
+            networks=args.cfg, batch_size=args.train_batch, kimg=args.train_kimg, snap=args.train_kimg,
             tick=args.train_kimg / 4, grid=2, workers=0, accelerator="cuda" if cuda else "cpu",
             quiet=True,
         )  # fmt: skip
