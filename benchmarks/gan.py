@@ -286,7 +286,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         cfg = GanTrainConfig(
             data=[str(Path(tmp) / "data")], out=str(run), resolution=args.resolution,
             networks=args.cfg, batch_size=args.train_batch, kimg=args.train_kimg, snap=args.train_kimg,
-            tick=args.train_kimg / 4, grid=2, workers=0, accelerator="cuda" if cuda else "cpu",
+            tick=args.train_kimg / 4, grid=2, workers=args.workers, accelerator="cuda" if cuda else "cpu",
             quiet=True,
         )  # fmt: skip
         run_gan_train(cfg)
@@ -319,6 +319,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="--loop: cpu or cuda")
     ap.add_argument("--gen-batch", type=int, default=16, help="--loop: generator batch")
     ap.add_argument("--train-kimg", type=float, default=0.128, help="--loop: training length")
+    ap.add_argument("--workers", type=int, default=0, help="--loop: data-loading workers")
     args = ap.parse_args()
     if args.loop:
         print(json.dumps(loop(args)))
