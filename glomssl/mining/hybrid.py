@@ -84,6 +84,9 @@ class HybridParams:
     # holds stay apart when each has a long side of at least ``tiny_long`` px and at least this
     # share of them look like pictures (see tiny_picture): pictures side by side, not a chart's
     # pieces (0: off; section 50)
+    dominant: float = 0.0  # merging: regions one detector box holds are joined only when the
+    # largest of them has at least this share of their summed area (a chart's plot with its thin
+    # label pieces); members of similar size stay apart (0: off; section 54)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -210,6 +213,10 @@ def _arbitrate(
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
+        if len(members) >= 2 and params.dominant:
+            sizes = [area(pieces[i][0]) for i in members]
+            if max(sizes) < params.dominant * sum(sizes):
+                continue  # pieces of similar size: several panels, not one cut apart (step 3)
         if len(members) >= 2 and params.pictures:
             boxes = [pieces[i][0] for i in members]
             if all(max(b[2] - b[0], b[3] - b[1]) >= params.tiny_long for b in boxes):

@@ -650,6 +650,8 @@ def _run(
                     del own["tiny_ink"], own["tiny_std"], own["tiny_long"]
             if not tuned.pictures:  # likewise
                 del own["pictures"]
+            if not tuned.dominant:  # likewise
+                del own["dominant"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
