@@ -21,62 +21,14 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from separator_train_speed import draw  # the same shards and join
+
 ROOT = Path(__file__).resolve().parents[1]
 POOL_FOLDERS = ("histology", "wsi_regions", "glomeruli_train")
-
-
-def draw(work: Path, n: int, shards: int, seed: int, pool: Path) -> Path:
-    """``n`` figures drawn by ``shards`` processes, joined into ``work/data``; returns data.yaml."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    (work / "ss.yaml").write_text("same_source: 0.3\n")
-    images = [a for d in POOL_FOLDERS for a in ("--images", str(pool / d))]
-    sizes = [n // shards + (k < n % shards) for k in range(shards)]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "glomssl",
-                "separator",
-                "synth",
-                "--config",
-                str(work / "ss.yaml"),
-                "--out",
-                str(work / f"shard{k}"),
-                "--n",
-                str(size),
-                "--seed",
-                str(seed + k),
-                "--val-fraction",
-                "0.09",
-                "--quiet",
-                *images,
-            ],  # fmt: skip
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        for k, size in enumerate(sizes)
-    ]
-    if any(p.wait() != 0 for p in procs):
-        sys.exit("separator synth failed")
-    data = work / "data"
-    for k in range(shards):
-        for kind in ("images", "labels"):
-            for split in ("train", "val"):
-                dst = data / kind / split
-                dst.mkdir(parents=True, exist_ok=True)
-                for f in sorted((work / f"shard{k}" / kind / split).iterdir()):
-                    f.rename(dst / f"s{k}_{f.name}")
-    (data / "data.yaml").write_text(
-        f'path: "{data.resolve()}"\ntrain: images/train\nval: images/val\nnames:\n  0: panel\n'
-    )
-    return data / "data.yaml"
 
 
 def main() -> None:
@@ -103,8 +55,11 @@ def main() -> None:
     if not args.hours > 0:
         sys.exit("--hours must be positive")
     work.mkdir(parents=True, exist_ok=True)
+    (work / "ss.yaml").write_text("same_source: 0.3\n")
     t0 = time.perf_counter()
-    data_yaml = draw(work, args.n, max(1, args.shards), args.seed, pool)
+    images = [str(pool / d) for d in POOL_FOLDERS]
+    options = ["--config", str(work / "ss.yaml")]
+    data_yaml = draw(work, args.n, max(1, args.shards), args.seed, images, options)
     drawn = time.perf_counter() - t0
 
     import ultralytics.engine.model as um

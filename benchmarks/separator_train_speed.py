@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,14 +37,18 @@ def env() -> dict[str, str]:
     return e
 
 
-def draw(work: Path, n: int, shards: int, seed: int, images: list[str]) -> Path:
-    """``n`` figures drawn by ``shards`` parallel processes, joined into ``work/data``."""
+def draw(
+    work: Path, n: int, shards: int, seed: int, images: list[str], options: Sequence[str] = ()
+) -> Path:
+    """``n`` figures drawn by ``shards`` parallel processes, joined into ``work/data``; ``options``
+    are passed on to every `separator synth` call (e.g. ``--config FILE``)."""
     sizes = [n // shards + (k < n % shards) for k in range(shards)]
     procs = []
     for k, size in enumerate(sizes):
         extra = [a for img in images for a in ("--images", img)]
-        cmd = glomssl("separator", "synth", "--out", str(work / f"shard{k}"), "--n", str(size),
-                      "--seed", str(seed + k), "--val-fraction", "0.09", "--quiet", *extra)  # fmt: skip
+        cmd = glomssl("separator", "synth", *options, "--out", str(work / f"shard{k}"), "--n",
+                      str(size), "--seed", str(seed + k), "--val-fraction", "0.09", "--quiet",
+                      *extra)  # fmt: skip
         procs.append(subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL))
     if any(p.wait() != 0 for p in procs):
         sys.exit("separator synth failed")

@@ -15,34 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from test_picture_groups import chart_with_legend, row_of_pictures
 
 from glomssl.errors import GlomsslError
 from glomssl.mining.boxes import iou, union_box
 from glomssl.mining.classic import ink_mask
 from glomssl.mining.hybrid import guided_boxes
 from glomssl.mining.separate import SeparateConfig, Separator, run_separate, tuned_settings
-from glomssl.mining.synth import Fonts
 from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
 Box = tuple[int, int, int, int]
-
-
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    base = rng.uniform([120, 60, 110], [210, 150, 200]).astype(np.float32)
-    blotch = rng.normal(0, 1, (h // 4 + 1, w // 4 + 1, 1)).repeat(4, 0).repeat(4, 1)[:h, :w]
-    return np.clip(base + 30 * blotch + rng.normal(0, 12, (h, w, 3)), 20, 235).astype(np.uint8)
-
-
-def _row_of_pictures(widths: list[int], height: int = 120) -> tuple[np.ndarray, list[Box]]:
-    rng = np.random.default_rng(5)
-    arr = np.full((200, 320, 3), 255, np.uint8)
-    boxes: list[Box] = []
-    x = 20
-    for w in widths:
-        arr[40 : 40 + height, x : x + w] = _texture(rng, height, w)
-        boxes.append((x, 40, x + w, 40 + height))
-        x += w + 6
-    return arr, boxes
 
 
 def _bar_chart(dr: ImageDraw.ImageDraw, x0: int, y0: int, bars: tuple[int, ...]) -> Box:
@@ -64,7 +46,7 @@ def _guided(arr: np.ndarray, box: Box, dominant: float) -> list[Box]:
 
 
 def test_pictures_of_similar_size_stay_apart() -> None:
-    arr, truth = _row_of_pictures([40, 44, 40, 42])
+    arr, truth = row_of_pictures([40, 44, 40, 42])
     held = union_box(truth)
     merged = _guided(arr, held, 0.0)  # off: the box joins the row into one panel
     assert len(merged) == 1 and iou(merged[0], held) > 0.95
@@ -89,18 +71,7 @@ def test_charts_side_by_side_stay_apart() -> None:
 
 
 def test_a_chart_cut_from_its_legend_is_still_merged() -> None:
-    img = Image.new("RGB", (320, 200), "white")
-    dr = ImageDraw.Draw(img)
-    font = Fonts().get(np.random.default_rng(1), 11)
-    dr.line([(30, 30), (30, 160), (200, 160)], fill=(0, 0, 0), width=2)
-    for k, h in enumerate((60, 100, 40, 120)):
-        dr.rectangle([45 + 40 * k, 160 - h, 70 + 40 * k, 160], fill=(60, 90, 160))
-    dr.rectangle([230, 60, 300, 130], outline=(0, 0, 0))
-    for k, label in enumerate(("sham", "UUO", "UUO+T")):
-        dr.rectangle([236, 70 + 20 * k, 246, 80 + 20 * k], fill=(60 + 60 * k, 90, 160))
-        dr.text((252, 68 + 20 * k), label, font=font, fill=(0, 0, 0))
-    arr = np.asarray(img)
-    chart = (29, 30, 301, 162)
+    arr, chart = chart_with_legend()  # the plot holds most of the two pieces' area
     for dominant in (0.0, 0.6):
         got = _guided(arr, chart, dominant)
         assert len(got) == 1 and iou(got[0], chart) > 0.8
@@ -119,7 +90,7 @@ def _weights_with(tmp_path: Path, name: str, value: float) -> Path:
 def test_dominant_is_recorded_only_when_set(tmp_path: Path) -> None:
     figs = tmp_path / "figs"
     figs.mkdir()
-    Image.fromarray(_row_of_pictures([40, 40, 40, 40])[0]).save(figs / "f.png")
+    Image.fromarray(row_of_pictures([40, 40, 40, 40])[0]).save(figs / "f.png")
 
     def stored(out: Path) -> dict:
         with sqlite3.connect(out / "separate.sqlite") as db:

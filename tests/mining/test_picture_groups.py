@@ -30,7 +30,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(base + 30 * blotch + rng.normal(0, 12, (h, w, 3)), 20, 235).astype(np.uint8)
 
 
-def _row_of_pictures(widths: list[int], height: int = 120) -> tuple[np.ndarray, list[Box]]:
+def row_of_pictures(widths: list[int], height: int = 120) -> tuple[np.ndarray, list[Box]]:
     """A 200 x 320 figure with pictures of ``widths`` side by side, 6-px gutters between them."""
     rng = np.random.default_rng(3)
     arr = np.full((200, 320, 3), 255, np.uint8)
@@ -53,7 +53,7 @@ def _guided(arr: np.ndarray, box: Box, pictures: float) -> list[Box]:
 
 
 def test_pictures_one_box_holds_stay_apart() -> None:
-    arr, truth = _row_of_pictures([40, 40, 40, 40])
+    arr, truth = row_of_pictures([40, 40, 40, 40])
     held = union_box(truth)
     merged = _guided(arr, held, 0.0)  # shipped: one panel over the group
     assert len(merged) == 1 and iou(merged[0], held) > 0.95
@@ -63,9 +63,8 @@ def test_pictures_one_box_holds_stay_apart() -> None:
         assert max(iou(t, b) for b in apart) > 0.9
 
 
-def test_a_charts_pieces_are_still_merged() -> None:
-    """A bar chart whose legend whitespace cuts off: both pieces are long but mostly background, so
-    one box still merges them into one panel."""
+def chart_with_legend() -> tuple[np.ndarray, Box]:
+    """A bar chart and its framed legend, which whitespace cuts apart; returns it and its box."""
     img = Image.new("RGB", (320, 200), "white")
     dr = ImageDraw.Draw(img)
     font = Fonts().get(np.random.default_rng(1), 11)
@@ -76,10 +75,15 @@ def test_a_charts_pieces_are_still_merged() -> None:
     for k, label in enumerate(("sham", "UUO", "UUO+T")):
         dr.rectangle([236, 70 + 20 * k, 246, 80 + 20 * k], fill=(60 + 60 * k, 90, 160))
         dr.text((252, 68 + 20 * k), label, font=font, fill=(0, 0, 0))
-    arr = np.asarray(img)
+    return np.asarray(img), (29, 30, 301, 162)
+
+
+def test_a_charts_pieces_are_still_merged() -> None:
+    """A bar chart whose legend whitespace cuts off: both pieces are long but mostly background, so
+    one box still merges them into one panel."""
+    arr, chart = chart_with_legend()
     ink = ink_mask(arr)
     assert float(ink[60:131, 230:301].mean()) < 0.7  # the legend is no picture
-    chart = (29, 30, 301, 162)
     for pictures in (0.0, 1.0):
         got = _guided(arr, chart, pictures)
         assert len(got) == 1 and iou(got[0], chart) > 0.8
@@ -88,7 +92,7 @@ def test_a_charts_pieces_are_still_merged() -> None:
 def test_a_short_member_keeps_the_merge() -> None:
     """Every member must have a long side of ``tiny_long`` px: a speck or letter-sized picture beside
     a large one does not make the group "pictures" (a tile's blank corner beside its tissue)."""
-    arr, truth = _row_of_pictures([120, 20], height=20)
+    arr, truth = row_of_pictures([120, 20], height=20)
     arr[40:160, 20:140] = _texture(np.random.default_rng(4), 120, 120)  # the first one is large
     truth[0] = (20, 40, 140, 160)
     held = union_box(truth)
@@ -99,7 +103,7 @@ def test_a_short_member_keeps_the_merge() -> None:
 def test_pictures_is_recorded_only_when_set(tmp_path: Path) -> None:
     figs = tmp_path / "figs"
     figs.mkdir()
-    Image.fromarray(_row_of_pictures([40, 40, 40, 40])[0]).save(figs / "f.png")
+    Image.fromarray(row_of_pictures([40, 40, 40, 40])[0]).save(figs / "f.png")
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
 
     def weights_with(name: str, pictures: float) -> Path:
