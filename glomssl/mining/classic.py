@@ -355,3 +355,67 @@ def whole_figure(ink: np.ndarray) -> Scored:
     """The figure trimmed of empty margins, as the single panel of a non-compound figure."""
     h, w = ink.shape
     return (trim_box(ink, (0, 0, w, h)) or (0, 0, w, h), 1.0)
+
+
+def _integral(mask: np.ndarray) -> np.ndarray:
+    """(H + 1, W + 1) summed-area table of a boolean (H, W) mask."""
+    return np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))
+
+
+def grow_pale(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    boxes: Sequence[Scored],
+    tol: float,
+    share: float = 0.6,
+    params: ClassicParams = DEFAULT_CLASSIC,
+) -> list[Scored]:
+    """Boxes grown back over the pale edges of their pictures (section 57 of
+    docs/experiments/panel-detector.md). The ink mask leaves out pixels within 30 grey levels of the
+    background, so a micrograph whose edge is bare slide glass (a few levels under white) is trimmed
+    short. Each side of a box moves out one line at a time while the line just outside it, along
+    the box's span, holds no ink, at least ``share`` of its pixels differ from the background by
+    more than ``tol`` levels (pale content, not gutter), and it touches no other box."""
+    bg = background_colour(arr, params)  # (C,)
+    fine = np.zeros(ink.shape, dtype=bool)  # (H, W) pixels off the background by more than tol
+    for c in range(arr.shape[2]):
+        ch = arr[:, :, c]
+        fine |= (ch < bg[c] - tol) | (ch > bg[c] + tol)
+    s_ink, s_fine = _integral(ink), _integral(fine)
+    h, w = ink.shape
+
+    def total(table: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> int:
+        return int(table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0])
+
+    out = [(tuple(int(v) for v in b), s) for b, s in boxes]
+    for i in range(len(out)):
+        x0, y0, x1, y1 = out[i][0]
+        moving = [True] * 4  # left, right, top, bottom
+        while any(moving):
+            for side in range(4):
+                if not moving[side]:
+                    continue
+                line = (
+                    (x0 - 1, y0, x0, y1),
+                    (x1, y0, x1 + 1, y1),
+                    (x0, y0 - 1, x1, y0),
+                    (x0, y1, x1, y1 + 1),
+                )[side]
+                lx0, ly0, lx1, ly1 = line
+                n = (lx1 - lx0) * (ly1 - ly0)
+                ok = (
+                    lx0 >= 0
+                    and ly0 >= 0
+                    and lx1 <= w
+                    and ly1 <= h
+                    and total(s_ink, *line) == 0
+                    and total(s_fine, *line) >= share * n
+                    and not any(inter(line, o) > 0 for j, (o, _) in enumerate(out) if j != i)
+                )
+                if not ok:
+                    moving[side] = False
+                    continue
+                x0, y0 = min(x0, lx0), min(y0, ly0)
+                x1, y1 = max(x1, lx1), max(y1, ly1)
+            out[i] = ((x0, y0, x1, y1), out[i][1])
+    return out  # type: ignore[return-value]

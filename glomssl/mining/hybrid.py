@@ -87,6 +87,10 @@ class HybridParams:
     dominant: float = 0.0  # merging: regions one detector box holds are joined only when the
     # largest of them has at least this share of their summed area (a chart's plot with its thin
     # label pieces); members of similar size stay apart (0: off; section 54)
+    pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
+    # pixels differ from the background by more than this many grey levels but less than the ink
+    # mask's 30 (see classic.grow_pale; 0: off; section 57)
+    pale_share: float = 0.6  # ... on at least this share of the line
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:

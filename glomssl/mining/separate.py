@@ -63,6 +63,7 @@ from glomssl.mining.classic import (
     ClassicParams,
     classic_boxes,
     clean_boxes,
+    grow_pale,
     ink_mask,
     leaves,
     size_limit,
@@ -539,6 +540,10 @@ class Separator:
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
                 kept = [(whole, kept[0][1] if kept else 1.0)]
+            if self.method == "guided" and self.hybrid.pale:  # pale picture edges (section 57)
+                kept = grow_pale(
+                    a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic
+                )
             out.append(kept)
         return out, dets
 
@@ -652,6 +657,8 @@ def _run(
                 del own["pictures"]
             if not tuned.dominant:  # likewise
                 del own["dominant"]
+            if not tuned.pale:  # likewise
+                del own["pale"], own["pale_share"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
