@@ -61,6 +61,7 @@ from glomssl.mining.boxes import (
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
+    background_colour,
     classic_boxes,
     clean_boxes,
     grow_pale,
@@ -511,7 +512,8 @@ class Separator:
 
     def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
         """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
-        inks = [ink_mask(a, params=self.classic) for a in arrs]
+        bgs = [background_colour(a, self.classic) for a in arrs]  # (C,) each
+        inks = [ink_mask(a, params=self.classic, bg=bg) for a, bg in zip(arrs, bgs)]
         dets: list[list[Scored]] = [[] for _ in arrs]
         if self.method == "classic":
             raw = [
@@ -528,7 +530,7 @@ class Separator:
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for a, ink, boxes in zip(arrs, inks, raw):
+        for a, bg, ink, boxes in zip(arrs, bgs, inks, raw):
             kept = clean_boxes(ink, boxes, self._floor())
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
                 kept = [
@@ -542,7 +544,7 @@ class Separator:
                 kept = [(whole, kept[0][1] if kept else 1.0)]
             if self.method == "guided" and self.hybrid.pale:  # pale picture edges (section 57)
                 kept = grow_pale(
-                    a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic
+                    a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic, bg
                 )
             out.append(kept)
         return out, dets
