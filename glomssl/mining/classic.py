@@ -387,7 +387,7 @@ def grow_pale(
         bg = background_colour(arr, params)
     bg = np.asarray(bg, dtype=np.float32)  # (C,)
     h, w = ink.shape
-    out = [(tuple(int(v) for v in b), s) for b, s in boxes]
+    out: list[Scored] = [((int(b[0]), int(b[1]), int(b[2]), int(b[3])), s) for b, s in boxes]
 
     def pale_line(x0: int, y0: int, x1: int, y1: int) -> bool:
         if x0 < 0 or y0 < 0 or x1 > w or y1 > h or ink[y0:y1, x0:x1].any():
@@ -417,4 +417,4 @@ def grow_pale(
                 x0, y0 = min(x0, line[0]), min(y0, line[1])
                 x1, y1 = max(x1, line[2]), max(y1, line[3])
             out[i] = ((x0, y0, x1, y1), out[i][1])
-    return out  # type: ignore[return-value]
+    return out
