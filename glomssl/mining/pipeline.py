@@ -150,6 +150,9 @@ class MineSummary:
         if self.malformed:
             text += f"; {self.malformed} malformed records (no uid, image id or imgLarge) skipped"
         text += f". Stages run: {ran}; {self.requests} HTTP requests in {self.seconds:.1f} s."
+        for s in self.stages:
+            if s.note:
+                text += f" {s.note[0].upper()}{s.note[1:]}."
         if self.empty:
             text += f" {self.empty[0].upper()}{self.empty[1:]}; the later stages were skipped."
         if self.manifest is not None:

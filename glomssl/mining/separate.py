@@ -24,6 +24,7 @@ done, and a crash loses at most the figure in flight. One run at a time may work
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -596,39 +597,11 @@ def _names(file: Path, key: str) -> tuple[str, str]:
     return Path(file).stem[:60], hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
 
 
-def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
-    """Separate every figure of ``cfg.input`` into panel crops under ``cfg.out``; resumable.
-
-    Everything that can be checked is checked before the output folder or its state exist (options,
-    input, detector weights). Returns a summary: figures, done now, skipped (done before), failed,
-    panels, paths written, the method that ran.
-    """
-    cfg.validate()
-    refuse_out_is_input(cfg.out, [cfg.input], "separate")  # a rerun would cut its own panels
-    check_not_overwriting(cfg.input, cfg.out)  # OUT/manifest.jsonl must not replace the input's
-    method = resolve_method(cfg.method)
-    if method != "classic" or cfg.weights is not None:  # a bad --weights is refused, whatever runs
-        from glomssl.mining.yolo import check_weights
-
-        check_weights(cfg.weights)
-        if method != "classic":
-            tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
-            tuned_iou(method, cfg.weights)
-            rect_for(cfg.weights)
-            windows_for(cfg.weights)
-            stretch_for(cfg.weights)
-            zoom_for(cfg.weights)
-    items = load_image_list(cfg.input, exclude=[cfg.out], command="separate")  # not its own panels
-    out = ensure_writable_dir(cfg.out)
-    with folder_lock(out, "separate"):
-        return _run(cfg, method, items, out)
-
-
-def _run(
-    cfg: SeparateConfig, method: str, items: list[tuple[Path, Row]], out: Path
-) -> dict[str, Any]:
-    from glomssl.data.images import load_rgb
-
+def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
+    """The settings that decide a run's panels, as the JSON text its state database keeps: a folder
+    is resumed only with the same text. Settings added to the sidecar over time enter it only when
+    set, so folders cut before them still resume."""
+    method = method or resolve_method(cfg.method)
     settings: dict[str, Any] = {"method": method, "min_side": cfg.min_side}
     if method != "yolo":  # the gutter analysis changed in versions 2 (background) and 3 (strips):
         settings["classic"] = 3  # never resume an older version's panels with it
@@ -673,7 +646,67 @@ def _run(
                         settings["zoom_conf"] = hconf
                 if letters:
                     settings["zoom_letters"] = letters
-    db = _open_state(out / "separate.sqlite", json.dumps(settings, sort_keys=True))
+    return json.dumps(settings, sort_keys=True)
+
+
+def cut_with_other_settings(cfg: SeparateConfig) -> str | None:
+    """The settings ``cfg.out`` was cut with, when they differ from ``cfg``'s (a changed option, or a
+    default this version changed); None for a new, matching or unreadable folder (the run itself
+    reports an unreadable one)."""
+    path = Path(cfg.out) / "separate.sqlite"
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            has_meta = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+            old = (
+                db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+                if has_meta
+                else None
+            )
+    except sqlite3.DatabaseError:
+        return None
+    if old is None or old[0] == run_fingerprint(cfg):
+        return None
+    return str(old[0])
+
+
+def run_separate(cfg: SeparateConfig) -> dict[str, Any]:
+    """Separate every figure of ``cfg.input`` into panel crops under ``cfg.out``; resumable.
+
+    Everything that can be checked is checked before the output folder or its state exist (options,
+    input, detector weights). Returns a summary: figures, done now, skipped (done before), failed,
+    panels, paths written, the method that ran.
+    """
+    cfg.validate()
+    refuse_out_is_input(cfg.out, [cfg.input], "separate")  # a rerun would cut its own panels
+    check_not_overwriting(cfg.input, cfg.out)  # OUT/manifest.jsonl must not replace the input's
+    method = resolve_method(cfg.method)
+    if method != "classic" or cfg.weights is not None:  # a bad --weights is refused, whatever runs
+        from glomssl.mining.yolo import check_weights
+
+        check_weights(cfg.weights)
+        if method != "classic":
+            tuned_settings(method, cfg.weights)  # a bad value in the weights' sidecar: refused now
+            tuned_iou(method, cfg.weights)
+            rect_for(cfg.weights)
+            windows_for(cfg.weights)
+            stretch_for(cfg.weights)
+            zoom_for(cfg.weights)
+    items = load_image_list(cfg.input, exclude=[cfg.out], command="separate")  # not its own panels
+    out = ensure_writable_dir(cfg.out)
+    with folder_lock(out, "separate"):
+        return _run(cfg, method, items, out)
+
+
+def _run(
+    cfg: SeparateConfig, method: str, items: list[tuple[Path, Row]], out: Path
+) -> dict[str, Any]:
+    from glomssl.data.images import load_rgb
+
+    db = _open_state(out / "separate.sqlite", run_fingerprint(cfg, method))
     try:
         keyed: dict[str, tuple[Path, Row]] = {}
         for file, row in items:  # the same file listed twice is separated once

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class StageResult:
     manifest: Path | None = None
     counts: dict[str, Any] = field(default_factory=dict)  # numbers, and a stage's ``reasons``
     skipped: bool = False
+    note: str | None = None  # a sentence for mine's summary (e.g. panels re-cut)
 
 
 @dataclass
@@ -204,23 +206,50 @@ def _run_folder_stage(ctx: MineContext, stage: FolderStage) -> StageResult:
     options = dict(ctx.cfg.stage_options.get(stage.name, {}))
     key = f"stage:{stage.name}:fingerprint"
     fp = _fingerprint(Path(ctx.manifest), options)
-    if target.is_file() and ctx.store.get_meta(key) == fp:
-        return StageResult(stage.name, manifest=target, counts={"up_to_date": 1})
-    if manifest_is_empty(Path(ctx.manifest)):  # nothing came in: an empty result, not an error
-        out.mkdir(parents=True, exist_ok=True)
-        write_manifest(target, [])
-        ctx.store.set_meta(key, fp)
-        return StageResult(stage.name, manifest=target, counts={"input": 0}, skipped=True)
-    ctx.progress.set_description(stage.name)
     config_cls, run = stage.load()
     cfg: Any = build_config(
         config_cls,
         None,
         {**options, "input": str(ctx.manifest), "out": str(out), "quiet": ctx.cfg.quiet},
     )
+    note = _recut_if_stale(stage, cfg, out)
+    if target.is_file() and ctx.store.get_meta(key) == fp:
+        return StageResult(stage.name, manifest=target, counts={"up_to_date": 1})
+    if manifest_is_empty(Path(ctx.manifest)):  # nothing came in: an empty result, not an error
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(target, [])
+        ctx.store.set_meta(key, fp)
+        return StageResult(
+            stage.name, manifest=target, counts={"input": 0}, skipped=True, note=note
+        )
+    ctx.progress.set_description(stage.name)
     summary = run(cfg)
     ctx.store.set_meta(key, fp)
-    return StageResult(stage.name, manifest=target, counts=_summary_counts(summary))
+    return StageResult(stage.name, manifest=target, counts=_summary_counts(summary), note=note)
+
+
+def _recut_if_stale(stage: FolderStage, cfg: Any, out: Path) -> str | None:
+    """Panels cut with other settings than this run's (a changed option, or a default this version
+    of glomssl changed) are moved aside, never mixed with new ones nor deleted: the folder becomes
+    ``panels.before-<time>`` and every figure is cut again (later stages follow, as their input
+    changed). Returns the sentence for mine's summary, or None when nothing was moved."""
+    if stage.name != "separate":
+        return None
+    from glomssl.mining.separate import cut_with_other_settings
+
+    if cut_with_other_settings(cfg) is None:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = out.with_name(f"{out.name}.before-{stamp}")
+    k = 1
+    while aside.exists():
+        k += 1
+        aside = out.with_name(f"{out.name}.before-{stamp}-{k}")
+    os.replace(out, aside)
+    return (
+        f"{out} had been cut with other separation settings than this run's (a changed option or "
+        f"default), so it was moved to {aside.name} and every figure was cut again"
+    )
 
 
 def _summary_counts(summary: dict[str, Any]) -> dict[str, Any]:
