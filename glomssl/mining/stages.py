@@ -247,8 +247,9 @@ def _recut_if_stale(stage: FolderStage, cfg: Any, out: Path) -> str | None:
         aside = out.with_name(f"{out.name}.before-{stamp}-{k}")
     os.replace(out, aside)
     return (
-        f"{out} had been cut with other separation settings than this run's (a changed option or "
-        f"default), so it was moved to {aside.name} and every figure was cut again"
+        f"the panels in {out} had been cut with other separation settings than this run's (a "
+        f"changed option or default), so that folder was moved to {aside.name} and every figure "
+        "was cut again"
     )
 
 
