@@ -77,37 +77,49 @@ def test_a_chart_cut_from_its_legend_is_still_merged() -> None:
         assert len(got) == 1 and iou(got[0], chart) > 0.8
 
 
-def _weights_with(tmp_path: Path, name: str, value: float) -> Path:
+def weights_with(tmp_path: Path, name: str, key: str, value: float) -> Path:
+    """A copy of the shipped detector whose sidecar sets ``separate.guided.<key>`` to ``value``."""
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
     w = tmp_path / name / "panel_detector.safetensors"
     w.parent.mkdir()
     shutil.copy(DEFAULT_WEIGHTS, w)
-    meta["separate"]["guided"]["dominant"] = value
+    meta["separate"]["guided"][key] = value
     w.with_suffix(".json").write_text(json.dumps(meta))
     return w
 
 
-def test_dominant_is_recorded_only_when_set(tmp_path: Path) -> None:
+def stored_settings(out: Path) -> dict:
+    """The settings a ``separate`` output folder was cut with (its resume fingerprint)."""
+    with sqlite3.connect(out / "separate.sqlite") as db:
+        return json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
+
+
+def check_recorded_only_when_set(tmp_path: Path, figure: np.ndarray, key: str, on: float) -> None:
+    """A sidecar key at 0 (off) stays out of a run's fingerprint, so folders cut before the key
+    existed still resume; set to ``on``, it is recorded and reaches the separator."""
     figs = tmp_path / "figs"
     figs.mkdir()
-    Image.fromarray(row_of_pictures([40, 40, 40, 40])[0]).save(figs / "f.png")
-
-    def stored(out: Path) -> dict:
-        with sqlite3.connect(out / "separate.sqlite") as db:
-            return json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
-
-    off = _weights_with(tmp_path, "w0", 0.0)
+    Image.fromarray(figure).save(figs / "f.png")
+    off = weights_with(tmp_path, "w0", key, 0.0)
     cfg = SeparateConfig(input=str(figs), out=str(tmp_path / "a"), weights=str(off), quiet=True)
     run_separate(cfg)
-    assert "dominant" not in stored(tmp_path / "a")  # output folders of earlier runs still resume
-    on = _weights_with(tmp_path, "w1", 0.6)
-    assert Separator("guided", weights=str(on)).hybrid.dominant == 0.6
-    run_separate(dataclasses.replace(cfg, out=str(tmp_path / "b"), weights=str(on)))
-    assert stored(tmp_path / "b")["dominant"] == 0.6
+    assert key not in stored_settings(tmp_path / "a")
+    w = weights_with(tmp_path, "w1", key, on)
+    assert getattr(Separator("guided", weights=str(w)).hybrid, key) == on
+    run_separate(dataclasses.replace(cfg, out=str(tmp_path / "b"), weights=str(w)))
+    assert stored_settings(tmp_path / "b")[key] == on
+
+
+def check_bad_value_refused(tmp_path: Path, key: str, bad: float) -> None:
+    w = weights_with(tmp_path, "bad", key, bad)
+    with pytest.raises(GlomsslError, match=key):
+        Separator("guided", weights=str(w))
+
+
+def test_dominant_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, row_of_pictures([40, 40, 40, 40])[0], "dominant", 0.6)
 
 
 @pytest.mark.parametrize("bad", [math.nan, -0.5])
 def test_a_bad_dominant_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
-    w = _weights_with(tmp_path, "bad", bad)
-    with pytest.raises(GlomsslError, match="dominant"):
-        Separator("guided", weights=str(w))
+    check_bad_value_refused(tmp_path, "dominant", bad)

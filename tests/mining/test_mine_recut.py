@@ -8,17 +8,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+from test_dominant_merge import stored_settings
 from test_mine_chain import DEMO, _cfg
 
 from glomssl.manifest import read_manifest
 from glomssl.mining.pipeline import run_mine
 from glomssl.mining.replay import ReplayServer
 from glomssl.mining.separate import SeparateConfig, cut_with_other_settings
-
-
-def _stored(panels: Path) -> dict:
-    with sqlite3.connect(panels / "separate.sqlite") as db:
-        return json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
 
 
 def test_a_changed_separate_option_recuts_into_a_fresh_folder(tmp_path: Path) -> None:
@@ -32,8 +28,10 @@ def test_a_changed_separate_option_recuts_into_a_fresh_folder(tmp_path: Path) ->
     aside = sorted(tmp_path.glob("corpus/panels.before-*"))
     assert len(aside) == 1  # the old panels, untouched
     assert sorted(p.name for p in aside[0].rglob("*.png")) == old_files
-    assert _stored(aside[0])["min_side"] == 24
-    assert _stored(out / "panels")["min_side"] == 200  # every figure cut again, new settings only
+    assert stored_settings(aside[0])["min_side"] == 24
+    assert (
+        stored_settings(out / "panels")["min_side"] == 200
+    )  # every figure cut again, new settings only
     separate = next(r for r in s.stages if r.name == "separate")
     assert "up_to_date" not in separate.counts and separate.note
     assert "panels.before-" in s.paragraph()
@@ -55,7 +53,7 @@ def test_a_changed_default_recuts_even_when_no_new_figure_came(tmp_path: Path) -
             db.execute("UPDATE meta SET value=? WHERE key='config'", (json.dumps(old),))
         s = run_mine(_cfg(server, out))
         assert len(list(tmp_path.glob("corpus/panels.before-*"))) == 1
-        assert _stored(out / "panels")["classic"] == 3
+        assert stored_settings(out / "panels")["classic"] == 3
         separate = next(r for r in s.stages if r.name == "separate")
         assert "up_to_date" not in separate.counts and separate.note
         again = run_mine(_cfg(server, out))  # and then it is up to date again

@@ -4,22 +4,22 @@ trims off; a white gutter, a neighbour's ink and another returned box stop it.""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_dominant_merge import (
+    check_bad_value_refused,
+    check_recorded_only_when_set,
+    stored_settings,
+    weights_with,
+)
 
-from glomssl.errors import GlomsslError
 from glomssl.mining.boxes import inter, iou
 from glomssl.mining.classic import grow_pale, ink_mask, trim_box
 from glomssl.mining.separate import SeparateConfig, Separator, run_separate, tuned_settings
-from glomssl.mining.yolo import DEFAULT_WEIGHTS
 
 Box = tuple[int, int, int, int]
 
@@ -103,16 +103,6 @@ def test_growth_stops_at_ink_and_at_another_box() -> None:
     assert (left[2], right[0]) in {(200, 200), (180, 180)}
 
 
-def _weights_with(tmp_path: Path, name: str, value: float) -> Path:
-    meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    w = tmp_path / name / "panel_detector.safetensors"
-    w.parent.mkdir()
-    shutil.copy(DEFAULT_WEIGHTS, w)
-    meta["separate"]["guided"]["pale"] = value
-    w.with_suffix(".json").write_text(json.dumps(meta))
-    return w
-
-
 def test_the_default_returns_whole_pale_micrographs(tmp_path: Path) -> None:
     """End to end through ``Separator``: the shipped sidecar sets ``pale``; without it the same
     figure comes back with the glass cut off."""
@@ -123,31 +113,19 @@ def test_the_default_returns_whole_pale_micrographs(tmp_path: Path) -> None:
     assert len(found) == 2
     for t in truth:
         assert max(iou(t, b) for b, _ in found) > 0.97
-    off = _weights_with(tmp_path, "w0", 0.0)
+    off = weights_with(tmp_path, "w0", "pale", 0.0)
     (short,) = Separator("guided", weights=str(off)).split([img])
     assert max(iou(truth[0], b) for b, _ in short) < 0.7
 
 
 def test_pale_is_recorded_only_when_set(tmp_path: Path) -> None:
-    figs = tmp_path / "figs"
-    figs.mkdir()
-    Image.fromarray(pale_pair()[0]).save(figs / "f.png")
-
-    def stored(out: Path) -> dict:
-        with sqlite3.connect(out / "separate.sqlite") as db:
-            return json.loads(db.execute("SELECT value FROM meta WHERE key='config'").fetchone()[0])
-
-    off = _weights_with(tmp_path, "w0", 0.0)
-    cfg = SeparateConfig(input=str(figs), out=str(tmp_path / "a"), weights=str(off), quiet=True)
-    run_separate(cfg)
-    assert "pale" not in stored(tmp_path / "a")  # output folders of earlier runs still resume
-    assert "pale_share" not in stored(tmp_path / "a")
-    run_separate(dataclasses.replace(cfg, out=str(tmp_path / "b"), weights=None))
-    assert stored(tmp_path / "b")["pale"] == 8.0
+    check_recorded_only_when_set(tmp_path, pale_pair()[0], "pale", 8.0)
+    assert "pale_share" not in stored_settings(tmp_path / "a")
+    default = tmp_path / "c"  # the shipped sidecar sets it
+    run_separate(SeparateConfig(input=str(tmp_path / "figs"), out=str(default), quiet=True))
+    assert stored_settings(default)["pale"] == 8.0
 
 
 @pytest.mark.parametrize("bad", [math.nan, -1.0])
 def test_a_bad_pale_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
-    w = _weights_with(tmp_path, "bad", bad)
-    with pytest.raises(GlomsslError, match="pale"):
-        Separator("guided", weights=str(w))
+    check_bad_value_refused(tmp_path, "pale", bad)
