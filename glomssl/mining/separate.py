@@ -147,6 +147,11 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
                 f"got {v!r}; fix or delete that value"
             )
         values[k] = float(number)
+    if not 0.0 < values.get("pale_share", 0.6) <= 1.0:  # 0 would let boxes grow across gutters
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
+            f"got {values['pale_share']!r}; fix or delete that value"
+        )
     conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
     return conf, HybridParams(conf=conf, **values)
 

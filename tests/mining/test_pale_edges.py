@@ -17,6 +17,7 @@ from test_dominant_merge import (
     weights_with,
 )
 
+from glomssl.errors import GlomsslError
 from glomssl.mining.boxes import inter, iou
 from glomssl.mining.classic import grow_pale, ink_mask, trim_box
 from glomssl.mining.separate import SeparateConfig, Separator, run_separate, tuned_settings
@@ -129,3 +130,11 @@ def test_pale_is_recorded_only_when_set(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [math.nan, -1.0])
 def test_a_bad_pale_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
     check_bad_value_refused(tmp_path, "pale", bad)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_pale_share_outside_0_1_is_refused(tmp_path: Path, share: float) -> None:
+    """At 0 every blank line would pass and boxes would grow across white gutters."""
+    w = weights_with(tmp_path, "share", "pale_share", share)
+    with pytest.raises(GlomsslError, match="pale_share"):
+        Separator("guided", weights=str(w))
