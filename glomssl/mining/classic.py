@@ -364,6 +364,13 @@ def whole_figure(ink: np.ndarray) -> Scored:
     return (trim_box(ink, (0, 0, w, h)) or (0, 0, w, h), 1.0)
 
 
+def off_background(arr: np.ndarray, bg: np.ndarray, tol: float) -> np.ndarray:
+    """(H, W) bool: pixels of ``arr`` more than ``tol`` levels off the background colour ``bg`` in
+    some channel (pale content such as bare slide glass counts, unlike in :func:`ink_mask`)."""
+    diff = np.abs(arr.astype(np.float32) - np.asarray(bg, dtype=np.float32))  # (H, W, C)
+    return np.asarray((diff > tol).any(axis=2))
+
+
 def grow_pale(
     arr: np.ndarray,
     ink: np.ndarray,

@@ -39,6 +39,9 @@ from glomssl.mining.classic import (
     xy_cut,
 )
 
+#: One-pixel gutters, no seams: the cut of :func:`hairline_cuts`.
+_NO_SEAMS = ClassicParams(min_gap=1)
+
 
 @dataclasses.dataclass(frozen=True)
 class HybridParams:
@@ -91,6 +94,18 @@ class HybridParams:
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
     pale_share: float = 0.6  # ... on at least this share of the line
+    tiny_pale: float = (
+        0.0  # guided with ``tiny`` and ``pale``: 1 grows boxes over pale edges before
+    )
+    # the picture test of panels under --min-side, and the test counts pale pixels as ink (a pale
+    # narrow picture is not a label; 0: off; sections 58 and 60)
+    hairline: float = (
+        0.0  # guided: a returned box is cut at blank rows or columns one pixel wide or
+    )
+    # more when two or more parts are panel-size pictures, the pieces left over hold at most
+    # ``hairline_rest`` of it and its largest part holds under this share of the parts' summed area:
+    # pictures of similar size, not a picture with small close-ups (0: off; section 60)
+    hairline_rest: float = 0.05
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -483,7 +498,38 @@ def guided_boxes(
                 continue
         pieces.append((region, None))
     if params.merge:
-        return _arbitrate(
+        out = _arbitrate(
             pieces, dets, dataclasses.replace(params, small=0.0), arr, ink, min_side, limit
         )
-    return [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]
+    else:
+        out = [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]
+    return hairline_cuts(arr, ink, out, limit, params) if params.hairline else out
+
+
+def hairline_cuts(
+    arr: np.ndarray, ink: np.ndarray, boxes: Sequence[Scored], limit: int, params: HybridParams
+) -> list[Scored]:
+    """``boxes`` with each one replaced by its parts where blank rows or columns one pixel wide or
+    more part it into pictures of similar size (``params.hairline``, section 60 of
+    docs/experiments/panel-detector.md): at least two parts with both sides at least ``limit`` px,
+    each passing the picture test (see :func:`_picture`), the pieces left over holding at most
+    ``hairline_rest`` of the box, and the largest part under ``hairline`` of the parts' summed
+    area. A large picture with small close-ups or maps beside it stays one panel; so does a chart
+    (its plot and labels are mostly background). The parts keep the box's score."""
+    out: list[Scored] = []
+    for box, score in boxes:
+        b = (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        cut = xy_cut(ink, b, 1, 0, None, limit, _NO_SEAMS)
+        parts = [q for q in cut if q[2] - q[0] >= limit and q[3] - q[1] >= limit]
+        if len(parts) >= 2:
+            areas = [area(q) for q in parts]
+            rest = sum(area(q) for q in cut if q not in parts) / max(1, area(b))
+            if (
+                max(areas) < params.hairline * sum(areas)
+                and rest <= params.hairline_rest
+                and all(_picture(arr, ink, q, params) for q in parts)
+            ):
+                out += [(q, score) for q in parts]
+                continue
+        out.append((box, score))
+    return out

@@ -68,6 +68,7 @@ from glomssl.mining.classic import (
     grow_pale,
     ink_mask,
     leaves,
+    off_background,
     size_limit,
     whole_figure,
 )
@@ -539,11 +540,18 @@ class Separator:
         for a, bg, ink, boxes in zip(arrs, bgs, inks, raw):
             kept = clean_boxes(ink, boxes, self._floor())
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
+                test_ink = ink
+                if self.method == "guided" and self.hybrid.tiny_pale and self.hybrid.pale:
+                    # pale edges first, and pale pixels count for the test (sections 58, 60)
+                    kept = grow_pale(
+                        a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic, bg
+                    )
+                    test_ink = ink | off_background(a, bg, self.hybrid.pale)
                 kept = [
                     (b, s)
                     for b, s in kept
                     if min(b[2] - b[0], b[3] - b[1]) >= self.min_side
-                    or tiny_picture(a, ink, b, self.hybrid)
+                    or tiny_picture(a, test_ink, b, self.hybrid)
                 ]
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
@@ -639,6 +647,10 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["dominant"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
+            if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
+                del own["tiny_pale"]
+            if not tuned.hairline:  # likewise
+                del own["hairline"], own["hairline_rest"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above

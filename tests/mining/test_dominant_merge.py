@@ -40,7 +40,7 @@ def _bar_chart(dr: ImageDraw.ImageDraw, x0: int, y0: int, bars: tuple[int, ...])
 def _guided(arr: np.ndarray, box: Box, dominant: float) -> list[Box]:
     """Guided with the shipped settings (``dominant`` as given) and one confident detector box."""
     _, params = tuned_settings("guided")
-    params = dataclasses.replace(params, dominant=dominant)
+    params = dataclasses.replace(params, dominant=dominant, hairline=0.0)  # its own test
     found = guided_boxes(arr, ink_mask(arr), [(box, 0.9)], 24, params)
     return [b for b, _ in found]
 

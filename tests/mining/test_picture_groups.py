@@ -47,7 +47,7 @@ def _guided(arr: np.ndarray, box: Box, pictures: float) -> list[Box]:
     """Guided with the shipped settings (``pictures`` as given, ``dominant`` off so that the box
     merges as it did when ``pictures`` was designed) and one confident detector box."""
     _, params = tuned_settings("guided")
-    params = dataclasses.replace(params, pictures=pictures, dominant=0.0)
+    params = dataclasses.replace(params, pictures=pictures, dominant=0.0, hairline=0.0)
     found = guided_boxes(arr, ink_mask(arr), [(box, 0.9)], 24, params)
     return [b for b, _ in found]
 
