@@ -106,6 +106,12 @@ class HybridParams:
     # ``hairline_rest`` of it and its largest part holds under this share of the parts' summed area:
     # pictures of similar size, not a picture with small close-ups (0: off; section 60)
     hairline_rest: float = 0.05
+    text: float = 0.0  # guided: a returned box whose long side is under this share of the figure's
+    # long side, with under ``text_ink`` of it ink (pale pixels counted) and no connected stroke
+    # spanning ``text_stroke`` of its long side, is a line of text (a chart's rotated tick label),
+    # not a panel, and is dropped (0: off; section 61)
+    text_ink: float = 0.25
+    text_stroke: float = 0.8
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -292,6 +298,27 @@ def tiny_picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParam
     if max(box[2] - box[0], box[3] - box[1]) < params.tiny_long:
         return False
     return _picture(arr, ink, box, params)
+
+
+def text_line(ink: np.ndarray, pale_ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+    """Whether ``box`` holds one line of text rather than a panel (``params.text``, section 61 of
+    docs/experiments/panel-detector.md): small (long side under ``text`` of the figure's), sparse
+    (under ``text_ink`` of ``pale_ink``, the ink mask with pale pixels counted, so a pale
+    micrograph is not sparse) and made of short strokes (its largest 8-connected piece of ``ink``
+    spans under ``text_stroke`` of its long side; a chart's axes or a frame run across it)."""
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = box
+    long_side = max(x1 - x0, y1 - y0)
+    if long_side <= 0 or long_side >= params.text * max(ink.shape[:2]):
+        return False
+    if float(pale_ink[y0:y1, x0:x1].mean()) >= params.text_ink:
+        return False
+    labels, _ = ndimage.label(ink[y0:y1, x0:x1], structure=np.ones((3, 3), bool))
+    spans = [
+        max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndimage.find_objects(labels)
+    ]
+    return max(spans, default=0) < params.text_stroke * long_side
 
 
 def letter_tokens(

@@ -78,6 +78,7 @@ from glomssl.mining.hybrid import (
     guided_boxes,
     hybrid_boxes,
     one_lettered_panel,
+    text_line,
     tiny_picture,
 )
 
@@ -539,20 +540,22 @@ class Separator:
         out = []
         for a, bg, ink, boxes in zip(arrs, bgs, inks, raw):
             kept = clean_boxes(ink, boxes, self._floor())
+            hp, guided = self.hybrid, self.method == "guided"
+            pale_ink = ink | off_background(a, bg, hp.pale) if guided and hp.pale else ink
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
                 test_ink = ink
-                if self.method == "guided" and self.hybrid.tiny_pale and self.hybrid.pale:
+                if guided and hp.tiny_pale and hp.pale:
                     # pale edges first, and pale pixels count for the test (sections 58, 60)
-                    kept = grow_pale(
-                        a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic, bg
-                    )
-                    test_ink = ink | off_background(a, bg, self.hybrid.pale)
+                    kept = grow_pale(a, ink, kept, hp.pale, hp.pale_share, self.classic, bg)
+                    test_ink = pale_ink
                 kept = [
                     (b, s)
                     for b, s in kept
                     if min(b[2] - b[0], b[3] - b[1]) >= self.min_side
-                    or tiny_picture(a, test_ink, b, self.hybrid)
+                    or tiny_picture(a, test_ink, b, hp)
                 ]
+            if guided and hp.text:  # a chart's tick labels are not panels (section 61)
+                kept = [(b, s) for b, s in kept if not text_line(ink, pale_ink, b, hp)]
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
                 kept = [(whole, kept[0][1] if kept else 1.0)]
@@ -651,6 +654,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["tiny_pale"]
             if not tuned.hairline:  # likewise
                 del own["hairline"], own["hairline_rest"]
+            if not tuned.text:  # likewise
+                del own["text"], own["text_ink"], own["text_stroke"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
