@@ -88,6 +88,21 @@ def weights_with(tmp_path: Path, name: str, key: str, value: float) -> Path:
     return w
 
 
+def default_finds_all_then_without(
+    tmp_path: Path, arr: np.ndarray, truth: list[Box], key: str, min_iou: float
+) -> list[Box]:
+    """Asserts the shipped default returns exactly ``truth``'s panels of ``arr`` (each at IoU above
+    ``min_iou``); returns the boxes of the same figure with ``key`` at 0 in a copy of the sidecar."""
+    img = Image.fromarray(arr)
+    (found,) = Separator("guided").split([img])
+    assert len(found) == len(truth)
+    for t in truth:
+        assert max(iou(t, b) for b, _ in found) > min_iou
+    off = weights_with(tmp_path, "w0", key, 0.0)
+    (without,) = Separator("guided", weights=str(off)).split([img])
+    return [b for b, _ in without]
+
+
 def stored_settings(out: Path) -> dict:
     """The settings a ``separate`` output folder was cut with (its resume fingerprint)."""
     with sqlite3.connect(out / "separate.sqlite") as db:

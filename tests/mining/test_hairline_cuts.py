@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw
 from test_dominant_merge import (
     check_bad_value_refused,
     check_recorded_only_when_set,
+    default_finds_all_then_without,
     stored_settings,
-    weights_with,
 )
 from test_pale_edges import _glass
 from test_picture_groups import _texture
@@ -27,7 +27,7 @@ from test_picture_groups import _texture
 from glomssl.mining.boxes import iou, union_box
 from glomssl.mining.classic import ink_mask, size_limit
 from glomssl.mining.hybrid import guided_boxes, hairline_cuts
-from glomssl.mining.separate import SeparateConfig, Separator, run_separate, tuned_settings
+from glomssl.mining.separate import SeparateConfig, run_separate, tuned_settings
 
 Box = tuple[int, int, int, int]
 
@@ -130,14 +130,8 @@ def test_a_narrow_mostly_pale_picture_is_kept_with_tiny_pale(tmp_path: Path) -> 
     arr, truth = pale_strip_figure()
     ink = ink_mask(arr)
     assert ink[30:130, 142:158].mean() < 0.7  # fails the plain picture test
-    img = Image.fromarray(arr)
-    (found,) = Separator("guided").split([img])
-    assert len(found) == 3
-    for t in truth:
-        assert max(iou(t, b) for b, _ in found) > 0.9
-    off = weights_with(tmp_path, "w0", "tiny_pale", 0.0)
-    (plain,) = Separator("guided", weights=str(off)).split([img])
-    assert max(iou(truth[1], b) for b, _ in plain) < 0.5  # dropped as a label
+    plain = default_finds_all_then_without(tmp_path, arr, truth, "tiny_pale", 0.9)
+    assert max(iou(truth[1], b) for b in plain) < 0.5  # dropped as a label
 
 
 def test_tiny_pale_is_recorded_only_when_set(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from test_dominant_merge import (
     check_bad_value_refused,
     check_recorded_only_when_set,
+    default_finds_all_then_without,
     stored_settings,
     weights_with,
 )
@@ -109,14 +109,8 @@ def test_the_default_returns_whole_pale_micrographs(tmp_path: Path) -> None:
     figure comes back with the glass cut off."""
     arr, truth = pale_pair()
     assert tuned_settings("guided")[1].pale == 8.0
-    img = Image.fromarray(arr)
-    (found,) = Separator("guided").split([img])
-    assert len(found) == 2
-    for t in truth:
-        assert max(iou(t, b) for b, _ in found) > 0.97
-    off = weights_with(tmp_path, "w0", "pale", 0.0)
-    (short,) = Separator("guided", weights=str(off)).split([img])
-    assert max(iou(truth[0], b) for b, _ in short) < 0.7
+    short = default_finds_all_then_without(tmp_path, arr, truth, "pale", 0.97)
+    assert max(iou(truth[0], b) for b in short) < 0.7
 
 
 def test_pale_is_recorded_only_when_set(tmp_path: Path) -> None:
