@@ -399,9 +399,7 @@ def grow_pale(
     def pale_line(x0: int, y0: int, x1: int, y1: int) -> bool:
         if x0 < 0 or y0 < 0 or x1 > w or y1 > h or ink[y0:y1, x0:x1].any():
             return False
-        px = arr[y0:y1, x0:x1].reshape(-1, arr.shape[2]).astype(np.float32)  # (n, C)
-        off = (np.abs(px - bg) > tol).any(axis=1)  # (n,)
-        return bool(off.mean() >= share)
+        return bool(off_background(arr[y0:y1, x0:x1], bg, tol).mean() >= share)
 
     for i in range(len(out)):
         x0, y0, x1, y1 = out[i][0]

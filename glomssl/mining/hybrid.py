@@ -94,15 +94,11 @@ class HybridParams:
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
     pale_share: float = 0.6  # ... on at least this share of the line
-    tiny_pale: float = (
-        0.0  # guided with ``tiny`` and ``pale``: 1 grows boxes over pale edges before
-    )
-    # the picture test of panels under --min-side, and the test counts pale pixels as ink (a pale
-    # narrow picture is not a label; 0: off; sections 58 and 60)
-    hairline: float = (
-        0.0  # guided: a returned box is cut at blank rows or columns one pixel wide or
-    )
-    # more when two or more parts are panel-size pictures, the pieces left over hold at most
+    tiny_pale: float = 0.0  # guided, with ``tiny`` and ``pale``: 1 grows boxes over pale edges
+    # before the picture test of panels under --min-side, and the test counts pale pixels as ink (a
+    # pale narrow picture is not a label; 0: off; sections 58 and 60)
+    hairline: float = 0.0  # guided: a returned box is cut at blank lines one pixel wide or more
+    # when two or more parts are panel-size pictures, the pieces left over hold at most
     # ``hairline_rest`` of it and its largest part holds under this share of the parts' summed area:
     # pictures of similar size, not a picture with small close-ups (0: off; section 60)
     hairline_rest: float = 0.05
