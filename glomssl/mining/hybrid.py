@@ -108,6 +108,12 @@ class HybridParams:
     # not a panel, and is dropped (0: off; section 61)
     text_ink: float = 0.25
     text_stroke: float = 0.8
+    pale_join: float = (
+        0.0  # guided, with ``pale``: two boxes that stood at least this many px apart
+    )
+    # and, grown over their pale edges, line up side to side are joined when every line of the gap
+    # between them is pale content (at least ``pale_share`` pale or ink: bare glass inside one
+    # picture, not a gutter), unless detector boxes confirm each of them (0: off; section 63)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -556,3 +562,71 @@ def hairline_cuts(
                 continue
         out.append((box, score))
     return out
+
+
+_ALIGN = 2  # px: two boxes line up when their facing sides' ends lie this close
+_CONFIRM = 0.5  # IoU: a detector box confirms a box this well
+
+
+def join_pale(
+    before: Sequence[Scored],
+    after: Sequence[Scored],
+    pale_ink: np.ndarray,
+    dets: Sequence[Box],
+    params: HybridParams,
+) -> list[Scored]:
+    """Boxes that are pieces of one picture joined back (``params.pale_join``, section 63 of
+    docs/experiments/panel-detector.md). A micrograph with a band of bare glass across it is cut at
+    the band, because the ink mask sees glass as background. ``after`` are the boxes grown over
+    their pale edges, ``before`` the same boxes before growing (same order). Two boxes are joined
+    when, grown, they line up (both ends of their facing sides within 2 px) and do not overlap,
+    stood at least ``pale_join`` px apart before growing, no other box lies in the gap, and every
+    line across the gap holds at least ``pale_share`` of ``pale_ink`` (a gutter has a line of
+    bare background). Two touching pictures whose glass meets are told apart by the detector: a
+    pair is left alone when a detector box in ``dets`` matches each of them at IoU 0.5 or more.
+    The joined box keeps the higher score."""
+    boxes = [[int(v) for v in b] for b, _ in after]
+    olds = [[int(v) for v in b] for b, _ in before]
+    scores = [s for _, s in after]
+
+    def confirmed(b: list[int]) -> bool:
+        return any(iou(tuple(b), d) >= _CONFIRM for d in dets)
+
+    def joinable(i: int, j: int) -> bool:
+        a, b, oa, ob = boxes[i], boxes[j], olds[i], olds[j]
+        for lo, hi in ((1, 3), (0, 2)):  # j below i, then j right of i
+            across = (0, 2) if lo == 1 else (1, 3)  # the sides that must line up
+            if any(abs(a[k] - b[k]) > _ALIGN for k in across) or b[lo] < a[hi] - 1:
+                continue
+            if ob[lo] - oa[hi] < params.pale_join:
+                continue
+            if lo == 1:
+                gap = (min(a[0], b[0]), oa[hi], max(a[2], b[2]), ob[lo])
+            else:
+                gap = (oa[hi], min(a[1], b[1]), ob[lo], max(a[3], b[3]))
+            if any(
+                inter(gap, (o[0], o[1], o[2], o[3])) > 0
+                for k, o in enumerate(boxes)
+                if k not in (i, j)
+            ):
+                continue
+            lines = pale_ink[gap[1] : gap[3], gap[0] : gap[2]].mean(axis=1 if lo == 1 else 0)
+            if lines.size and float(lines.min()) >= params.pale_share:
+                return not (confirmed(a) and confirmed(b))
+        return False
+
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            j = next((j for j in range(len(boxes)) if j != i and joinable(i, j)), None)
+            if j is None:
+                continue
+            a, b, oa, ob = boxes[i], boxes[j], olds[i], olds[j]
+            boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+            olds[i] = [min(oa[0], ob[0]), min(oa[1], ob[1]), max(oa[2], ob[2]), max(oa[3], ob[3])]
+            scores[i] = max(scores[i], scores[j])
+            del boxes[j], olds[j], scores[j]
+            merged = True
+            break
+    return [((b[0], b[1], b[2], b[3]), s) for b, s in zip(boxes, scores)]

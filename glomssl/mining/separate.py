@@ -77,6 +77,7 @@ from glomssl.mining.hybrid import (
     HybridParams,
     guided_boxes,
     hybrid_boxes,
+    join_pale,
     one_lettered_panel,
     text_line,
     tiny_picture,
@@ -538,33 +539,40 @@ class Separator:
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for a, bg, ink, boxes in zip(arrs, bgs, inks, raw):
+        for a, bg, ink, boxes, found in zip(arrs, bgs, inks, raw, dets):
             kept = clean_boxes(ink, boxes, self._floor())
             hp, guided = self.hybrid, self.method == "guided"
             pale_ink = ink | off_background(a, bg, hp.pale) if guided and hp.pale else ink
+            first = kept  # as cut, before any growth: pale_join measures its gaps on these
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
                 test_ink = ink
                 if guided and hp.tiny_pale and hp.pale:
                     # pale edges first, and pale pixels count for the test (sections 58, 60)
                     kept = grow_pale(a, ink, kept, hp.pale, hp.pale_share, self.classic, bg)
                     test_ink = pale_ink
-                kept = [
-                    (b, s)
-                    for b, s in kept
-                    if min(b[2] - b[0], b[3] - b[1]) >= self.min_side
+                keep = [
+                    min(b[2] - b[0], b[3] - b[1]) >= self.min_side
                     or tiny_picture(a, test_ink, b, hp)
+                    for b, _ in kept
                 ]
+                kept, first = _chosen(kept, keep), _chosen(first, keep)
             if guided and hp.text:  # a chart's tick labels are not panels (section 61)
-                kept = [(b, s) for b, s in kept if not text_line(ink, pale_ink, b, hp)]
+                keep = [not text_line(ink, pale_ink, b, hp) for b, _ in kept]
+                kept, first = _chosen(kept, keep), _chosen(first, keep)
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
-                kept = [(whole, kept[0][1] if kept else 1.0)]
-            if self.method == "guided" and self.hybrid.pale:  # pale picture edges (section 57)
-                kept = grow_pale(
-                    a, ink, kept, self.hybrid.pale, self.hybrid.pale_share, self.classic, bg
-                )
+                kept = first = [(whole, kept[0][1] if kept else 1.0)]
+            if guided and hp.pale:  # pale picture edges (section 57)
+                kept = grow_pale(a, ink, kept, hp.pale, hp.pale_share, self.classic, bg)
+                if hp.pale_join:  # pieces of one picture parted by bare glass (section 63)
+                    confident = [b for b, s in found if s >= hp.conf]
+                    kept = join_pale(first, kept, pale_ink, confident, hp)
             out.append(kept)
         return out, dets
+
+
+def _chosen(items: list[Scored], keep: list[bool]) -> list[Scored]:
+    return [item for item, k in zip(items, keep) if k]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -656,6 +664,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["hairline"], own["hairline_rest"]
             if not tuned.text:  # likewise
                 del own["text"], own["text_ink"], own["text_stroke"]
+            if not (tuned.pale_join and tuned.pale):  # likewise (no effect without)
+                del own["pale_join"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
