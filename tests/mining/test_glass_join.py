@@ -5,19 +5,21 @@ detector holds apart each keep them separate."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
+from test_dominant_merge import (
+    check_bad_value_refused,
+    check_recorded_only_when_set,
+    default_finds_all_then_without,
+)
 from test_pale_edges import _glass, _tissue
 
 from glomssl.mining.classic import background_colour, ink_mask, off_background
 from glomssl.mining.hybrid import HybridParams, join_pale
-from glomssl.mining.separate import Separator
+from glomssl.mining.separate import tuned_settings
 
 Box = tuple[int, int, int, int]
 PARAMS = HybridParams(pale=8.0, pale_share=0.6, pale_join=4.0)
@@ -89,18 +91,12 @@ def test_pieces_the_detector_holds_apart_stay_apart() -> None:
     assert _join(arr, CUT, GROWN, dets=one)[0] == [truth[2]]
 
 
-def test_off_by_default_and_joins_through_the_separator() -> None:
+def test_the_default_joins_the_lane_and_without_the_setting_cuts_it(tmp_path: Path) -> None:
     arr, truth = lanes()
-    img = Image.fromarray(arr)
-    sep = Separator("guided")
-    off = dataclasses.replace(sep.hybrid, pale_join=0.0)
-    on = dataclasses.replace(sep.hybrid, pale_join=4.0)
-    sep.hybrid = off
-    (cut,) = sep.split([img])
-    assert len(cut) == 7  # the glass band cuts the third lane in two
-    sep.hybrid = on
-    (joined,) = sep.split([img])
-    assert sorted(b for b, _ in joined) == sorted(truth)
+    assert tuned_settings("guided")[1].pale_join == 4.0  # the shipped sidecar sets it
+    without = default_finds_all_then_without(tmp_path, arr, truth, "pale_join", 0.99)
+    assert len(without) == 7  # the glass band cuts the third lane in two
+    assert truth[2] not in without
 
 
 def test_pale_join_is_recorded_only_when_set(tmp_path: Path) -> None:
