@@ -83,6 +83,10 @@ class HybridParams:
     tiny_ink: float = 0.7  # ... at least this share of ink
     tiny_std: float = 10.0  # ... grey levels at least this spread (not a solid patch)
     tiny_long: float = 32.0  # ... a long side at least this many px (not a letter)
+    tiny_flat: float = (
+        0.0  # ... a box under this many px high and wider than high is a line of text,
+    )
+    # not a lane: not panel-size for guided's cuts and not kept by the tiny test (0: off; probe)
     pictures: float = 0.0  # merging (hybrid step 2, guided's merge): regions one detector box
     # holds stay apart when each has a long side of at least ``tiny_long`` px and at least this
     # share of them look like pictures (see tiny_picture): pictures side by side, not a chart's
@@ -293,6 +297,14 @@ def _picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -
     return float(grey.std()) >= params.tiny_std
 
 
+def flat_line(box: Box, params: HybridParams) -> bool:
+    """Whether ``box`` is under ``tiny_flat`` px high and wider than high (with ``tiny`` set): a
+    line of words, which real figures hold, rather than a narrow picture, which in real layouts
+    stands upright (lanes, columns)."""
+    h, w = box[3] - box[1], box[2] - box[0]
+    return bool(params.tiny and params.tiny_flat) and h < params.tiny_flat and w > h
+
+
 def tiny_picture(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
     """Whether a box under --min-side looks like a picture, not a letter, a label or a legend key
     (``tiny``, section 49): at least ``tiny_ink`` of it ink, grey levels spread at least
@@ -452,7 +464,7 @@ def guided_boxes(
         return float(ink[b[1] : b[3], b[0] : b[2]].mean())
 
     def big(b: Box) -> bool:
-        return b[2] - b[0] >= limit and b[3] - b[1] >= limit
+        return b[2] - b[0] >= limit and b[3] - b[1] >= limit and not flat_line(b, params)
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
     regions = leaves(arr, ink, min_side, classic, share)

@@ -75,6 +75,7 @@ from glomssl.mining.classic import (
 from glomssl.mining.folder_stage import check_not_overwriting
 from glomssl.mining.hybrid import (
     HybridParams,
+    flat_line,
     guided_boxes,
     hybrid_boxes,
     join_pale,
@@ -552,7 +553,7 @@ class Separator:
                     test_ink = pale_ink
                 keep = [
                     min(b[2] - b[0], b[3] - b[1]) >= self.min_side
-                    or tiny_picture(a, test_ink, b, hp)
+                    or (not flat_line(b, hp) and tiny_picture(a, test_ink, b, hp))
                     for b, _ in kept
                 ]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)
