@@ -667,6 +667,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["text"], own["text_ink"], own["text_stroke"]
             if not (tuned.pale_join and tuned.pale):  # likewise (no effect without)
                 del own["pale_join"]
+            if not (tuned.tiny_flat and tuned.tiny):  # likewise (no effect without)
+                del own["tiny_flat"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
