@@ -92,3 +92,11 @@ def test_a_caption_line_no_longer_outvotes_the_detector(shared_data: Path) -> No
         found[flat] = _found([b for b, _ in sep.split([img])[0]], truth)
     assert found[12.0] == len(truth) == 9
     assert found[0.0] <= 1
+
+
+def test_the_shipped_sidecar_cuts_to_8_px_with_flat_lines_kept_out() -> None:
+    img, large, lanes = lanes_under_a_caption()
+    hp = Separator("guided").hybrid
+    assert (hp.tiny, hp.tiny_flat) == (8.0, 12.0)
+    out = [b for b, _ in Separator("guided").split([img])[0]]
+    assert _found(out, lanes) == 6 and _found(out, large) == 2 and len(out) == 8
