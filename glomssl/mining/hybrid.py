@@ -83,10 +83,8 @@ class HybridParams:
     tiny_ink: float = 0.7  # ... at least this share of ink
     tiny_std: float = 10.0  # ... grey levels at least this spread (not a solid patch)
     tiny_long: float = 32.0  # ... a long side at least this many px (not a letter)
-    tiny_flat: float = (
-        0.0  # ... a box under this many px high and wider than high is a line of text,
-    )
-    # not a lane: not panel-size for guided's cuts and not kept by the tiny test (0: off; probe)
+    tiny_flat: float = 0.0  # ... a box under this many px high and wider than high is a
+    # line of words, not a lane: not panel-size in guided's cuts, not kept (0: off; section 64)
     pictures: float = 0.0  # merging (hybrid step 2, guided's merge): regions one detector box
     # holds stay apart when each has a long side of at least ``tiny_long`` px and at least this
     # share of them look like pictures (see tiny_picture): pictures side by side, not a chart's
@@ -112,12 +110,10 @@ class HybridParams:
     # not a panel, and is dropped (0: off; section 61)
     text_ink: float = 0.25
     text_stroke: float = 0.8
-    pale_join: float = (
-        0.0  # guided, with ``pale``: two boxes that stood at least this many px apart
-    )
-    # and, grown over their pale edges, line up side to side are joined when every line of the gap
-    # between them is pale content (at least ``pale_share`` pale or ink: bare glass inside one
-    # picture, not a gutter), unless detector boxes confirm each of them (0: off; section 63)
+    pale_join: float = 0.0  # guided, with ``pale``: two boxes that stood at least this many px
+    # apart and, grown over their pale edges, line up side to side are joined when every line of
+    # the gap between them is pale content (at least ``pale_share`` pale or ink: bare glass inside
+    # one picture, not a gutter), unless detector boxes confirm each of them (0: off; section 63)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
