@@ -23,7 +23,7 @@ were set on synthetic figures of the training generator (see docs/experiments/pa
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,8 +32,10 @@ from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
     LineSums,
+    background_colour,
     leaves,
     min_gap_for,
+    off_background,
     size_limit,
     trim_box,
     xy_cut,
@@ -85,6 +87,12 @@ class HybridParams:
     tiny_long: float = 32.0  # ... a long side at least this many px (not a letter)
     tiny_flat: float = 0.0  # ... a box under this many px high and wider than high is a
     # line of words, not a lane: not panel-size in guided's cuts, not kept (0: off; section 64)
+    tiny_upright: float = 0.0  # guided (with merge): a whitespace region at least this many times
+    # higher than wide is large enough when it is ``tiny`` px wide and as high as the size limit (a
+    # lane or column, which real layouts draw upright), though narrower than the limit, if at least
+    # ``tiny_fill`` of it is ink or pale (a rotated word has blank space between letters; 0: off;
+    # section 65)
+    tiny_fill: float = 0.9
     pictures: float = 0.0  # merging (hybrid step 2, guided's merge): regions one detector box
     # holds stay apart when each has a long side of at least ``tiny_long`` px and at least this
     # share of them look like pictures (see tiny_picture): pictures side by side, not a chart's
@@ -220,10 +228,15 @@ def _arbitrate(
     ink: np.ndarray,
     min_side: int,
     limit: int,
+    lane: Callable[[Box], bool] | None = None,
 ) -> list[Scored]:
     """Steps 2 and 3 of the hybrid: ``pieces`` are (box, confidence of the detector box that cut it,
     or None for a whitespace region); regions that one confident detector box holds are merged, the
-    rest kept by the size rules."""
+    rest kept by the size rules, under which ``lane`` (when given) admits a narrow region too."""
+
+    def sized(b: Box, least: int) -> bool:
+        return (b[2] - b[0] >= least and b[3] - b[1] >= least) or (lane is not None and lane(b))
+
     # 2. group the whitespace regions by the detector box holding most of each
     groups: dict[int, list[int]] = {}
     for i, (p, cut) in enumerate(pieces):
@@ -258,7 +271,7 @@ def _arbitrate(
         elif len(members) == 1:  # a leaf the detector confirms: kept down to min_side
             b = pieces[members[0]][0]
             least = min_side if params.small else limit
-            if b[2] - b[0] >= least and b[3] - b[1] >= least:
+            if sized(b, least):
                 out.append((b, s))
                 used.add(members[0])
     # 3. the rest: detector-cut pieces always, other leaves when large enough and not text
@@ -268,12 +281,26 @@ def _arbitrate(
             continue
         if cut is not None:
             out.append((p, cut))
-        elif p[2] - p[0] >= limit and p[3] - p[1] >= limit:
+        elif sized(p, limit):
             share = float(ink[p[1] : p[3], p[0] : p[2]].mean())
             if i not in held and _text_fragment(p, share, limit, params):
                 continue
             out.append((p, share))
     return out
+
+
+def upright_lane(box: Box, limit: int, fill: np.ndarray, params: HybridParams) -> bool:
+    """Whether ``box`` is an upright lane large enough to keep though narrower than the size limit
+    (``tiny_upright``, with ``tiny``): at least ``tiny`` px wide, ``limit`` px high, ``tiny_upright``
+    times higher than wide and at least ``tiny_fill`` of it set in ``fill`` (the ink mask with pale
+    pixels counted: a lane is filled, a rotated word has blank space between its letters)."""
+    if not (params.tiny and params.tiny_upright):
+        return False
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    if not (w >= max(1, round(params.tiny)) and h >= limit and h >= params.tiny_upright * w):
+        return False
+    return float(fill[y0:y1, x0:x1].mean()) >= params.tiny_fill
 
 
 def _text_fragment(box: Box, ink_share: float, limit: int, params: HybridParams) -> bool:
@@ -535,8 +562,23 @@ def guided_boxes(
                 continue
         pieces.append((region, None))
     if params.merge:
+        fill: list[np.ndarray] = []  # ink with pale pixels, made on first use
+
+        def lane(b: Box) -> bool:
+            if not fill:
+                bg = background_colour(arr, classic)
+                fill.append(ink | off_background(arr, bg, params.pale) if params.pale else ink)
+            return upright_lane(b, limit, fill[0], params)
+
         out = _arbitrate(
-            pieces, dets, dataclasses.replace(params, small=0.0), arr, ink, min_side, limit
+            pieces,
+            dets,
+            dataclasses.replace(params, small=0.0),
+            arr,
+            ink,
+            min_side,
+            limit,
+            lane if params.tiny and params.tiny_upright else None,
         )
     else:
         out = [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]

@@ -669,6 +669,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["pale_join"]
             if not (tuned.tiny_flat and tuned.tiny):  # likewise (no effect without)
                 del own["tiny_flat"]
+            if not (tuned.tiny_upright and tuned.tiny and tuned.merge):  # likewise
+                del own["tiny_upright"], own["tiny_fill"]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
