@@ -156,6 +156,11 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
+    if values.get("tiny_fill", 0.9) > 1.0:  # a share: above 1 would quietly turn the setting off
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{method}.tiny_fill must be at most 1, "
+            f"got {values['tiny_fill']!r}; fix or delete that value"
+        )
     conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
     return conf, HybridParams(conf=conf, **values)
 
