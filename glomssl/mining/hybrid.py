@@ -112,6 +112,9 @@ class HybridParams:
     # ``hairline_rest`` of it and its largest part holds under this share of the parts' summed area:
     # pictures of similar size, not a picture with small close-ups (0: off; section 60)
     hairline_rest: float = 0.05
+    hairline_pale: float = 0.0  # ... 1: the blank lines and the picture test are read on the ink
+    # mask with pale pixels counted, so a lane with bare glass in it is one picture, not pieces
+    # (0: off; section 66)
     text: float = 0.0  # guided: a returned box whose long side is under this share of the figure's
     # long side, with under ``text_ink`` of it ink (pale pixels counted) and no connected stroke
     # spanning ``text_stroke`` of its long side, is a line of text (a chart's rotated tick label),
@@ -489,6 +492,25 @@ def guided_boxes(
     def big(b: Box) -> bool:
         return b[2] - b[0] >= limit and b[3] - b[1] >= limit and not flat_line(b, params)
 
+    fill: list[np.ndarray] = []  # the ink mask with pale pixels counted, made on first use
+
+    def pale_fill() -> np.ndarray:
+        if not fill:
+            bg = background_colour(arr, classic)
+            fill.append(ink | off_background(arr, bg, params.pale) if params.pale else ink)
+        return fill[0]
+
+    def lane(b: Box) -> bool:
+        return upright_lane(b, limit, pale_fill(), params)
+
+    def glass() -> np.ndarray:
+        """The ink mask with pale areas at least 3 px across (bare glass in a picture) counted:
+        a thinner pale line is a JPEG's ringing along a gutter, which must stay blank."""
+        from scipy import ndimage
+
+        pale_only = pale_fill() & ~ink
+        return ink | ndimage.binary_opening(pale_only, structure=np.ones((3, 3), bool))
+
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
     regions = leaves(arr, ink, min_side, classic, share)
     for region in regions:
@@ -562,14 +584,6 @@ def guided_boxes(
                 continue
         pieces.append((region, None))
     if params.merge:
-        fill: list[np.ndarray] = []  # ink with pale pixels, made on first use
-
-        def lane(b: Box) -> bool:
-            if not fill:
-                bg = background_colour(arr, classic)
-                fill.append(ink | off_background(arr, bg, params.pale) if params.pale else ink)
-            return upright_lane(b, limit, fill[0], params)
-
         out = _arbitrate(
             pieces,
             dets,
@@ -582,7 +596,9 @@ def guided_boxes(
         )
     else:
         out = [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]
-    return hairline_cuts(arr, ink, out, limit, params) if params.hairline else out
+    if not params.hairline:
+        return out
+    return hairline_cuts(arr, glass() if params.hairline_pale else ink, out, limit, params)
 
 
 def hairline_cuts(

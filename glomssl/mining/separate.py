@@ -668,6 +668,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["tiny_pale"]
             if not tuned.hairline:  # likewise
                 del own["hairline"], own["hairline_rest"]
+            if not (tuned.hairline and tuned.hairline_pale):  # likewise (no effect without)
+                del own["hairline_pale"]
             if not tuned.text:  # likewise
                 del own["text"], own["text_ink"], own["text_stroke"]
             if not (tuned.pale_join and tuned.pale):  # likewise (no effect without)
