@@ -113,8 +113,8 @@ class HybridParams:
     # pictures of similar size, not a picture with small close-ups (0: off; section 60)
     hairline_rest: float = 0.05
     hairline_pale: float = 0.0  # ... 1: the blank lines and the picture test are read on the ink
-    # mask with pale pixels counted, so a lane with bare glass in it is one picture, not pieces
-    # (0: off; section 66)
+    # mask with pale areas at least 3 px across counted (bare glass, not a JPEG's ringing along a
+    # gutter), so a lane with glass in it is one picture, not pieces (0: off; section 66)
     text: float = 0.0  # guided: a returned box whose long side is under this share of the figure's
     # long side, with under ``text_ink`` of it ink (pale pixels counted) and no connected stroke
     # spanning ``text_stroke`` of its long side, is a line of text (a chart's rotated tick label),
