@@ -21,16 +21,21 @@ Box = tuple[int, int, int, int]
 WORDS = ("Control", "Sham", "UUO", "Diabetic", "Week 12", "Cortex", "PAS")
 
 
+def pictures_on_white(shape: tuple[int, int], boxes: list[Box], seed: int) -> Image.Image:
+    """A white (height, width) figure with a textured picture in each box."""
+    rng = np.random.default_rng(seed)
+    arr = np.full((*shape, 3), 255, np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        arr[y0:y1, x0:x1] = _texture(rng, y1 - y0, x1 - x0)
+    return Image.fromarray(arr)
+
+
 def lanes_under_a_caption() -> tuple[Image.Image, list[Box], list[Box]]:
     """Two large pictures, six 10-px-wide upright lanes between them (12-px gutters), and a line of
     bold 11-px words across the top. Returns the figure, the large boxes and the lane boxes."""
-    rng = np.random.default_rng(0)
-    arr = np.full((300, 512, 3), 255, np.uint8)
     large = [(20, 40, 180, 280), (340, 40, 500, 280)]
     lanes = [(200 + 22 * i, 60, 210 + 22 * i, 260) for i in range(6)]
-    for x0, y0, x1, y1 in large + lanes:
-        arr[y0:y1, x0:x1] = _texture(rng, y1 - y0, x1 - x0)
-    img = Image.fromarray(arr)
+    img = pictures_on_white((300, 512), large + lanes, 0)
     font = Fonts().get(np.random.default_rng(1), 11)
     dr = ImageDraw.Draw(img)
     for k, word in enumerate(WORDS):
@@ -79,7 +84,9 @@ def test_a_caption_line_no_longer_outvotes_the_detector(shared_data: Path) -> No
     """Held-out figure 12600 (H26, spent; real glomerulus and tissue crops): a two-line caption
     over two rows of micrographs. At 8 px the words of the second caption line become parts of
     the micrographs' region; counted as panel-size parts, they outnumber the detector's confirmed
-    parts and the whole figure came back as one box (diary, section 64)."""
+    parts and the whole figure came back as one box (diary, section 64). Since section 66 the
+    one-pixel cut with glass counted (``hairline_pale``) recovers 6 of the 9 panels even without
+    ``tiny_flat``, so it is off here, where the caption's own effect is tested."""
     from glomssl.mining.synth.heldout import heldout_pools, make_heldout_figure
 
     glom, tissue = heldout_pools(shared_data)
@@ -88,10 +95,11 @@ def test_a_caption_line_no_longer_outvotes_the_detector(shared_data: Path) -> No
     )
     found = {}
     for flat in (12.0, 0.0):
-        sep = Separator("guided", hybrid={"tiny": 8.0, "tiny_flat": flat})
+        sep = Separator("guided", hybrid={"tiny": 8.0, "tiny_flat": flat, "hairline_pale": 0.0})
         found[flat] = _found([b for b, _ in sep.split([img])[0]], truth)
     assert found[12.0] == len(truth) == 9
     assert found[0.0] <= 1
+    assert _found([b for b, _ in Separator("guided").split([img])[0]], truth) == 9  # the default
 
 
 def test_the_shipped_sidecar_cuts_to_8_px_with_flat_lines_kept_out() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
-from test_tiny_panels import _texture
+from test_flat_lines import pictures_on_white
 
 from glomssl.mining.boxes import iou
 from glomssl.mining.hybrid import HybridParams, upright_lane
@@ -25,15 +25,11 @@ LAYOUTS = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "sciint_
 
 def lanes_beside_row_labels() -> tuple[Image.Image, list[Box], list[Box], list[Box]]:
     """A 512 x 512 figure (size limit 15 px): two large pictures, eight 11-px-wide upright lanes
-    between them behind 9-px gutters, and two row labels printed rotated, in bold, at the left edge. Returns
-    the figure, the large boxes, the lane boxes and the label boxes."""
-    rng = np.random.default_rng(3)
-    arr = np.full((512, 512, 3), 255, np.uint8)
+    between them behind 9-px gutters, and two row labels printed rotated, in bold, at the left
+    edge. Returns the figure, the large boxes, the lane boxes and the label boxes."""
     large = [(60, 30, 200, 480), (390, 30, 500, 480)]
     lanes = [(220 + 20 * i, 60, 231 + 20 * i, 440) for i in range(8)]
-    for x0, y0, x1, y1 in large + lanes:
-        arr[y0:y1, x0:x1] = _texture(rng, y1 - y0, x1 - x0)
-    img = Image.fromarray(arr)
+    img = pictures_on_white((512, 512), large + lanes, 3)
     font = Fonts().get(np.random.default_rng(1), 12)
     labels = []
     for word, y in (("Control", 100), ("Treated", 320)):
