@@ -457,6 +457,7 @@ def guided_boxes(
     min_side: int = 24,
     params: HybridParams = HybridParams(),
     classic: ClassicParams = DEFAULT_CLASSIC,
+    pale_ink: np.ndarray | None = None,
 ) -> list[Scored]:
     """Panels of one figure by the classic splitter, with the cuts the detector confirms.
 
@@ -479,6 +480,9 @@ def guided_boxes(
     regions that one confident detector box holds are then merged as the hybrid does (a chart cut
     from its labels by whitespace). Scores: the confirming or cutting box's confidence, else the
     share of ink.
+
+    ``pale_ink``: the ink mask with pale pixels (``params.pale``) counted, when the caller has it
+    already; otherwise it is made here on first use.
     """
     share = params.tiny_share if params.tiny else 0.06
     limit = size_limit(ink.shape, min_side, share)
@@ -495,6 +499,8 @@ def guided_boxes(
     fill: list[np.ndarray] = []  # the ink mask with pale pixels counted, made on first use
 
     def pale_fill() -> np.ndarray:
+        if pale_ink is not None:
+            return pale_ink
         if not fill:
             bg = background_colour(arr, classic)
             fill.append(ink | off_background(arr, bg, params.pale) if params.pale else ink)

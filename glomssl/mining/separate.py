@@ -530,6 +530,11 @@ class Separator:
         bgs = [background_colour(a, self.classic) for a in arrs]  # (C,) each
         inks = [ink_mask(a, params=self.classic, bg=bg) for a, bg in zip(arrs, bgs)]
         dets: list[list[Scored]] = [[] for _ in arrs]
+        hp, guided = self.hybrid, self.method == "guided"
+        pales = [  # ink with pale pixels counted: made once, for guided's cuts and its filters
+            ink | off_background(a, bg, hp.pale) if guided and hp.pale else ink
+            for a, bg, ink in zip(arrs, bgs, inks)
+        ]
         if self.method == "classic":
             raw = [
                 classic_boxes(Image.fromarray(a), self.min_side, params=self.classic, ink=ink)
@@ -537,18 +542,21 @@ class Separator:
             ]
         elif self.method == "yolo":
             raw = dets = self.detect(arrs)
-        else:
-            boxes_of = guided_boxes if self.method == "guided" else hybrid_boxes
+        elif guided:
             dets = self.detect(arrs)
             raw = [
-                boxes_of(a, ink, found, self._floor(), self.hybrid, self.classic)
+                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale_ink=pale)
+                for a, ink, found, pale in zip(arrs, inks, dets, pales)
+            ]
+        else:
+            dets = self.detect(arrs)
+            raw = [
+                hybrid_boxes(a, ink, found, self._floor(), hp, self.classic)
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for a, bg, ink, boxes, found in zip(arrs, bgs, inks, raw, dets):
+        for a, bg, ink, pale_ink, boxes, found in zip(arrs, bgs, inks, pales, raw, dets):
             kept = clean_boxes(ink, boxes, self._floor())
-            hp, guided = self.hybrid, self.method == "guided"
-            pale_ink = ink | off_background(a, bg, hp.pale) if guided and hp.pale else ink
             first = kept  # as cut, before any growth: pale_join measures its gaps on these
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
                 test_ink = ink
