@@ -270,7 +270,16 @@ def main() -> None:
         help="save each figure as JPEG at this quality (1-95) and score the decoded copy, as "
         "figures mined from the web arrive; a stress set [0: off]",
     )
+    ap.add_argument(
+        "--charts",
+        type=float,
+        default=0.0,
+        help="biomed: draw each box as a matplotlib chart with this probability (0-1), a stress "
+        "set closer to figures that mix pictures and charts [0: pictures only]",
+    )
     args = ap.parse_args()
+    if not (math.isfinite(args.charts) and 0.0 <= args.charts <= 1.0):
+        ap.error("--charts must be a share between 0 and 1")
     if not (math.isfinite(args.scale) and 1.0 <= args.scale <= 4.0):
         ap.error("--scale must be between 1 and 4")
     if args.iou is not None and not 0.0 < args.iou <= 1.0:
@@ -302,7 +311,9 @@ def main() -> None:
             ap.error(
                 f"--layouts {args.layouts} is not a file: pass benchmarks/data/sciint_layouts.txt"
             )
-        data = layout_file_set(Path(args.layouts), shared, args.fills, args.first, args.part)
+        data = layout_file_set(
+            Path(args.layouts), shared, args.fills, args.first, args.part, args.charts
+        )
     elif args.set in ("strips", "strips512"):
         data = strip_set(
             shared, args.n or 200, 512 if args.set == "strips512" else 0, first=args.first
@@ -314,7 +325,7 @@ def main() -> None:
     if args.jpeg:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "stain": args.stain, "jpeg": args.jpeg, "scale": args.scale,
+                    "stain": args.stain, "jpeg": args.jpeg, "charts": args.charts, "scale": args.scale,
                     "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout", "biomed") else None,
                     "part": args.part if args.set == "biomed" else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",

@@ -414,13 +414,23 @@ def read_layouts(path: Path) -> list[tuple[str, tuple[int, int], list[Box]]]:
 
 
 def layout_file_set(
-    path: Path, shared: Path, fills: int, first: int = 0, part: str = "all"
+    path: Path,
+    shared: Path,
+    fills: int,
+    first: int = 0,
+    part: str = "all",
+    charts: float = 0.0,
 ) -> tuple[list[Image.Image], list[list[Box]]]:
     """B: real biomedical layouts read by :func:`read_layouts`, scaled to a 512-px long side and
     filled ``fills`` times each with held-out pictures (every box a micrograph: the file records
     where a figure's pictures are, not its charts), seeds [20281, figure number, fill] for fill
     ``first`` .. ``first + fills - 1``. ``part``: "odd" or "even" keeps the figures whose numeric ID
-    is odd or even (fixed halves: one to look at, one to decide on), "all" keeps every one."""
+    is odd or even (fixed halves: one to look at, one to decide on), "all" keeps every one.
+    ``charts`` (0-1, a stress variant): each box is drawn as a matplotlib chart instead with this
+    probability, chosen per box and fill with seeds [20282, figure number, fill] (a chart's truth is
+    its ink box, as in R); 0 gives exactly the pictures-only set."""
+    if not 0.0 <= charts <= 1.0:
+        raise ValueError(f"charts must be a share in 0-1, got {charts}")
     glom, tissue = heldout_pools(shared)
     pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
     figs, truths = [], []
@@ -434,9 +444,14 @@ def layout_file_set(
             ((round(b[0] * s), round(b[1] * s), round(b[2] * s), round(b[3] * s)), "image")
             for b in boxes
         ]
-        for fig, got in _refills(
-            (20281, num), range(first, first + fills), pools, fonts, size, panels
-        ):
+        for f in range(first, first + fills):
+            kinds = panels
+            if charts > 0:
+                pick = np.random.default_rng([20282, num, f]).random(len(panels)) < charts
+                kinds = [(b, "chart" if c else k) for (b, k), c in zip(panels, pick)]
+            fig, got = refill_layout(
+                np.random.default_rng([20281, num, f]), pools, fonts, size, kinds
+            )
             figs.append(fig)
             truths.append(got)
     return figs, truths
