@@ -100,6 +100,12 @@ class HybridParams:
     dominant: float = 0.0  # merging: regions one detector box holds are joined only when the
     # largest of them has at least this share of their summed area (a chart's plot with its thin
     # label pieces); members of similar size stay apart (0: off; section 54)
+    label_member: float = 0.0  # merging: where a detector box holds a panel-size region (both
+    # sides at least the size limit, or an upright lane), a region that is not panel-size and at
+    # most half as thick as the largest such region (its short side against that one's) is a label
+    # strip: it belongs to that box when the box holds this share of it (an axis label the box
+    # clips) and is no rival panel in the ``dominant`` test (a small chart's plot beside label
+    # strips as large as it; 0: off; section 67)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -242,6 +248,7 @@ def _arbitrate(
 
     # 2. group the whitespace regions by the detector box holding most of each
     groups: dict[int, list[int]] = {}
+    loose: dict[int, list[int]] = {}  # label_member: small regions the box holds less of
     for i, (p, cut) in enumerate(pieces):
         if cut is not None or not dets:
             continue
@@ -249,16 +256,28 @@ def _arbitrate(
         j = int(np.argmax(shares))
         if shares[j] >= params.member:
             groups.setdefault(j, []).append(i)
+        elif params.label_member and shares[j] >= params.label_member and not sized(p, limit):
+            loose.setdefault(j, []).append(i)
     out: list[Scored] = []
     used: set[int] = set()
     for j, members in groups.items():
         d, s = dets[j]
+        thin: Callable[[Box], bool] = lambda b: False  # noqa: E731
+        if params.label_member:
+            anchors = [pieces[i][0] for i in members if sized(pieces[i][0], limit)]
+            if anchors:  # a panel-size region: thin strips beside it are its labels
+                short = min(_sides(max(anchors, key=area)))
+
+                def thin(b: Box, short: int = short) -> bool:
+                    return not sized(b, limit) and 2 * min(_sides(b)) <= short
+
+                members = members + [i for i in loose.get(j, []) if thin(pieces[i][0])]
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
         if len(members) >= 2 and params.dominant:
-            sizes = [area(pieces[i][0]) for i in members]
-            if max(sizes) < params.dominant * sum(sizes):
+            sizes = [area(pieces[i][0]) for i in members if not thin(pieces[i][0])]
+            if len(sizes) >= 2 and max(sizes) < params.dominant * sum(sizes):
                 continue  # pieces of similar size: several panels, not one cut apart (step 3)
         if len(members) >= 2 and params.pictures:
             boxes = [pieces[i][0] for i in members]
@@ -290,6 +309,10 @@ def _arbitrate(
                 continue
             out.append((p, share))
     return out
+
+
+def _sides(b: Box) -> tuple[int, int]:
+    return b[2] - b[0], b[3] - b[1]
 
 
 def upright_lane(box: Box, limit: int, fill: np.ndarray, params: HybridParams) -> bool:

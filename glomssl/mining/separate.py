@@ -670,6 +670,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["pictures"]
             if not tuned.dominant:  # likewise
                 del own["dominant"]
+            if not tuned.label_member:  # likewise
+                del own["label_member"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
             if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
