@@ -156,11 +156,12 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
-    if values.get("tiny_fill", 0.9) > 1.0:  # a share: above 1 would quietly turn the setting off
-        raise GlomsslError(
-            f"{_sidecar(weights)}: separate.{method}.tiny_fill must be at most 1, "
-            f"got {values['tiny_fill']!r}; fix or delete that value"
-        )
+    for share in ("tiny_fill", "label_member"):  # above 1 would quietly turn the setting off
+        if values.get(share, 0.0) > 1.0:
+            raise GlomsslError(
+                f"{_sidecar(weights)}: separate.{method}.{share} must be at most 1, "
+                f"got {values[share]!r}; fix or delete that value"
+            )
     conf = values.pop("conf", DEFAULT_CONF.get(method, 0.25))
     return conf, HybridParams(conf=conf, **values)
 
