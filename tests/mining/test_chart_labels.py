@@ -144,3 +144,37 @@ def test_small_charts_of_a_real_layout_keep_their_labels(shared_data: Path, tmp_
         found[member] = sum(any(iou(b, t) >= 0.5 for b, _ in out) for t in truths[0])
     assert len(truths[0]) == 18
     assert found[0.5] >= 16 and found[0.5] >= found[0.0] + 3
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_the_chart_share_of_the_b_set_is_checked(tmp_path: Path, bad: float) -> None:
+    from glomssl.mining.synth.heldout import layout_file_set
+
+    with pytest.raises(ValueError, match="charts"):
+        layout_file_set(LAYOUTS, tmp_path, 1, 0, charts=bad)
+
+
+@pytest.mark.realdata
+def test_the_chart_variant_of_the_b_set(shared_data: Path, tmp_path: Path) -> None:
+    """``charts`` 0 draws exactly the pictures-only set; 0.3 draws some boxes as charts (white
+    with ink: a chart's truth is its ink box, inside the layout's box), the rest as before."""
+    from glomssl.mining.synth.heldout import layout_file_set, read_layouts
+
+    line = next(ln for ln in LAYOUTS.read_text().splitlines() if ln.startswith("0023 "))
+    small = tmp_path / "b.txt"
+    small.write_text(line + "\n")
+    plain, plain_truth = layout_file_set(small, shared_data, 1, 0)
+    same, same_truth = layout_file_set(small, shared_data, 1, 0, charts=0.0)
+    assert np.array_equal(np.asarray(plain[0]), np.asarray(same[0]))
+    assert plain_truth == same_truth
+    mixed, mixed_truth = layout_file_set(small, shared_data, 1, 0, charts=0.3)
+    ((_, (w, h), cells),) = read_layouts(small)
+    s = 512 / max(w, h)
+    cells = [tuple(round(v * s) for v in c) for c in cells]
+    arr = np.asarray(mixed[0].convert("L"))
+    charts = [t for t in mixed_truth[0] if t not in cells]  # ink boxes, tighter than the cell
+    assert 2 <= len(charts) <= 12 and len(mixed_truth[0]) == len(plain_truth[0])
+    for t in charts:
+        assert any(c[0] <= t[0] and c[1] <= t[1] and t[2] <= c[2] and t[3] <= c[3] for c in cells)
+        patch = arr[t[1] : t[3], t[0] : t[2]]
+        assert (patch > 230).mean() > 0.4  # mostly white paper, not a micrograph
