@@ -246,6 +246,10 @@ def _arbitrate(
     def sized(b: Box, least: int) -> bool:
         return (b[2] - b[0] >= least and b[3] - b[1] >= least) or (lane is not None and lane(b))
 
+    def strip(b: Box, short: int) -> bool:
+        """A label strip beside a panel-size region whose short side is ``short`` (0: none)."""
+        return short > 0 and not sized(b, limit) and 2 * _short_side(b) <= short
+
     # 2. group the whitespace regions by the detector box holding most of each
     groups: dict[int, list[int]] = {}
     loose: dict[int, list[int]] = {}  # label_member: small regions the box holds less of
@@ -262,21 +266,17 @@ def _arbitrate(
     used: set[int] = set()
     for j, members in groups.items():
         d, s = dets[j]
-        thin: Callable[[Box], bool] = lambda b: False  # noqa: E731
+        short = 0  # label_member: the short side of the largest panel-size region the box holds
         if params.label_member:
             anchors = [pieces[i][0] for i in members if sized(pieces[i][0], limit)]
-            if anchors:  # a panel-size region: thin strips beside it are its labels
-                short = min(_sides(max(anchors, key=area)))
-
-                def thin(b: Box, short: int = short) -> bool:
-                    return not sized(b, limit) and 2 * min(_sides(b)) <= short
-
-                members = members + [i for i in loose.get(j, []) if thin(pieces[i][0])]
+            if anchors:  # thin strips beside a panel-size region are its labels
+                short = _short_side(max(anchors, key=area))
+                members = members + [i for i in loose.get(j, []) if strip(pieces[i][0], short)]
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
         if len(members) >= 2 and params.dominant:
-            sizes = [area(pieces[i][0]) for i in members if not thin(pieces[i][0])]
+            sizes = [area(pieces[i][0]) for i in members if not strip(pieces[i][0], short)]
             if len(sizes) >= 2 and max(sizes) < params.dominant * sum(sizes):
                 continue  # pieces of similar size: several panels, not one cut apart (step 3)
         if len(members) >= 2 and params.pictures:
@@ -311,8 +311,8 @@ def _arbitrate(
     return out
 
 
-def _sides(b: Box) -> tuple[int, int]:
-    return b[2] - b[0], b[3] - b[1]
+def _short_side(b: Box) -> int:
+    return min(b[2] - b[0], b[3] - b[1])
 
 
 def upright_lane(box: Box, limit: int, fill: np.ndarray, params: HybridParams) -> bool:
