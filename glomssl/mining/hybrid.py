@@ -106,6 +106,13 @@ class HybridParams:
     # strip: it belongs to that box when the box holds this share of it (an axis label the box
     # clips) and is no rival panel in the ``dominant`` test (a small chart's plot beside label
     # strips as large as it; 0: off; section 67)
+    strokes: float = 0.0  # merging: in the ``dominant`` test, where exactly one of the regions a
+    # detector box holds could stand as a panel (panel-size, or a picture: see tiny_picture), the
+    # rest are strokes (a small chart's tick labels, as large as its plot together), not rivals,
+    # when no other region reaches into the joined box and a straight line of ink (an axis) runs
+    # across at least this share of its long side; with ``label_member``, where the box holds no
+    # panel-size region, the regions it holds that share of join it unless they look like
+    # pictures (0: off; section 68)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -126,6 +133,8 @@ class HybridParams:
     # spanning ``text_stroke`` of its long side, is a line of text (a chart's rotated tick label),
     # not a panel, and is dropped (0: off; section 61)
     text_ink: float = 0.25
+    text_run: float = 0.0  # ... unless a straight line of ink runs across at least this share of
+    # its long side: a small chart's axis, which a rotated word lacks (0: off; section 68)
     text_stroke: float = 0.8
     pale_join: float = 0.0  # guided, with ``pale``: two boxes that stood at least this many px
     # apart and, grown over their pale edges, line up side to side are joined when every line of
@@ -272,11 +281,25 @@ def _arbitrate(
             if anchors:  # thin strips beside a panel-size region are its labels
                 short = _short_side(max(anchors, key=area))
                 members = members + [i for i in loose.get(j, []) if strip(pieces[i][0], short)]
+            elif params.strokes:  # a small chart's pieces: the loose ones join unless pictures
+                members = members + [
+                    i for i in loose.get(j, []) if not tiny_picture(arr, ink, pieces[i][0], params)
+                ]
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
         if len(members) >= 2 and params.dominant:
-            sizes = [area(pieces[i][0]) for i in members if not strip(pieces[i][0], short)]
+            rivals = [pieces[i][0] for i in members if not strip(pieces[i][0], short)]
+            if params.strokes:  # one piece that could stand as a panel, the rest strokes
+                able = [b for b in rivals if sized(b, limit) or tiny_picture(arr, ink, b, params)]
+                alone = not any(  # ... and no other region reaches into the joined box
+                    inter(u, pieces[k][0]) > 0 for k in range(len(pieces)) if k not in members
+                )
+                axis = _longest_run(ink[u[1] : u[3], u[0] : u[2]]) >= params.strokes * max(
+                    u[2] - u[0], u[3] - u[1]
+                )  # ... which an axis crosses
+                rivals = able if len(able) == 1 and alone and axis else rivals
+            sizes = [area(b) for b in rivals]
             if len(sizes) >= 2 and max(sizes) < params.dominant * sum(sizes):
                 continue  # pieces of similar size: several panels, not one cut apart (step 3)
         if len(members) >= 2 and params.pictures:
@@ -368,13 +391,17 @@ def text_line(ink: np.ndarray, pale_ink: np.ndarray, box: Box, params: HybridPar
     docs/experiments/panel-detector.md): small (long side under ``text`` of the figure's), sparse
     (under ``text_ink`` of ``pale_ink``, the ink mask with pale pixels counted, so a pale
     micrograph is not sparse) and made of short strokes (its largest 8-connected piece of ``ink``
-    spans under ``text_stroke`` of its long side; a chart's axes or a frame run across it)."""
+    spans under ``text_stroke`` of its long side; a chart's axes or a frame run across it). With
+    ``text_run``, a box that a straight line of ink crosses for that share of its long side is no
+    text either (a small chart's axis)."""
     from scipy import ndimage
 
     x0, y0, x1, y1 = box
     long_side = max(x1 - x0, y1 - y0)
     if long_side <= 0 or long_side >= params.text * max(ink.shape[:2]):
         return False
+    if params.text_run and _longest_run(ink[y0:y1, x0:x1]) >= params.text_run * long_side:
+        return False  # a straight line (a chart's axis) runs across it
     if float(pale_ink[y0:y1, x0:x1].mean()) >= params.text_ink:
         return False
     labels, _ = ndimage.label(ink[y0:y1, x0:x1], structure=np.ones((3, 3), bool))
@@ -382,6 +409,21 @@ def text_line(ink: np.ndarray, pale_ink: np.ndarray, box: Box, params: HybridPar
         max(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in ndimage.find_objects(labels)
     ]
     return max(spans, default=0) < params.text_stroke * long_side
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """The longest run of set pixels along one row or one column of ``mask``."""
+    best = 0
+    for m in (mask, mask.T):
+        if m.size == 0:
+            continue
+        padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
+        padded[:, 1:-1] = m
+        edges = np.diff(padded, axis=1)
+        starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+        if starts[0].size:
+            best = max(best, int((ends[1] - starts[1]).max()))
+    return best
 
 
 def letter_tokens(

@@ -156,7 +156,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
-    for share in ("tiny_fill", "label_member"):  # above 1 would quietly turn the setting off
+    for share in ("tiny_fill", "label_member", "strokes", "text_run"):  # above 1: quietly off
         if values.get(share, 0.0) > 1.0:
             raise GlomsslError(
                 f"{_sidecar(weights)}: separate.{method}.{share} must be at most 1, "
@@ -673,6 +673,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["dominant"]
             if not tuned.label_member:  # likewise
                 del own["label_member"]
+            if not (tuned.strokes and tuned.dominant):  # likewise (no effect without)
+                del own["strokes"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
             if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
@@ -683,6 +685,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["hairline_pale"]
             if not tuned.text:  # likewise
                 del own["text"], own["text_ink"], own["text_stroke"]
+            if not (tuned.text_run and tuned.text):  # likewise (no effect without)
+                del own["text_run"]
             if not (tuned.pale_join and tuned.pale):  # likewise (no effect without)
                 del own["pale_join"]
             if not (tuned.tiny_flat and tuned.tiny):  # likewise (no effect without)
