@@ -1,0 +1,150 @@
+"""Guided's ``strokes`` and ``text_run`` settings (diary, section 68; measured, not adopted, so off
+in the shipped sidecar). ``strokes``: where exactly one region a detector box holds could stand as
+a panel, the small pieces beside it (a small chart's tick labels, too thick to be section 67's
+label strips) are no rivals in the ``dominant`` test, provided an axis crosses the joined box.
+``text_run``: a small box that a straight line of ink crosses is no line of text."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
+
+from glomssl.mining.boxes import iou
+from glomssl.mining.classic import ink_mask
+from glomssl.mining.hybrid import _longest_run, guided_boxes, text_line
+from glomssl.mining.separate import Separator, tuned_settings
+
+Box = tuple[int, int, int, int]
+INK = (0, 0, 0)
+
+
+def thick_label_chart(axes: bool) -> tuple[np.ndarray, Box]:
+    """A small chart on a 400-px figure (size limit 12 px): a 14 x 34 px plot (a diagonal line,
+    with or without its L of axes), a y label and tick labels as 8-px blocks (more than half the
+    plot's width, so no label strips, and under the size limit) and two x tick labels. The blocks
+    together outweigh the plot. Returns the figure and the chart's box."""
+    img = Image.new("RGB", (400, 400), "white")
+    dr = ImageDraw.Draw(img)
+    px0, py0, w, h = 60, 40, 14, 34
+    for y in range(py0 + 1, py0 + h - 8, 11):  # the y label's pieces
+        dr.rectangle([34, y, 42, y + 7], fill=INK)
+    for y in range(py0, py0 + h - 6, 12):  # tick labels
+        dr.rectangle([48, y, 55, y + 7], fill=INK)
+    if axes:
+        dr.line([(px0, py0), (px0, py0 + h), (px0 + w, py0 + h)], fill=INK, width=2)
+    dr.line([(px0 + 3, py0 + h - 2), (px0 + w, py0)], fill=(30, 60, 200), width=2)
+    for x in range(px0 - 2, px0 + w, 8):  # x tick labels
+        dr.rectangle([x, py0 + h + 7, x + 5, py0 + h + 13], fill=INK)
+    return np.asarray(img), (34, 40, px0 + w + 1, py0 + h + 14)
+
+
+def _guided(arr: np.ndarray, box: Box, strokes: float) -> list[Box]:
+    """Guided with the shipped settings, ``strokes`` as given, and one confident detector box a
+    little larger than ``box`` (the size floor of 8 px, as the separator passes it)."""
+    params = dataclasses.replace(tuned_settings("guided")[1], strokes=strokes)
+    det = (box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2)
+    return [b for b, _ in guided_boxes(arr, ink_mask(arr), [(det, 0.9)], 8, params)]
+
+
+def test_thick_tick_labels_join_a_small_plot() -> None:
+    arr, chart = thick_label_chart(axes=True)
+    off = _guided(arr, chart, 0.0)
+    assert max(iou(b, chart) for b in off) < 0.5  # the plot alone: the labels were rivals
+    on = _guided(arr, chart, 0.3)
+    assert len(on) == 1 and iou(on[0], chart) > 0.95
+
+
+def test_without_an_axis_the_pieces_stay_rivals() -> None:
+    """The same pieces with no axis: no straight line crosses the joined box, so nothing joins."""
+    arr, chart = thick_label_chart(axes=False)
+    for strokes in (0.0, 0.3):
+        out = _guided(arr, chart, strokes)
+        assert max((iou(b, chart) for b in out), default=0.0) < 0.5, strokes
+
+
+def test_a_region_reaching_into_the_joined_box_stops_it() -> None:
+    """A picture below-left of the chart reaches 2 px into the box the pieces would join into (a
+    detector box on part of something larger): nothing joins."""
+    arr, chart = thick_label_chart(axes=True)
+    arr = arr.copy()
+    rng = np.random.default_rng(0)
+    arr[80:130, 4:36] = rng.integers(40, 160, (50, 32, 3))
+    out = _guided(arr, chart, 0.3)
+    assert max(iou(b, chart) for b in out) < 0.5
+    assert any(iou(b, (4, 80, 36, 130)) > 0.9 for b in out)  # the picture is still a panel
+
+
+def test_the_longest_run() -> None:
+    mask = np.zeros((20, 30), bool)
+    mask[3, 2:9] = True  # 7 along a row
+    mask[5:16, 20] = True  # 11 down a column
+    mask[2:12, 25] = True
+    mask[13:19, 25] = True  # a column broken in two: 10 at most
+    assert _longest_run(mask) == 11
+    assert _longest_run(np.zeros((0, 5), bool)) == 0
+    assert _longest_run(np.eye(9, dtype=bool)) == 1  # a diagonal has no run
+
+
+def _figure_with(draw: object) -> tuple[np.ndarray, np.ndarray]:
+    img = Image.new("RGB", (512, 512), "white")
+    draw(ImageDraw.Draw(img))  # type: ignore[operator]
+    arr = np.asarray(img)
+    ink = ink_mask(arr)
+    return ink, ink
+
+
+def test_text_run_keeps_a_square_chart_and_drops_a_rotated_word() -> None:
+    """A sparse 50-px chart box whose axes (27 px each) are one L spanning half its long side is
+    text by section 61's stroke test; with ``text_run`` 0.4 its axis keeps it. A word written at 30
+    degrees (blocks on a slope) has no straight line and stays text."""
+    base = tuned_settings("guided")[1]
+    on = dataclasses.replace(base, text_run=0.4)
+    chart: Box = (100, 100, 150, 150)
+
+    def draw_chart(dr: ImageDraw.ImageDraw) -> None:
+        dr.line([(120, 110), (120, 137), (147, 137)], fill=INK, width=1)
+        for y in (112, 122, 132):
+            dr.rectangle([104, y, 108, y + 3], fill=INK)  # tick labels
+        for x, y in ((125, 128), (131, 121), (138, 115), (144, 112)):
+            dr.rectangle([x, y, x + 1, y + 1], fill=(30, 60, 200))  # dots
+
+    ink, pale = _figure_with(draw_chart)
+    assert text_line(ink, pale, chart, base)
+    assert not text_line(ink, pale, chart, on)
+
+    word: Box = (300, 300, 348, 330)
+
+    def draw_word(dr: ImageDraw.ImageDraw) -> None:
+        for k in range(8):  # letters climbing to the right
+            x, y = 301 + 6 * k, 324 - 3 * k
+            dr.polygon([(x, y + 2), (x + 2, y), (x + 4, y + 2), (x + 2, y + 4)], fill=INK)
+
+    ink, pale = _figure_with(draw_word)
+    assert text_line(ink, pale, word, base)
+    assert text_line(ink, pale, word, on)
+
+
+def test_the_shipped_default_leaves_them_off() -> None:
+    """Section 68's fresh run did not clear its bar: neither setting ships."""
+    hp = Separator("guided").hybrid
+    assert hp.strokes == 0.0 and hp.text_run == 0.0
+
+
+def test_strokes_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "strokes", 0.3)
+
+
+def test_text_run_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "text_run", 0.4)
+
+
+@pytest.mark.parametrize("key", ["strokes", "text_run"])
+@pytest.mark.parametrize("bad", [math.nan, -1.0, 1.5])
+def test_a_bad_value_in_the_sidecar_is_refused(tmp_path: Path, key: str, bad: float) -> None:
+    check_bad_value_refused(tmp_path, key, bad)
