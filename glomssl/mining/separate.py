@@ -673,7 +673,7 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["dominant"]
             if not tuned.label_member:  # likewise
                 del own["label_member"]
-            if not (tuned.strokes and tuned.dominant):  # likewise (no effect without)
+            if not tuned.strokes:  # likewise
                 del own["strokes"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
