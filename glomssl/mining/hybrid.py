@@ -107,12 +107,11 @@ class HybridParams:
     # clips) and is no rival panel in the ``dominant`` test (a small chart's plot beside label
     # strips as large as it; 0: off; section 67)
     strokes: float = 0.0  # merging: in the ``dominant`` test, where exactly one of the regions a
-    # detector box holds could stand as a panel (panel-size, or a picture: see tiny_picture), the
-    # rest are strokes (a small chart's tick labels, as large as its plot together), not rivals,
-    # when no other region reaches into the joined box and a straight line of ink (an axis) runs
-    # across at least this share of its long side; with ``label_member``, where the box holds no
-    # panel-size region, the regions it holds that share of join it unless they look like
-    # pictures (0: off; section 68)
+    # detector box holds could stand as a panel (panel-size, or a picture: see tiny_picture) and it
+    # is a chart's plot framed by its axes (see plot_frame: straight lines along two adjacent sides
+    # running at least this share of them), the rest are strokes (a small chart's tick labels, as
+    # large as its plot together), not rivals, when no other region reaches into the joined box
+    # (0: off; section 69, which replaced section 68's test on the joined box)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -281,10 +280,6 @@ def _arbitrate(
             if anchors:  # thin strips beside a panel-size region are its labels
                 short = _short_side(max(anchors, key=area))
                 members = members + [i for i in loose.get(j, []) if strip(pieces[i][0], short)]
-            elif params.strokes:  # a small chart's pieces: the loose ones join unless pictures
-                members = members + [
-                    i for i in loose.get(j, []) if not tiny_picture(arr, ink, pieces[i][0], params)
-                ]
         u = union_box([pieces[i][0] for i in members])
         big = sum(area(pieces[i][0]) >= 0.25 * area(u) for i in members)
         need = params.merge_big_conf if big >= 2 else params.merge_conf
@@ -295,10 +290,8 @@ def _arbitrate(
                 alone = not any(  # ... and no other region reaches into the joined box
                     inter(u, pieces[k][0]) > 0 for k in range(len(pieces)) if k not in members
                 )
-                axis = _longest_run(ink[u[1] : u[3], u[0] : u[2]]) >= params.strokes * max(
-                    u[2] - u[0], u[3] - u[1]
-                )  # ... which an axis crosses
-                rivals = able if len(able) == 1 and alone and axis else rivals
+                if len(able) == 1 and alone and plot_frame(arr, ink, able[0], params):
+                    rivals = able  # ... a chart's plot, framed by its axes
             sizes = [area(b) for b in rivals]
             if len(sizes) >= 2 and max(sizes) < params.dominant * sum(sizes):
                 continue  # pieces of similar size: several panels, not one cut apart (step 3)
@@ -411,19 +404,37 @@ def text_line(ink: np.ndarray, pale_ink: np.ndarray, box: Box, params: HybridPar
     return max(spans, default=0) < params.text_stroke * long_side
 
 
+def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+    """Whether ``box`` is a chart's plot (``strokes``, section 69): not filled like a picture, and
+    framed by its axes: in the quarter of its height next to its top or bottom edge, a straight row
+    of ink running ``strokes`` of its width, and in the quarter of its width next to its left or
+    right edge, a straight column of ink running ``strokes`` of its height (an L of axes or a whole
+    frame; letters and tissue have no such lines)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    if w <= 0 or h <= 0 or _picture(arr, ink, box, params):
+        return False
+    sub = ink[y0:y1, x0:x1]
+    bw, bh = max(1, w // 4), max(1, h // 4)
+    rows = max(_row_run(sub[:bh]), _row_run(sub[h - bh :]))
+    cols = max(_row_run(sub[:, :bw].T), _row_run(sub[:, w - bw :].T))
+    return rows >= params.strokes * w and cols >= params.strokes * h
+
+
 def _longest_run(mask: np.ndarray) -> int:
     """The longest run of set pixels along one row or one column of ``mask``."""
-    best = 0
-    for m in (mask, mask.T):
-        if m.size == 0:
-            continue
-        padded = np.zeros((m.shape[0], m.shape[1] + 2), np.int8)
-        padded[:, 1:-1] = m
-        edges = np.diff(padded, axis=1)
-        starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
-        if starts[0].size:
-            best = max(best, int((ends[1] - starts[1]).max()))
-    return best
+    return max(_row_run(mask), _row_run(mask.T))
+
+
+def _row_run(mask: np.ndarray) -> int:
+    """The longest run of set pixels along one row of ``mask``."""
+    if mask.size == 0:
+        return 0
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
+    return int((ends[1] - starts[1]).max()) if starts[0].size else 0
 
 
 def letter_tokens(
