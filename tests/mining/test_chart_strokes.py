@@ -1,8 +1,8 @@
-"""Guided's ``strokes`` and ``text_run`` settings (diary, section 68; measured, not adopted, so off
-in the shipped sidecar). ``strokes``: where exactly one region a detector box holds could stand as
-a panel, the small pieces beside it (a small chart's tick labels, too thick to be section 67's
-label strips) are no rivals in the ``dominant`` test, provided an axis crosses the joined box.
-``text_run``: a small box that a straight line of ink crosses is no line of text."""
+"""Guided's ``strokes`` and ``text_run`` settings (diary, sections 68-69). ``strokes``: where
+exactly one region a detector box holds could stand as a panel and it is a chart's plot framed by
+its axes, the small pieces beside it (a small chart's tick labels, too thick to be section 67's
+label strips) are no rivals in the ``dominant`` test. ``text_run``: a small box that a straight
+line of ink crosses is no line of text."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from test_dominant_merge import check_bad_value_refused, check_recorded_only_whe
 
 from glomssl.mining.boxes import iou
 from glomssl.mining.classic import ink_mask
-from glomssl.mining.hybrid import _longest_run, guided_boxes, text_line
+from glomssl.mining.hybrid import _longest_run, guided_boxes, plot_frame, text_line
 from glomssl.mining.separate import Separator, tuned_settings
 
 Box = tuple[int, int, int, int]
@@ -56,14 +56,14 @@ def test_thick_tick_labels_join_a_small_plot() -> None:
     arr, chart = thick_label_chart(axes=True)
     off = _guided(arr, chart, 0.0)
     assert max(iou(b, chart) for b in off) < 0.5  # the plot alone: the labels were rivals
-    on = _guided(arr, chart, 0.3)
+    on = _guided(arr, chart, 0.5)
     assert len(on) == 1 and iou(on[0], chart) > 0.95
 
 
 def test_without_an_axis_the_pieces_stay_rivals() -> None:
-    """The same pieces with no axis: no straight line crosses the joined box, so nothing joins."""
+    """The same pieces with no axis: the plot is no framed plot, so nothing joins."""
     arr, chart = thick_label_chart(axes=False)
-    for strokes in (0.0, 0.3):
+    for strokes in (0.0, 0.5):
         out = _guided(arr, chart, strokes)
         assert max((iou(b, chart) for b in out), default=0.0) < 0.5, strokes
 
@@ -75,7 +75,7 @@ def test_a_region_reaching_into_the_joined_box_stops_it() -> None:
     arr = arr.copy()
     rng = np.random.default_rng(0)
     arr[80:130, 4:36] = rng.integers(40, 160, (50, 32, 3))
-    out = _guided(arr, chart, 0.3)
+    out = _guided(arr, chart, 0.5)
     assert max(iou(b, chart) for b in out) < 0.5
     assert any(iou(b, (4, 80, 36, 130)) > 0.9 for b in out)  # the picture is still a panel
 
@@ -89,6 +89,39 @@ def test_the_longest_run() -> None:
     assert _longest_run(mask) == 11
     assert _longest_run(np.zeros((0, 5), bool)) == 0
     assert _longest_run(np.eye(9, dtype=bool)) == 1  # a diagonal has no run
+
+
+def test_a_plot_framed_by_axes() -> None:
+    """An L of axes or a whole frame makes a plot; one axis alone, a filled picture, tissue on
+    glass and a line of letters do not."""
+    params = dataclasses.replace(tuned_settings("guided")[1], strokes=0.5)
+    img = Image.new("RGB", (300, 200), "white")
+    dr = ImageDraw.Draw(img)
+    dr.line([(11, 10), (11, 49), (50, 49)], fill=INK)  # an L of axes, box (10, 10, 51, 51)
+    dr.line([(71, 48), (110, 48)], fill=INK)  # the x axis alone, box (70, 10, 111, 51)
+    dr.line([(75, 40), (105, 15)], fill=INK)
+    dr.rectangle([131, 11, 169, 49], outline=INK)  # a frame, box (130, 10, 171, 51)
+    rng = np.random.default_rng(1)
+    arr = np.asarray(img).copy()
+    arr[110:150, 10:50] = rng.integers(40, 160, (40, 40, 3))  # a picture
+    for _ in range(12):  # round tissue pieces on glass, box (70, 110, 111, 151)
+        cx, cy = rng.integers(75, 106), rng.integers(115, 146)
+        yy, xx = np.ogrid[:200, :300]
+        arr[(yy - cy) ** 2 + (xx - cx) ** 2 <= 9] = (150, 60, 120)
+    img = Image.fromarray(arr)
+    dr = ImageDraw.Draw(img)
+    for k in range(6):  # letters in a row, box (130, 120, 171, 131)
+        dr.rectangle([131 + 7 * k, 121, 135 + 7 * k, 129], fill=INK)
+    arr = np.asarray(img)
+    ink = ink_mask(arr)
+    assert plot_frame(arr, ink, (10, 10, 51, 51), params)
+    assert plot_frame(arr, ink, (130, 10, 171, 51), params)
+    assert not plot_frame(arr, ink, (70, 10, 111, 51), params)
+    assert not plot_frame(arr, ink, (10, 110, 50, 150), params)
+    assert not plot_frame(arr, ink, (70, 110, 111, 151), params)
+    assert not plot_frame(arr, ink, (130, 120, 171, 131), params)
+    short = dataclasses.replace(params, strokes=1.0)  # axes 40 of 41 px: under the whole side
+    assert not plot_frame(arr, ink, (10, 10, 51, 51), short)
 
 
 def _figure_with(draw: object) -> tuple[np.ndarray, np.ndarray]:
@@ -131,13 +164,13 @@ def test_text_run_keeps_a_square_chart_and_drops_a_rotated_word() -> None:
 
 
 def test_the_shipped_default_leaves_them_off() -> None:
-    """Section 68's fresh run did not clear its bar: neither setting ships."""
+    """Neither setting has cleared a fresh run's bar yet: neither ships."""
     hp = Separator("guided").hybrid
     assert hp.strokes == 0.0 and hp.text_run == 0.0
 
 
 def test_strokes_is_recorded_only_when_set(tmp_path: Path) -> None:
-    check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "strokes", 0.3)
+    check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "strokes", 0.5)
 
 
 def test_text_run_is_recorded_only_when_set(tmp_path: Path) -> None:
