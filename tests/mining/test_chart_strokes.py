@@ -1,8 +1,8 @@
-"""Guided's ``strokes`` and ``text_run`` settings (diary, sections 68-69). ``strokes``: where
-exactly one region a detector box holds could stand as a panel and it is a chart's plot framed by
-its axes, the small pieces beside it (a small chart's tick labels, too thick to be section 67's
-label strips) are no rivals in the ``dominant`` test. ``text_run``: a small box that a straight
-line of ink crosses is no line of text."""
+"""Guided's ``strokes`` and ``text_run`` settings (diary, sections 68-69; shipped since section
+69). ``strokes``: where exactly one region a detector box holds could stand as a panel and it is a
+chart's plot framed by its axes, the small pieces beside it (a small chart's tick labels, too thick
+to be section 67's label strips) are no rivals in the ``dominant`` test. ``text_run``: a small box
+that a straight line of ink crosses is no line of text."""
 
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def test_text_run_keeps_a_square_chart_and_drops_a_rotated_word() -> None:
     """A sparse 50-px chart box whose axes (27 px each) are one L spanning half its long side is
     text by section 61's stroke test; with ``text_run`` 0.4 its axis keeps it. A word written at 30
     degrees (blocks on a slope) has no straight line and stays text."""
-    base = tuned_settings("guided")[1]
-    on = dataclasses.replace(base, text_run=0.4)
+    on = tuned_settings("guided")[1]
+    base = dataclasses.replace(on, text_run=0.0)
     chart: Box = (100, 100, 150, 150)
 
     def draw_chart(dr: ImageDraw.ImageDraw) -> None:
@@ -163,10 +163,10 @@ def test_text_run_keeps_a_square_chart_and_drops_a_rotated_word() -> None:
     assert text_line(ink, pale, word, on)
 
 
-def test_the_shipped_default_leaves_them_off() -> None:
-    """Neither setting has cleared a fresh run's bar yet: neither ships."""
+def test_the_shipped_default_sets_both() -> None:
+    """Section 69's fresh runs cleared every bar: both ship, at the values measured."""
     hp = Separator("guided").hybrid
-    assert hp.strokes == 0.0 and hp.text_run == 0.0
+    assert hp.strokes == 0.5 and hp.text_run == 0.4
 
 
 def test_strokes_is_recorded_only_when_set(tmp_path: Path) -> None:
