@@ -112,6 +112,9 @@ class HybridParams:
     # running at least this share of them), the rest are strokes (a small chart's tick labels, as
     # large as its plot together), not rivals, when no other region reaches into the joined box
     # (0: off; section 69, which replaced section 68's test on the joined box)
+    plot_small: float = 0.0  # ... 1: the axes are looked for in a third of the plot's sides, not a
+    # quarter (outward tick marks set a small plot's axis a few px in), and a framed plot at least
+    # ``tiny`` px across can stand though under the size limit (0: off; section 70)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -286,7 +289,17 @@ def _arbitrate(
         if len(members) >= 2 and params.dominant:
             rivals = [pieces[i][0] for i in members if not strip(pieces[i][0], short)]
             if params.strokes:  # one piece that could stand as a panel, the rest strokes
-                able = [b for b in rivals if sized(b, limit) or tiny_picture(arr, ink, b, params)]
+                able = [
+                    b
+                    for b in rivals
+                    if sized(b, limit)
+                    or tiny_picture(arr, ink, b, params)
+                    or (
+                        params.plot_small
+                        and _short_side(b) >= max(1, params.tiny)
+                        and plot_frame(arr, ink, b, params)
+                    )
+                ]
                 alone = not any(  # ... and no other region reaches into the joined box
                     inter(u, pieces[k][0]) > 0 for k in range(len(pieces)) if k not in members
                 )
@@ -406,16 +419,17 @@ def text_line(ink: np.ndarray, pale_ink: np.ndarray, box: Box, params: HybridPar
 
 def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
     """Whether ``box`` is a chart's plot (``strokes``, section 69): not filled like a picture, and
-    framed by its axes: in the quarter of its height next to its top or bottom edge, a straight row
-    of ink running ``strokes`` of its width, and in the quarter of its width next to its left or
-    right edge, a straight column of ink running ``strokes`` of its height (an L of axes or a whole
-    frame; letters and tissue have no such lines)."""
+    framed by its axes: in the quarter (a third with ``plot_small``) of its height next to its top
+    or bottom edge, a straight row of ink running ``strokes`` of its width, and in the quarter (a
+    third) of its width next to its left or right edge, a straight column of ink running ``strokes``
+    of its height (an L of axes or a whole frame; letters and tissue have no such lines)."""
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
     if w <= 0 or h <= 0 or _picture(arr, ink, box, params):
         return False
     sub = ink[y0:y1, x0:x1]
-    bw, bh = max(1, w // 4), max(1, h // 4)
+    part = 3 if params.plot_small else 4  # a third of its sides, or a quarter
+    bw, bh = max(1, w // part), max(1, h // part)
     rows = max(_row_run(sub[:bh]), _row_run(sub[h - bh :]))
     cols = max(_row_run(sub[:, :bw].T), _row_run(sub[:, w - bw :].T))
     return rows >= params.strokes * w and cols >= params.strokes * h

@@ -156,7 +156,13 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
-    for share in ("tiny_fill", "label_member", "strokes", "text_run"):  # above 1: quietly off
+    for share in (
+        "tiny_fill",
+        "label_member",
+        "strokes",
+        "text_run",
+        "plot_small",
+    ):  # above 1: quietly off
         if values.get(share, 0.0) > 1.0:
             raise GlomsslError(
                 f"{_sidecar(weights)}: separate.{method}.{share} must be at most 1, "
@@ -675,6 +681,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["label_member"]
             if not tuned.strokes:  # likewise
                 del own["strokes"]
+            if not (tuned.plot_small and tuned.strokes):  # likewise (no effect without)
+                del own["plot_small"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
             if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
