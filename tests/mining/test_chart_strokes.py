@@ -24,30 +24,40 @@ Box = tuple[int, int, int, int]
 INK = (0, 0, 0)
 
 
-def thick_label_chart(axes: bool) -> tuple[np.ndarray, Box]:
-    """A small chart on a 400-px figure (size limit 12 px): a 14 x 34 px plot (a diagonal line,
+def thick_label_chart(axes: bool, w: int = 14, letters: bool = False) -> tuple[np.ndarray, Box]:
+    """A small chart on a 400-px figure (size limit 12 px): a ``w`` x 34 px plot (a diagonal line,
     with or without its L of axes), a y label and tick labels as 8-px blocks (more than half the
     plot's width, so no label strips, and under the size limit) and two x tick labels. The blocks
-    together outweigh the plot. Returns the figure and the chart's box."""
+    together outweigh the plot. With ``letters`` each block is drawn as upright strokes 1 px apart
+    (letters' stems) instead of solid. Returns the figure and the chart's box."""
     img = Image.new("RGB", (400, 400), "white")
     dr = ImageDraw.Draw(img)
-    px0, py0, w, h = 60, 40, 14, 34
+
+    def block(x0: int, y0: int, x1: int, y1: int) -> None:
+        if not letters:
+            dr.rectangle([x0, y0, x1, y1], fill=INK)
+            return
+        for x in range(x0, x1 + 1, 2):
+            dr.line([(x, y0), (x, y1)], fill=INK)
+
+    px0, py0, h = 60, 40, 34
     for y in range(py0 + 1, py0 + h - 8, 11):  # the y label's pieces
-        dr.rectangle([34, y, 42, y + 7], fill=INK)
+        block(34, y, 42, y + 7)
     for y in range(py0, py0 + h - 6, 12):  # tick labels
-        dr.rectangle([48, y, 55, y + 7], fill=INK)
+        block(48, y, 55, y + 7)
     if axes:
         dr.line([(px0, py0), (px0, py0 + h), (px0 + w, py0 + h)], fill=INK, width=2)
     dr.line([(px0 + 3, py0 + h - 2), (px0 + w, py0)], fill=(30, 60, 200), width=2)
     for x in range(px0 - 2, px0 + w, 8):  # x tick labels
-        dr.rectangle([x, py0 + h + 7, x + 5, py0 + h + 13], fill=INK)
+        block(x, py0 + h + 7, x + 5, py0 + h + 13)
     return np.asarray(img), (34, 40, px0 + w + 1, py0 + h + 14)
 
 
-def _guided(arr: np.ndarray, box: Box, strokes: float) -> list[Box]:
-    """Guided with the shipped settings, ``strokes`` as given, and one confident detector box a
-    little larger than ``box`` (the size floor of 8 px, as the separator passes it)."""
-    params = dataclasses.replace(tuned_settings("guided")[1], strokes=strokes)
+def _guided(arr: np.ndarray, box: Box, strokes: float, small: float = 0.0) -> list[Box]:
+    """Guided with the shipped settings, ``strokes`` and ``plot_small`` as given, and one confident
+    detector box a little larger than ``box`` (the size floor of 8 px, as the separator passes
+    it)."""
+    params = dataclasses.replace(tuned_settings("guided")[1], strokes=strokes, plot_small=small)
     det = (box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2)
     return [b for b, _ in guided_boxes(arr, ink_mask(arr), [(det, 0.9)], 8, params)]
 
@@ -124,6 +134,38 @@ def test_a_plot_framed_by_axes() -> None:
     assert not plot_frame(arr, ink, (10, 10, 51, 51), short)
 
 
+def test_plot_small_finds_axes_behind_outward_ticks() -> None:
+    """Tick marks 5 px long drawn outward set a 22-px plot's y axis 5 px in from its region's left
+    edge, outside the quarter band (5 px) but inside a third (7 px)."""
+    img = Image.new("RGB", (100, 100), "white")
+    dr = ImageDraw.Draw(img)
+    dr.line([(15, 10), (15, 49), (31, 49)], fill=INK)  # the axes, region (10, 10, 32, 55)
+    for y in (12, 25, 38):
+        dr.line([(10, y), (14, y)], fill=INK)  # y ticks, outward
+    for x in (20, 28):
+        dr.line([(x, 50), (x, 54)], fill=INK)  # x ticks, outward
+    arr = np.asarray(img)
+    base = tuned_settings("guided")[1]
+    box: Box = (10, 10, 32, 55)
+    assert not plot_frame(arr, ink_mask(arr), box, dataclasses.replace(base, plot_small=0.0))
+    assert plot_frame(arr, ink_mask(arr), box, dataclasses.replace(base, plot_small=1.0))
+
+
+def test_plot_small_lets_a_plot_under_the_size_limit_stand() -> None:
+    """The thick-label chart with a plot 10 px wide, under the figure's size limit of 12 px, and
+    its labels drawn as letters' stems: no member can stand, so without ``plot_small`` the chart is
+    lost; with it the framed plot stands and its tick labels join it. Without axes nothing joins
+    either way. (Solid blocks 8 px across would count as framed too: see section 70.)"""
+    arr, chart = thick_label_chart(axes=True, w=10, letters=True)
+    off = _guided(arr, chart, 0.5)
+    assert max((iou(b, chart) for b in off), default=0.0) < 0.5
+    on = _guided(arr, chart, 0.5, small=1.0)
+    assert len(on) == 1 and iou(on[0], chart) > 0.95
+    arr, chart = thick_label_chart(axes=False, w=10, letters=True)
+    bare = _guided(arr, chart, 0.5, small=1.0)
+    assert max((iou(b, chart) for b in bare), default=0.0) < 0.5
+
+
 def _figure_with(draw: object) -> tuple[np.ndarray, np.ndarray]:
     img = Image.new("RGB", (512, 512), "white")
     draw(ImageDraw.Draw(img))  # type: ignore[operator]
@@ -173,11 +215,15 @@ def test_strokes_is_recorded_only_when_set(tmp_path: Path) -> None:
     check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "strokes", 0.5)
 
 
+def test_plot_small_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "plot_small", 1.0)
+
+
 def test_text_run_is_recorded_only_when_set(tmp_path: Path) -> None:
     check_recorded_only_when_set(tmp_path, thick_label_chart(True)[0], "text_run", 0.4)
 
 
-@pytest.mark.parametrize("key", ["strokes", "text_run"])
+@pytest.mark.parametrize("key", ["strokes", "text_run", "plot_small"])
 @pytest.mark.parametrize("bad", [math.nan, -1.0, 1.5])
 def test_a_bad_value_in_the_sidecar_is_refused(tmp_path: Path, key: str, bad: float) -> None:
     check_bad_value_refused(tmp_path, key, bad)
