@@ -205,10 +205,10 @@ def test_text_run_keeps_a_square_chart_and_drops_a_rotated_word() -> None:
     assert text_line(ink, pale, word, on)
 
 
-def test_the_shipped_default_sets_both() -> None:
-    """Section 69's fresh runs cleared every bar: both ship, at the values measured."""
+def test_the_shipped_default_sets_them() -> None:
+    """Sections 69 and 70's fresh runs cleared every bar: all three ship, at the values measured."""
     hp = Separator("guided").hybrid
-    assert hp.strokes == 0.5 and hp.text_run == 0.4
+    assert hp.strokes == 0.5 and hp.text_run == 0.4 and hp.plot_small == 1.0
 
 
 def test_strokes_is_recorded_only_when_set(tmp_path: Path) -> None:
