@@ -156,13 +156,8 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
-    for share in (
-        "tiny_fill",
-        "label_member",
-        "strokes",
-        "text_run",
-        "plot_small",
-    ):  # above 1: quietly off
+    shares = ("tiny_fill", "label_member", "strokes", "text_run", "plot_small")
+    for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
             raise GlomsslError(
                 f"{_sidecar(weights)}: separate.{method}.{share} must be at most 1, "
