@@ -615,10 +615,27 @@ def _open_state(path: Path, fingerprint: str) -> sqlite3.Connection:
     elif old[0] != fingerprint:
         db.close()
         raise GlomsslError(
-            f"{path.parent} holds panels made with other settings ({old[0]}); "
-            "use a new --out folder or delete that one"
+            f"{path.parent} holds panels made with other settings "
+            f"({_settings_change(old[0], fingerprint)}); use a new --out folder or delete that one"
         )
     return db
+
+
+def _settings_change(old: str, new: str) -> str:
+    """The settings that differ between two run fingerprints, as ``key was -> now`` (``unset``
+    where one lacks the key), or the old text whole when either is not a JSON object."""
+    try:
+        was, now = json.loads(old), json.loads(new)
+    except ValueError:
+        return old
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return old
+
+    def shown(d: dict[str, Any], k: str) -> str:
+        return json.dumps(d[k]) if k in d else "unset"
+
+    keys = sorted(k for k in set(was) | set(now) if shown(was, k) != shown(now, k))
+    return "; ".join(f"{k} {shown(was, k)} -> {shown(now, k)}" for k in keys) or old
 
 
 def _preview(img: Image.Image, panels: Sequence[Scored], target: Path) -> None:

@@ -544,6 +544,8 @@ def test_a_folder_from_an_older_gutter_analysis_is_not_resumed(tmp_path: Path) -
         )
     res = _cli_separate(inputs, tmp_path / "o", "--method", "classic")
     assert res.exit_code == 2 and "other settings" in res.output and "Traceback" not in res.output
+    assert "(classic 2 -> 3)" in res.output  # only what changed, not every setting
+    assert "min_side" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_rect_setting_is_part_of_the_resume_fingerprint(tmp_path: Path) -> None:
@@ -570,3 +572,13 @@ def test_bad_imgsz_is_one_line_error_before_any_output(tmp_path: Path, imgsz: st
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "--imgsz" in lines[0] and "4096" in lines[0], res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_the_settings_change_names_only_what_differs() -> None:
+    from glomssl.mining.separate import _settings_change
+
+    old = json.dumps({"method": "guided", "min_side": 24, "strokes": 0.5})
+    new = json.dumps({"method": "guided", "min_side": 32, "plot_small": 1.0, "strokes": 0.5})
+    assert _settings_change(old, new) == "min_side 24 -> 32; plot_small unset -> 1.0"
+    assert _settings_change("not json", new) == "not json"  # an older, unknown format: as it is
+    assert _settings_change("[1, 2]", new) == "[1, 2]"
