@@ -164,13 +164,53 @@ def _gaps(
     return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep])]
 
 
+def channel_min(arr: np.ndarray) -> np.ndarray:
+    """(H, W) smallest channel value of (H, W, C) ``arr``, as ``arr.min(axis=2)`` (one channel at a
+    time: a reduction over the short last axis is several times slower)."""
+    out = arr[:, :, 0].copy()
+    for c in range(1, arr.shape[2]):
+        np.minimum(out, arr[:, :, c], out=out)
+    return out
+
+
+def neighbour_jump(arr: np.ndarray, axis: int) -> np.ndarray:
+    """Largest per-channel absolute difference between neighbouring pixels of (H, W, C) uint8
+    ``arr``: axis 1 between each column and the next, (H, W - 1); axis 0 between rows, (H - 1, W).
+    Exact in uint8 (max - min), channel by channel."""
+    a, b = (arr[:, :-1], arr[:, 1:]) if axis == 1 else (arr[:-1], arr[1:])
+    out: np.ndarray | None = None
+    for c in range(arr.shape[2]):
+        x, y = a[:, :, c], b[:, :, c]
+        d = np.maximum(x, y) - np.minimum(x, y)
+        out = d if out is None else np.maximum(out, d, out=out)
+    assert out is not None
+    return out
+
+
+def median_and_quarter(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (L, n) ``values`` (n >= 1): the median and the first quartile, equal to
+    ``np.median(values, axis=1)`` and ``np.quantile(values, 0.25, axis=1)`` for integer values
+    (one partition for both)."""
+    n = values.shape[1]
+    pos = 0.25 * (n - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    kth = sorted({lo, hi, (n - 1) // 2, n // 2})
+    part = np.partition(values, kth, axis=1)
+    median = (part[:, (n - 1) // 2].astype(np.float64) + part[:, n // 2]) / 2
+    a, b = part[:, lo].astype(np.float64), part[:, hi].astype(np.float64)
+    return median, a + (b - a) * frac
+
+
 class LineSums:
     """Per-figure sums for :func:`seam_cut`: ink and near-white counts along every row and column of
-    any box, from cumulative sums (one pass over the figure, not one per region)."""
+    any box, from cumulative sums (one pass over the figure, not one per region), and the colour
+    jumps between neighbouring pixels (made on first use)."""
 
     def __init__(self, arr: np.ndarray, ink: np.ndarray) -> None:
         self.arr = arr
-        white = arr.min(axis=2) > 225  # (H, W) near-white pixels
+        white = channel_min(arr) > 225  # (H, W) near-white pixels
         self.down = {  # cumulative down the rows: column sums of any row range, (H + 1, W)
             "ink": np.pad(np.cumsum(ink, axis=0, dtype=np.int32), ((1, 0), (0, 0))),
             "white": np.pad(np.cumsum(white, axis=0, dtype=np.int32), ((1, 0), (0, 0))),
@@ -179,6 +219,7 @@ class LineSums:
             "ink": np.pad(np.cumsum(ink, axis=1, dtype=np.int32), ((0, 0), (1, 0))),
             "white": np.pad(np.cumsum(white, axis=1, dtype=np.int32), ((0, 0), (1, 0))),
         }
+        self._jumps: dict[int, np.ndarray] = {}
 
     def shares(self, box: Box, axis: int, what: str) -> np.ndarray:
         """Share of ``what`` pixels on each line across ``axis`` of ``box`` (axis 1: per column)."""
@@ -188,6 +229,18 @@ class LineSums:
             return (c[y1, x0:x1] - c[y0, x0:x1]) / (y1 - y0)
         c = self.across[what]
         return (c[y0:y1, x1] - c[y0:y1, x0]) / (x1 - x0)
+
+    def jumps(self, box: Box, axis: int) -> np.ndarray:
+        """(L - 1, n) colour jumps across each line between neighbours inside ``box``: axis 1
+        between each column and the next (one row per column pair, n = the box's height), axis 0
+        between rows (n = its width); uint8, the largest over the channels."""
+        if axis not in self._jumps:  # whole figure, laid out so a line's jumps are one row
+            jump = neighbour_jump(self.arr, axis)
+            self._jumps[axis] = np.ascontiguousarray(jump.T) if axis == 1 else jump
+        x0, y0, x1, y1 = box
+        if axis == 1:
+            return self._jumps[1][x0 : x1 - 1, y0:y1]
+        return self._jumps[0][y0 : y1 - 1, x0:x1]
 
 
 def seam_cut(
@@ -199,7 +252,6 @@ def seam_cut(
     if params.seam <= 0:
         return None
     x0, y0, x1, y1 = box
-    arr = lines.arr
     best: tuple[float, int, int] | None = None
     for axis in (1, 0):
         length, across = (x1 - x0, y1 - y0) if axis == 1 else (y1 - y0, x1 - x0)
@@ -214,14 +266,13 @@ def seam_cut(
         textured[length - limit :] = False
         if not textured.any():
             continue
-        sub = arr[y0:y1, x0:x1] if axis == 1 else arr[y0:y1, x0:x1].transpose(1, 0, 2)  # (n, L, C)
-        s16 = sub.astype(np.int16)
-        jump = np.abs(s16[:, 1:] - s16[:, :-1]).max(axis=2)  # (n, L - 1) between neighbours
-        strength = np.median(jump, axis=0)  # (L - 1,) typical jump along each line
-        steady = np.quantile(jump, 0.25, axis=0)  # (L - 1,) jumps along most of the line
+        jump = lines.jumps(box, axis)  # (L - 1, n) between neighbours, per line
+        # the typical jump along each line, and the jump along most of it, (L - 1,) each
+        strength, steady = median_and_quarter(jump)
         pad = np.pad(strength, 8, mode="edge")  # the 16 lines beside each one (8 per side)
         windows = sliding_window_view(pad, 17)  # (L - 1, 17)
-        beside = np.median(np.delete(windows, 8, axis=1), axis=1)  # (L - 1,)
+        near = np.partition(np.delete(windows, 8, axis=1), [7, 8], axis=1)  # (L - 1, 16)
+        beside = (near[:, 7] + near[:, 8]) / 2  # (L - 1,) their median
         ok = (
             textured
             & (strength >= params.seam_jump)
@@ -367,8 +418,16 @@ def whole_figure(ink: np.ndarray) -> Scored:
 def off_background(arr: np.ndarray, bg: np.ndarray, tol: float) -> np.ndarray:
     """(H, W) bool: pixels of ``arr`` more than ``tol`` levels off the background colour ``bg`` in
     some channel (pale content such as bare slide glass counts, unlike in :func:`ink_mask`)."""
-    diff = np.abs(arr.astype(np.float32) - np.asarray(bg, dtype=np.float32))  # (H, W, C)
-    return np.asarray((diff > tol).any(axis=2))
+    bg32 = np.asarray(bg, dtype=np.float32)  # (C,)
+    if arr.dtype != np.uint8:
+        diff = np.abs(arr.astype(np.float32) - bg32)  # (H, W, C)
+        return np.asarray((diff > tol).any(axis=2))
+    levels = np.arange(256, dtype=np.float32)
+    out = np.zeros(arr.shape[:2], dtype=bool)  # (H, W)
+    for c in range(arr.shape[2]):  # per channel, by a table of the 256 levels (uint8 input)
+        table = np.abs(levels - bg32[c]) > tol  # (256,) the same float32 test per level
+        out |= table[arr[:, :, c]]
+    return out
 
 
 def grow_pale(

@@ -602,10 +602,8 @@ def guided_boxes(
     def glass() -> np.ndarray:
         """The ink mask with pale areas at least 3 px across (bare glass in a picture) counted:
         a thinner pale line is a JPEG's ringing along a gutter, which must stay blank."""
-        from scipy import ndimage
-
         pale_only = pale_fill() & ~ink
-        return ink | ndimage.binary_opening(pale_only, structure=np.ones((3, 3), bool))
+        return ink | open_square(pale_only)
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
     regions = leaves(arr, ink, min_side, classic, share)
@@ -695,6 +693,19 @@ def guided_boxes(
     if not params.hairline:
         return out
     return hairline_cuts(arr, glass() if params.hairline_pale else ink, out, limit, params)
+
+
+def open_square(mask: np.ndarray) -> np.ndarray:
+    """Binary opening of (H, W) bool ``mask`` by a 3x3 square, outside the image counted empty:
+    what ``scipy.ndimage.binary_opening(mask, np.ones((3, 3)))`` gives, from shifted ANDs and ORs
+    (a 3x3 square is a row of 3 then a column of 3)."""
+    h, w = mask.shape
+    pad = np.zeros((h + 2, w + 2), dtype=bool)
+    pad[1:-1, 1:-1] = mask
+    rows = pad[:, :-2] & pad[:, 1:-1] & pad[:, 2:]  # (H + 2, W)
+    pad[1:-1, 1:-1] = rows[:-2] & rows[1:-1] & rows[2:]  # eroded, back in the empty frame
+    rows = pad[:, :-2] | pad[:, 1:-1] | pad[:, 2:]
+    return rows[:-2] | rows[1:-1] | rows[2:]
 
 
 def hairline_cuts(

@@ -255,7 +255,10 @@ def stretch_ink(arr: np.ndarray, level: float) -> np.ndarray:
     on; the boxes it returns are in the same pixels."""
     if level <= 0:
         return arr
-    grey = arr.mean(axis=2)  # (H, W)
+    total = arr[:, :, 0].astype(np.uint16)
+    for c in range(1, arr.shape[2]):
+        total += arr[:, :, c]
+    grey = total / arr.shape[2]  # (H, W) float64, as arr.mean(axis=2) (exact sums of uint8)
     ink = grey[grey < 235]
     if ink.size < 100:
         return arr
