@@ -115,6 +115,10 @@ class HybridParams:
     plot_small: float = 0.0  # ... 1: the axes are looked for in a third of the plot's sides, not a
     # quarter (outward tick marks set a small plot's axis a few px in), and a framed plot at least
     # ``tiny`` px across can stand though under the size limit (0: off; section 70)
+    plot_lane: float = 0.0  # guided, with ``strokes``: an upright region narrower than the size
+    # limit, at least this many px wide and as high as the limit, that is a chart's plot framed by
+    # its axes (see plot_frame) stands as a panel: a plot squeezed into a narrow lane (0: off;
+    # section 71)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -337,6 +341,8 @@ def _arbitrate(
             if i not in held and _text_fragment(p, share, limit, params):
                 continue
             out.append((p, share))
+        elif narrow_plot(arr, ink, p, limit, params):
+            out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
     return out
 
 
@@ -433,6 +439,19 @@ def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams)
     rows = max(_row_run(sub[:bh]), _row_run(sub[h - bh :]))
     cols = max(_row_run(sub[:, :bw].T), _row_run(sub[:, w - bw :].T))
     return rows >= params.strokes * w and cols >= params.strokes * h
+
+
+def narrow_plot(arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams) -> bool:
+    """Whether ``box``, narrower than the size limit, stands as a panel by ``plot_lane`` (section
+    71): an upright lane (not wider than high, so not a line of words) at least ``plot_lane`` px
+    wide and ``limit`` px high, holding a chart's plot framed by its axes (:func:`plot_frame`,
+    which needs ``strokes``)."""
+    if not (params.plot_lane and params.strokes):
+        return False
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w < params.plot_lane or h < max(w, limit):
+        return False
+    return plot_frame(arr, ink, box, params)
 
 
 def _longest_run(mask: np.ndarray) -> int:

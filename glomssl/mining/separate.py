@@ -79,6 +79,7 @@ from glomssl.mining.hybrid import (
     guided_boxes,
     hybrid_boxes,
     join_pale,
+    narrow_plot,
     one_lettered_panel,
     text_line,
     tiny_picture,
@@ -569,9 +570,11 @@ class Separator:
                     # pale edges first, and pale pixels count for the test (sections 58, 60)
                     kept = grow_pale(a, ink, kept, hp.pale, hp.pale_share, self.classic, bg)
                     test_ink = pale_ink
+                limit = size_limit(a.shape, self.min_side, hp.tiny_share)
                 keep = [
                     min(b[2] - b[0], b[3] - b[1]) >= self.min_side
                     or (not flat_line(b, hp) and tiny_picture(a, test_ink, b, hp))
+                    or (guided and narrow_plot(a, ink, b, limit, hp))  # section 71
                     for b, _ in kept
                 ]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)
@@ -698,6 +701,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["strokes"]
             if not (tuned.plot_small and tuned.strokes):  # likewise (no effect without)
                 del own["plot_small"]
+            if not (tuned.plot_lane and tuned.strokes):  # likewise (no effect without)
+                del own["plot_lane"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
             if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
