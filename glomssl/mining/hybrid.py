@@ -116,9 +116,9 @@ class HybridParams:
     # quarter (outward tick marks set a small plot's axis a few px in), and a framed plot at least
     # ``tiny`` px across can stand though under the size limit (0: off; section 70)
     plot_lane: float = 0.0  # guided, with ``strokes``: an upright region narrower than the size
-    # limit, at least this many px wide and as high as the limit, that is a chart's plot framed by
-    # its axes (see plot_frame) stands as a panel: a plot squeezed into a narrow lane (0: off;
-    # section 71)
+    # limit, at least this many px wide and as high as the limit, that is a chart's plot with its
+    # axes at the bottom left (see narrow_plot) stands as a panel: a plot squeezed into a narrow
+    # lane (0: off; sections 71-72)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -441,17 +441,26 @@ def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams)
     return rows >= params.strokes * w and cols >= params.strokes * h
 
 
-def narrow_plot(arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams) -> bool:
+def narrow_plot(
+    arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams
+) -> bool:
     """Whether ``box``, narrower than the size limit, stands as a panel by ``plot_lane`` (section
-    71): an upright lane (not wider than high, so not a line of words) at least ``plot_lane`` px
-    wide and ``limit`` px high, holding a chart's plot framed by its axes (:func:`plot_frame`,
-    which needs ``strokes``)."""
+    72): an upright lane (not wider than high, so not a line of words) at least ``plot_lane`` px
+    wide and ``limit`` px high, holding a chart's plot: not filled like a picture, with a y axis in
+    the left third of its width (a straight column of ink running ``strokes`` of its height) and an
+    x axis in the bottom third of its height (a straight row running ``strokes`` of its width).
+    Only that corner counts: a rotated word (a chart's y title cut at its spaces) has its letters'
+    baseline on its right and passes :func:`plot_frame`, which takes any two adjacent sides
+    (section 71)."""
     if not (params.plot_lane and params.strokes):
         return False
     w, h = box[2] - box[0], box[3] - box[1]
-    if w < params.plot_lane or h < max(w, limit):
+    if w < params.plot_lane or h < max(w, limit) or _picture(arr, ink, box, params):
         return False
-    return plot_frame(arr, ink, box, params)
+    sub = ink[box[1] : box[3], box[0] : box[2]]
+    bottom = _row_run(sub[h - max(1, h // 3) :])  # the x axis
+    left = _row_run(sub[:, : max(1, w // 3)].T)  # the y axis
+    return bottom >= params.strokes * w and left >= params.strokes * h
 
 
 def _longest_run(mask: np.ndarray) -> int:

@@ -574,7 +574,7 @@ class Separator:
                 keep = [
                     min(b[2] - b[0], b[3] - b[1]) >= self.min_side
                     or (not flat_line(b, hp) and tiny_picture(a, test_ink, b, hp))
-                    or (guided and narrow_plot(a, ink, b, limit, hp))  # section 71
+                    or (guided and narrow_plot(a, ink, b, limit, hp))  # sections 71-72
                     for b, _ in kept
                 ]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)

@@ -1,7 +1,8 @@
-"""Guided's ``plot_lane`` setting (diary, section 71): a chart squeezed into a narrow upright lane
-(narrower than ``--min-side``, so not a panel by size, and mostly background, so not a picture)
-stands as a panel when its plot is framed by its axes. Lines of words (flat) and lanes without
-axes stay out."""
+"""Guided's ``plot_lane`` setting (diary, sections 71-72): a chart squeezed into a narrow upright
+lane (narrower than ``--min-side``, so not a panel by size, and mostly background, so not a
+picture) stands as a panel when its axes meet at its bottom left. Lines of words (flat), lanes
+without axes and an L the other way round (a rotated word's baseline lies on its right) stay
+out."""
 
 from __future__ import annotations
 
@@ -81,6 +82,19 @@ def test_narrow_plot_needs_an_upright_lane_wide_enough() -> None:
     x0, y0, x1, y1 = chart
     assert narrow_plot(arr, ink, chart, 12, _params(8.0))
     assert not narrow_plot(flat, ink_mask(flat), (y0, x0, y1, x1), 12, _params(8.0))  # flat
+
+
+def test_only_axes_at_the_bottom_left_count() -> None:
+    """The chart mirrored left to right has its upright line on its right, as a rotated word's
+    baseline: no narrow plot (section 71's any-two-sides test took such words for plots)."""
+    arr, chart = lane_figure()
+    mirrored = np.ascontiguousarray(arr[:, ::-1])
+    x0, y0, x1, y1 = chart
+    box = (400 - x1, y0, 400 - x0, y1)
+    assert not narrow_plot(mirrored, ink_mask(mirrored), box, 24, _params(8.0))
+    upside_down = np.ascontiguousarray(arr[::-1])  # the x axis at the top
+    box = (x0, 300 - y1, x1, 300 - y0)
+    assert not narrow_plot(upside_down, ink_mask(upside_down), box, 24, _params(8.0))
 
 
 def test_an_unframed_lane_is_no_narrow_plot() -> None:
