@@ -47,6 +47,14 @@ def lane_figure(axes: bool = True, width: int = 14) -> tuple[np.ndarray, Box]:
     return np.asarray(img), (x0, y0, x0 + width, y0 + h)
 
 
+def test_the_shipped_default_sets_it() -> None:
+    """Section 72's fresh runs cleared every bar: plot_lane 8 ships."""
+    assert Separator("guided").hybrid.plot_lane == 8.0
+    arr, chart = lane_figure()
+    default = Separator("auto").split([Image.fromarray(arr)])[0]
+    assert max(iou(b, chart) for b, _ in default) > 0.8
+
+
 def _panels(arr: np.ndarray, plot_lane: float) -> list[Box]:
     sep = Separator("guided", hybrid={"plot_lane": plot_lane})
     return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
