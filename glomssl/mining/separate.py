@@ -248,6 +248,15 @@ def stretch_for(weights: str | None) -> float:
     return ink_stretch(weights_meta(weights), weights)
 
 
+def mean_grey(arr: np.ndarray) -> np.ndarray:
+    """(H, W) float64 mean of the channels of (H, W, C) uint8 ``arr``, equal to
+    ``arr.mean(axis=2)`` (the channel sums are exact in uint16) and several times faster."""
+    total = arr[:, :, 0].astype(np.uint16)
+    for c in range(1, arr.shape[2]):
+        total += arr[:, :, c]
+    return total / arr.shape[2]
+
+
 def stretch_ink(arr: np.ndarray, level: float) -> np.ndarray:
     """``arr`` (H, W, 3 uint8) with its ink darkened so that its darkest 2% of ink (pixels under
     grey 235) reach ``level``, by scaling every pixel's distance from white; returned as is when
@@ -256,10 +265,7 @@ def stretch_ink(arr: np.ndarray, level: float) -> np.ndarray:
     on; the boxes it returns are in the same pixels."""
     if level <= 0:
         return arr
-    total = arr[:, :, 0].astype(np.uint16)
-    for c in range(1, arr.shape[2]):
-        total += arr[:, :, c]
-    grey = total / arr.shape[2]  # (H, W) float64, as arr.mean(axis=2) (exact sums of uint8)
+    grey = mean_grey(arr)  # (H, W)
     ink = grey[grey < 235]
     if ink.size < 100:
         return arr
