@@ -69,6 +69,14 @@ def test_a_framed_chart_in_a_narrow_lane_stands() -> None:
     assert len(on) == len(off) + 1  # the pictures come back as before
 
 
+def test_a_lane_under_guideds_own_size_limit_stands_too() -> None:
+    """8 px wide, under guided's size limit on this figure (3 % of 300 px: 9 px), so guided's last
+    step must keep it as well as separate's test of boxes under --min-side."""
+    arr, chart = lane_figure(width=8)
+    assert max(iou(b, chart) for b in _panels(arr, 0.0)) < 0.5
+    assert max(iou(b, chart) for b in _panels(arr, 8.0)) > 0.8
+
+
 def test_a_lane_without_axes_stays_out() -> None:
     arr, chart = lane_figure(axes=False)
     assert max(iou(b, chart) for b in _panels(arr, 8.0)) < 0.5
