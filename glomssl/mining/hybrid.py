@@ -119,6 +119,11 @@ class HybridParams:
     # limit, at least this many px wide and as high as the limit, that is a chart's plot with its
     # axes at the bottom left (see narrow_plot) stands as a panel: a plot squeezed into a narrow
     # lane (0: off; sections 71-72)
+    plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
+    # its axes at the bottom left takes in the regions no returned box holds that sit beside its
+    # left side or under its bottom, at most this share of the figure's long side away and no
+    # larger than it (its tick labels and axis titles, which whitespace cut off; see
+    # join_plot_labels; 0: off; section 73)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -441,26 +446,84 @@ def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams)
     return rows >= params.strokes * w and cols >= params.strokes * h
 
 
-def narrow_plot(
-    arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams
-) -> bool:
-    """Whether ``box``, narrower than the size limit, stands as a panel by ``plot_lane`` (section
-    72): an upright lane (not wider than high, so not a line of words) at least ``plot_lane`` px
-    wide and ``limit`` px high, holding a chart's plot: not filled like a picture, with a y axis in
-    the left third of its width (a straight column of ink running ``strokes`` of its height) and an
-    x axis in the bottom third of its height (a straight row running ``strokes`` of its width).
-    Only that corner counts: a rotated word (a chart's y title cut at its spaces) has its letters'
-    baseline on its right and passes :func:`plot_frame`, which takes any two adjacent sides
-    (section 71)."""
-    if not (params.plot_lane and params.strokes):
-        return False
+def axes_corner(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+    """Whether ``box`` holds a chart's plot with its axes at the bottom left (sections 72-73): at
+    least 8 px a side, not filled like a picture, a straight column of ink in the left third of its
+    width running ``strokes`` of its height (the y axis) and a straight row in the bottom third of
+    its height running ``strokes`` of its width (the x axis)."""
     w, h = box[2] - box[0], box[3] - box[1]
-    if w < params.plot_lane or h < max(w, limit) or _picture(arr, ink, box, params):
+    if not params.strokes or w < 8 or h < 8 or _picture(arr, ink, box, params):
         return False
     sub = ink[box[1] : box[3], box[0] : box[2]]
     bottom = _row_run(sub[h - max(1, h // 3) :])  # the x axis
     left = _row_run(sub[:, : max(1, w // 3)].T)  # the y axis
     return bottom >= params.strokes * w and left >= params.strokes * h
+
+
+def narrow_plot(
+    arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams
+) -> bool:
+    """Whether ``box``, narrower than the size limit, stands as a panel by ``plot_lane`` (section
+    72): an upright lane (not wider than high, so not a line of words) at least ``plot_lane`` px
+    wide and ``limit`` px high, holding a chart's plot with its axes at the bottom left
+    (:func:`axes_corner`). Only that corner counts: a rotated word (a chart's y title cut at its
+    spaces) has its letters' baseline on its right and passes :func:`plot_frame`, which takes any
+    two adjacent sides (section 71)."""
+    if not (params.plot_lane and params.strokes):
+        return False
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w < params.plot_lane or h < max(w, limit):
+        return False
+    return axes_corner(arr, ink, box, params)
+
+
+def join_plot_labels(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    boxes: list[Scored],
+    regions: Callable[[], Sequence[Box]],
+    params: HybridParams,
+) -> list[Scored]:
+    """``boxes`` with each chart plot grown over its labels (``plot_labels``, section 73). A box
+    with its axes at the bottom left (:func:`axes_corner`) takes in each of ``regions()`` (the
+    figure's whitespace regions, asked for only when some box is a plot) that no returned box
+    touches, is not a picture, is no larger than
+    the box on either side, and sits beside the box's left side (at least half of its height level
+    with the box) or under its bottom (at least half of its width below the box), at most
+    ``plot_labels`` of the figure's long side away; three rounds, so the y title beyond the tick
+    labels joins too. The grown box is kept only when it touches no other returned box."""
+    if not (params.plot_labels and params.strokes):
+        return boxes
+    gap = params.plot_labels * max(ink.shape)
+    kept = [b for b, _ in boxes]
+    free: list[Box] | None = None  # made on first use: most boxes are no plots
+    out: list[Scored] = []
+    for box, score in boxes:
+        if not axes_corner(arr, ink, box, params):
+            out.append((box, score))
+            continue
+        if free is None:
+            free = [r for r in regions() if not any(inter(r, k) > 0 for k in kept)]
+        grown, taken = box, set[int]()
+        for _ in range(3):
+            before = len(taken)
+            for j, r in enumerate(free):
+                rw, rh = r[2] - r[0], r[3] - r[1]
+                if j in taken or rw > grown[2] - grown[0] or rh > grown[3] - grown[1]:
+                    continue
+                left = r[2] <= grown[0] and grown[0] - r[2] <= gap
+                left = left and min(r[3], grown[3]) - max(r[1], grown[1]) >= 0.5 * rh
+                below = r[1] >= grown[3] and r[1] - grown[3] <= gap
+                below = below and min(r[2], grown[2]) - max(r[0], grown[0]) >= 0.5 * rw
+                if (left or below) and not tiny_picture(arr, ink, r, params):
+                    grown = union_box([grown, r])
+                    taken.add(j)
+            if len(taken) == before:
+                break
+        if grown != box and any(inter(grown, k) > 0 for k in kept if k != box):
+            grown = box  # it would reach into another panel
+        out.append((grown, score))
+    return out
 
 
 def _longest_run(mask: np.ndarray) -> int:

@@ -32,7 +32,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ from glomssl.mining.hybrid import (
     guided_boxes,
     hybrid_boxes,
     join_pale,
+    join_plot_labels,
     narrow_plot,
     one_lettered_panel,
     text_line,
@@ -157,7 +158,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
         )
-    shares = ("tiny_fill", "label_member", "strokes", "text_run", "plot_small")
+    shares = ("tiny_fill", "label_member", "strokes", "text_run", "plot_small", "plot_labels")
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
             raise GlomsslError(
@@ -537,6 +538,12 @@ class Separator:
             return min(self.min_side, max(1, round(self.hybrid.tiny)))
         return self.min_side
 
+    def _regions(self, arr: np.ndarray, ink: np.ndarray) -> Callable[[], list[Box]]:
+        """The figure's whitespace regions down to guided's floor, as guided cuts them (made when
+        called)."""
+        share = self.hybrid.tiny_share if self.hybrid.tiny else 0.06
+        return lambda: leaves(arr, ink, self._floor(), self.classic, share)
+
     def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
         """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
         bgs = [background_colour(a, self.classic) for a in arrs]  # (C,) each
@@ -595,6 +602,8 @@ class Separator:
                 if hp.pale_join:  # pieces of one picture parted by bare glass (section 63)
                     confident = [b for b, s in found if s >= hp.conf]
                     kept = join_pale(first, kept, pale_ink, confident, hp)
+            if guided and hp.plot_labels:  # a chart plot's labels cut off by whitespace (73)
+                kept = join_plot_labels(a, ink, kept, self._regions(a, ink), hp)
             out.append(kept)
         return out, dets
 
@@ -709,6 +718,8 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["plot_small"]
             if not (tuned.plot_lane and tuned.strokes):  # likewise (no effect without)
                 del own["plot_lane"]
+            if not (tuned.plot_labels and tuned.strokes):  # likewise (no effect without)
+                del own["plot_labels"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
             if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
