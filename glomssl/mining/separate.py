@@ -675,6 +675,20 @@ def _names(file: Path, key: str) -> tuple[str, str]:
     return Path(file).stem[:60], hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
 
 
+# guided settings that act only together with others (key, then the keys it needs): each is
+# recorded in a run's fingerprint only when it and those are all set
+ONLY_WITH: tuple[tuple[str, ...], ...] = (
+    ("plot_small", "strokes"),
+    ("plot_lane", "strokes"),
+    ("plot_labels", "strokes"),
+    ("tiny_pale", "tiny", "pale"),
+    ("hairline_pale", "hairline"),
+    ("text_run", "text"),
+    ("pale_join", "pale"),
+    ("tiny_flat", "tiny"),
+)
+
+
 def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
     """The settings that decide a run's panels, as the JSON text its state database keeps: a folder
     is resumed only with the same text. Settings added to the sidecar over time enter it only when
@@ -714,30 +728,17 @@ def run_fingerprint(cfg: SeparateConfig, method: str | None = None) -> str:
                 del own["label_member"]
             if not tuned.strokes:  # likewise
                 del own["strokes"]
-            if not (tuned.plot_small and tuned.strokes):  # likewise (no effect without)
-                del own["plot_small"]
-            if not (tuned.plot_lane and tuned.strokes):  # likewise (no effect without)
-                del own["plot_lane"]
-            if not (tuned.plot_labels and tuned.strokes):  # likewise (no effect without)
-                del own["plot_labels"]
             if not tuned.pale:  # likewise
                 del own["pale"], own["pale_share"]
-            if not (tuned.tiny_pale and tuned.tiny and tuned.pale):  # likewise (no effect without)
-                del own["tiny_pale"]
             if not tuned.hairline:  # likewise
                 del own["hairline"], own["hairline_rest"]
-            if not (tuned.hairline and tuned.hairline_pale):  # likewise (no effect without)
-                del own["hairline_pale"]
             if not tuned.text:  # likewise
                 del own["text"], own["text_ink"], own["text_stroke"]
-            if not (tuned.text_run and tuned.text):  # likewise (no effect without)
-                del own["text_run"]
-            if not (tuned.pale_join and tuned.pale):  # likewise (no effect without)
-                del own["pale_join"]
-            if not (tuned.tiny_flat and tuned.tiny):  # likewise (no effect without)
-                del own["tiny_flat"]
             if not (tuned.tiny_upright and tuned.tiny and tuned.merge):  # likewise
                 del own["tiny_upright"], own["tiny_fill"]
+            for key, *needs in ONLY_WITH:  # likewise, and only with the settings they need
+                if not (getattr(tuned, key) and all(getattr(tuned, n) for n in needs)):
+                    del own[key]
             settings.update(own)
             zoom, hint, cap, hconf, letters = zoom_for(cfg.weights)
             if zoom:  # only when set, as above
