@@ -41,11 +41,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from glomssl.data.images import SOURCE_FORMAT
 from glomssl.mining.boxes import prf1
 from glomssl.mining.classic import ClassicParams, clean_boxes, ink_mask, whole_figure
 from glomssl.mining.hybrid import HybridParams, hybrid_boxes
 from glomssl.mining.separate import Separator
 from glomssl.mining.synth import Fonts, load_pool, make_figure
+from glomssl.mining.synth.heldout import (
+    exsclaim_set as real_exsclaim,
+)
 from glomssl.mining.synth.heldout import (
     heldout_pools,
     layout_file_set,
@@ -102,11 +106,8 @@ def tuning_set(n: int, images: list[str]) -> Figures:
 
 
 def exsclaim_set(shared: Path) -> Figures:
-    root = shared / "compound_figures" / "exsclaim"
-    meta = json.loads((root / "boxes.json").read_text())
-    figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
-    truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
-    return figs, truths
+    """The 14 real figures, read as ``glomssl separate`` reads files (JPEG ones known as JPEG)."""
+    return real_exsclaim(shared)
 
 
 def score(sep: Separator, figs: list[Image.Image], truths: list) -> dict:
@@ -381,11 +382,13 @@ def main() -> None:
 
 def recompress(fig: Image.Image, quality: int) -> Image.Image:
     """``fig`` saved as a baseline JPEG at ``quality`` (4:2:0 chroma, as most web figures are) and
-    decoded again."""
+    decoded again, known as JPEG (as ``glomssl separate`` knows a .jpg file)."""
     buf = io.BytesIO()
     fig.convert("RGB").save(buf, format="JPEG", quality=quality)
     buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    out = Image.open(buf).convert("RGB")
+    out.info[SOURCE_FORMAT] = "JPEG"
+    return out
 
 
 def restain(fig: Image.Image, boxes: list, mode: str) -> Image.Image:

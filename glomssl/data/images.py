@@ -65,6 +65,7 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Any:
     try:
         with _open_checked(path) as im:
             im.load()
+            source_format = im.format
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 a = np.asarray(im, dtype=np.float64)
                 lo, hi = np.percentile(a, [0.5, 99.5]) if a.size else (0.0, 1.0)
@@ -82,7 +83,19 @@ def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Any:
         s = max_side / max(out.size)
         size = (max(1, round(out.width * s)), max(1, round(out.height * s)))
         out = out.resize(size, Image.Resampling.BOX)
+    out.info[SOURCE_FORMAT] = source_format  # conversion drops ``format``: kept for is_jpeg
     return out
+
+
+#: The ``info`` key where :func:`load_rgb` keeps the file's format (``PIL.Image.format``).
+SOURCE_FORMAT = "glomssl_source_format"
+JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+
+
+def is_jpeg(img: Any) -> bool:
+    """Whether PIL image ``img`` was decoded from a JPEG file: its own ``format``, or the one
+    :func:`load_rgb` kept (a converted image has none). A JPEG saved again as PNG is not one."""
+    return img.format in JPEG_FORMATS or img.info.get(SOURCE_FORMAT) in JPEG_FORMATS
 
 
 def centre_square(img: Any, size: int, resample: Any = None) -> Any:

@@ -288,6 +288,45 @@ def seam_cut(
     return None if best is None else (best[1], best[2])
 
 
+#: A JPEG's gutter line: at most this share of its pixels are faint ink ...
+RINGING_SHARE = 0.03
+#: ... and at most this share are pale (more than :data:`RINGING_PALE` levels off the background)
+RINGING_PALE_SHARE = 0.5
+RINGING_PALE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Gutters:
+    """How the cuts read a line as blank in a JPEG figure (guided's ``ringing``, section 74 of
+    docs/experiments/panel-detector.md).
+
+    JPEG compression rings along every edge: in a gutter two or three pixels wide between two
+    pictures, some pixels end up 30-40 levels off the white (more in a colour channel than in
+    grey, since colour is stored at half resolution), so the ink mask marks them and the gutter is
+    no longer a blank line. Here a line also counts as blank when none of its pixels is ``strong``
+    ink (more than the ringing level off the background), at most :data:`RINGING_SHARE` of them
+    are ink, and at most :data:`RINGING_PALE_SHARE` are ``pale`` (bare glass or a pale wash inside
+    a picture is pale along most of the line; a gutter's ringing is sparse). Both masks are
+    (H, W) bool over the whole figure."""
+
+    strong: np.ndarray
+    pale: np.ndarray
+
+    def blank(self, box: Box, ink_counts: np.ndarray, axis: int) -> np.ndarray:
+        """(L,) bool: lines of ``box`` (axis 1: rows, counts per row; axis 0: columns) that hold
+        ink (``ink_counts`` > 0) yet read as blank gutter lines."""
+        x0, y0, x1, y1 = box
+        length = x1 - x0 if axis == 1 else y1 - y0
+        strong = self.strong[y0:y1, x0:x1].sum(axis=axis)
+        pale = self.pale[y0:y1, x0:x1].sum(axis=axis)
+        return (
+            (ink_counts > 0)
+            & (strong == 0)
+            & (ink_counts <= RINGING_SHARE * length)
+            & (pale <= RINGING_PALE_SHARE * length)
+        )
+
+
 def xy_cut(
     ink: np.ndarray,
     box: Box,
@@ -296,22 +335,27 @@ def xy_cut(
     lines: LineSums | None = None,
     limit: int = 0,
     params: ClassicParams = DEFAULT_CLASSIC,
+    gutters: Gutters | None = None,
 ) -> list[Box]:
     """Recursive XY cut of ``box``: split at blank rows or columns until none is left, then (when
-    the figure's ``lines`` are given) at the seam of two touching pictures, parts >= ``limit`` px."""
+    the figure's ``lines`` are given) at the seam of two touching pictures, parts >= ``limit`` px.
+    With ``gutters`` (a JPEG figure), a line with only sparse faint ink counts as blank too."""
     trimmed = trim_box(ink, box)
     if trimmed is None:
         return []
     x0, y0, x1, y1 = trimmed
     sub = ink[y0:y1, x0:x1]
     rows, cols = sub.sum(axis=1), sub.sum(axis=0)  # ink per row (H,) and per column (W,)
+    if gutters is not None:  # a JPEG's ringing along a gutter leaves the line blank
+        rows = np.where(gutters.blank(trimmed, rows, 1), 0, rows)
+        cols = np.where(gutters.blank(trimmed, cols, 0), 0, cols)
     row_gaps = _gaps(rows, min_gap, rows / (x1 - x0), params.thin)
     col_gaps = _gaps(cols, min_gap, cols / (y1 - y0), params.thin)
     if depth > 12:
         return [trimmed]
 
     def deeper(part: Box) -> list[Box]:
-        return xy_cut(ink, part, min_gap, depth + 1, lines, limit, params)
+        return xy_cut(ink, part, min_gap, depth + 1, lines, limit, params, gutters)
 
     if not row_gaps and not col_gaps:
         seam = seam_cut(lines, trimmed, max(limit, 2), params) if lines is not None else None
@@ -362,13 +406,15 @@ def leaves(
     min_side: int,
     params: ClassicParams = DEFAULT_CLASSIC,
     share: float = 0.06,
+    gutters: Gutters | None = None,
 ) -> list[Box]:
     """Every region the cuts leave in the (H, W, 3) figure ``arr`` with ink mask ``ink``; no part is
-    cut smaller than :func:`size_limit` (``min_side``, ``share``)."""
+    cut smaller than :func:`size_limit` (``min_side``, ``share``). ``gutters``: see :class:`Gutters`."""
     h, w = ink.shape
     limit = size_limit(ink.shape, min_side, share)
     lines = LineSums(arr, ink) if params.seam > 0 else None
-    return xy_cut(ink, (0, 0, w, h), min_gap_for(ink.shape, params), 0, lines, limit, params)
+    gap = min_gap_for(ink.shape, params)
+    return xy_cut(ink, (0, 0, w, h), gap, 0, lines, limit, params, gutters)
 
 
 def classic_boxes(

@@ -31,6 +31,7 @@ from glomssl.mining.boxes import Box, Scored, area, inter, iou, union_box
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
     ClassicParams,
+    Gutters,
     LineSums,
     background_colour,
     leaves,
@@ -124,6 +125,9 @@ class HybridParams:
     # left side or under its bottom, at most this share of the figure's long side away and no
     # larger than it (its tick labels and axis titles, which whitespace cut off; see
     # join_plot_labels; 0: off; section 73)
+    ringing: float = 0.0  # guided, on a JPEG figure: the whitespace cuts read a line as blank when
+    # none of its pixels is more than this many grey levels off the background and only a few are
+    # ink at all (a JPEG's ringing along a gutter; see classic.Gutters; 0: off; section 74)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -639,6 +643,7 @@ def guided_boxes(
     params: HybridParams = HybridParams(),
     classic: ClassicParams = DEFAULT_CLASSIC,
     pale_ink: np.ndarray | None = None,
+    gutters: Gutters | None = None,
 ) -> list[Scored]:
     """Panels of one figure by the classic splitter, with the cuts the detector confirms.
 
@@ -663,7 +668,8 @@ def guided_boxes(
     share of ink.
 
     ``pale_ink``: the ink mask with pale pixels (``params.pale``) counted, when the caller has it
-    already; otherwise it is made here on first use.
+    already; otherwise it is made here on first use. ``gutters`` (a JPEG figure, with
+    ``params.ringing``): the whitespace cuts read lines with a JPEG's ringing as blank.
     """
     share = params.tiny_share if params.tiny else 0.06
     limit = size_limit(ink.shape, min_side, share)
@@ -697,7 +703,7 @@ def guided_boxes(
         return ink | open_square(pale_only)
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
-    regions = leaves(arr, ink, min_side, classic, share)
+    regions = leaves(arr, ink, min_side, classic, share, gutters)
     for region in regions:
         parts: list[Box] = []
         small: list[Box] = []
@@ -706,7 +712,8 @@ def guided_boxes(
         inside = sum(inter(d, region) >= 0.5 * area(d) for d, _ in dets)
         if inside >= 2 and big(region):
             lines = lines or LineSums(arr, ink)
-            cut = xy_cut(ink, region, min_gap_for(ink.shape, fine), 0, lines, limit, fine)
+            gap = min_gap_for(ink.shape, fine)
+            cut = xy_cut(ink, region, gap, 0, lines, limit, fine, gutters)
             parts = [b for b in cut if big(b)]
             small = [b for b in cut if not big(b)]
 

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from glomssl.config import opt
+from glomssl.data.images import is_jpeg
 from glomssl.errors import GlomsslError
 from glomssl.fsutil import (
     atomic_write_bytes,
@@ -61,7 +62,9 @@ from glomssl.mining.boxes import (
 )
 from glomssl.mining.classic import (
     DEFAULT_CLASSIC,
+    RINGING_PALE,
     ClassicParams,
+    Gutters,
     background_colour,
     classic_boxes,
     clean_boxes,
@@ -157,6 +160,12 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         raise GlomsslError(
             f"{_sidecar(weights)}: separate.{method}.pale_share must be above 0 and at most 1, "
             f"got {values['pale_share']!r}; fix or delete that value"
+        )
+    ringing = values.get("ringing", 0.0)
+    if ringing and not 30 < ringing <= 255:  # at the ink mask's 30 or under it would never act
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{method}.ringing must be 0 (off) or above 30 and at "
+            f"most 255 grey levels, got {ringing!r}; fix or delete that value"
         )
     shares = ("tiny_fill", "label_member", "strokes", "text_run", "plot_small", "plot_labels")
     for share in shares:  # above 1 would quietly act as off
@@ -475,10 +484,11 @@ class Separator:
         they may be cut (:meth:`_most_parts`); ``zoom_letters`` keeps one lettered panel's
         pictures together (:meth:`_one_lettered`). Diary, sections 36-40."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
-        found, dets = self._split(arrs)
+        jpegs = [is_jpeg(im) for im in images]
+        found, dets = self._split(arrs, jpegs)
         if not self.zoom:
             return found
-        return [self._zoom_in(*args) for args in zip(arrs, found, dets)]
+        return [self._zoom_in(*args) for args in zip(arrs, found, dets, jpegs)]
 
     def _most_parts(self, box: Box, dets: Sequence[Scored]) -> float:
         """How many parts zooming into the long panel ``box`` may cut it into (fewer than 2: it
@@ -500,7 +510,9 @@ class Separator:
             return 0
         return hints + self.zoom_cap if self.zoom_cap else math.inf
 
-    def _zoom_in(self, arr: np.ndarray, panels: list[Scored], dets: list[Scored]) -> list[Scored]:
+    def _zoom_in(
+        self, arr: np.ndarray, panels: list[Scored], dets: list[Scored], jpeg: bool = False
+    ) -> list[Scored]:
         out: list[Scored] = []
         regions: list[Box] | None = None  # the figure's classic regions, for the letter guard
         for box, score in panels:
@@ -509,13 +521,15 @@ class Separator:
             most = self._most_parts(box, dets) if long else 0
             if most >= 2:
                 crop = np.ascontiguousarray(arr[box[1] : box[3], box[0] : box[2]])
-                inner = self._split([crop])[0][0]
+                inner = self._split([crop], [jpeg])[0][0]
                 parts = [((x0 + box[0], y0 + box[1], x1 + box[0], y1 + box[1]), s)
                          for (x0, y0, x1, y1), s in inner]  # fmt: skip
                 if 2 <= len(parts) <= most:
                     if self.zoom_letters and regions is None:
-                        regions = leaves(arr, ink_mask(arr, params=self.classic), self.min_side,
-                                         self.classic)  # fmt: skip
+                        bg = background_colour(arr, self.classic)
+                        ink = ink_mask(arr, params=self.classic, bg=bg)
+                        gutters = self._gutters(arr, bg, ink, None, jpeg)
+                        regions = leaves(arr, ink, self.min_side, self.classic, 0.06, gutters)
                     if not (regions and self._one_lettered(box, parts, regions, arr.shape)):
                         out += parts
                         continue
@@ -538,14 +552,31 @@ class Separator:
             return min(self.min_side, max(1, round(self.hybrid.tiny)))
         return self.min_side
 
-    def _regions(self, arr: np.ndarray, ink: np.ndarray) -> Callable[[], list[Box]]:
+    def _regions(
+        self, arr: np.ndarray, ink: np.ndarray, gutters: Gutters | None
+    ) -> Callable[[], list[Box]]:
         """The figure's whitespace regions down to guided's floor, as guided cuts them (made when
         called)."""
         share = self.hybrid.tiny_share if self.hybrid.tiny else 0.06
-        return lambda: leaves(arr, ink, self._floor(), self.classic, share)
+        return lambda: leaves(arr, ink, self._floor(), self.classic, share, gutters)
 
-    def _split(self, arrs: list[np.ndarray]) -> tuple[list[list[Scored]], list[list[Scored]]]:
-        """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``."""
+    def _gutters(
+        self, arr: np.ndarray, bg: np.ndarray, ink: np.ndarray, pale: np.ndarray | None, jpeg: bool
+    ) -> Gutters | None:
+        """How guided's cuts read blank lines in a JPEG figure (``ringing``, section 74), else
+        None. ``pale``: the ink mask with pale pixels counted at ``hp.pale``, when made."""
+        hp = self.hybrid
+        if not (jpeg and self.method == "guided" and hp.ringing):
+            return None
+        if pale is None or hp.pale != RINGING_PALE:
+            pale = ink | off_background(arr, bg, RINGING_PALE)
+        return Gutters(strong=ink_mask(arr, round(hp.ringing), self.classic, bg), pale=pale)
+
+    def _split(
+        self, arrs: list[np.ndarray], jpegs: Sequence[bool] | None = None
+    ) -> tuple[list[list[Scored]], list[list[Scored]]]:
+        """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``.
+        ``jpegs``: which figures were stored as JPEG (guided's ``ringing``)."""
         bgs = [background_colour(a, self.classic) for a in arrs]  # (C,) each
         inks = [ink_mask(a, params=self.classic, bg=bg) for a, bg in zip(arrs, bgs)]
         dets: list[list[Scored]] = [[] for _ in arrs]
@@ -553,6 +584,10 @@ class Separator:
         pales = [  # ink with pale pixels counted: made once, for guided's cuts and its filters
             ink | off_background(a, bg, hp.pale) if guided and hp.pale else ink
             for a, bg, ink in zip(arrs, bgs, inks)
+        ]
+        gutters = [
+            self._gutters(a, bg, ink, pale if hp.pale else None, jpeg)
+            for a, bg, ink, pale, jpeg in zip(arrs, bgs, inks, pales, jpegs or [False] * len(arrs))
         ]
         if self.method == "classic":
             raw = [
@@ -564,8 +599,8 @@ class Separator:
         elif guided:
             dets = self.detect(arrs)
             raw = [
-                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale_ink=pale)
-                for a, ink, found, pale in zip(arrs, inks, dets, pales)
+                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale, gut)
+                for a, ink, found, pale, gut in zip(arrs, inks, dets, pales, gutters)
             ]
         else:
             dets = self.detect(arrs)
@@ -574,7 +609,9 @@ class Separator:
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for a, bg, ink, pale_ink, boxes, found in zip(arrs, bgs, inks, pales, raw, dets):
+        for a, bg, ink, pale_ink, boxes, found, gut in zip(
+            arrs, bgs, inks, pales, raw, dets, gutters
+        ):
             kept = clean_boxes(ink, boxes, self._floor())
             first = kept  # as cut, before any growth: pale_join measures its gaps on these
             if self._floor() < self.min_side:  # guided's tiny panels: pictures only
@@ -603,7 +640,7 @@ class Separator:
                     confident = [b for b, s in found if s >= hp.conf]
                     kept = join_pale(first, kept, pale_ink, confident, hp)
             if guided and hp.plot_labels:  # a chart plot's labels cut off by whitespace (73)
-                kept = join_plot_labels(a, ink, kept, self._regions(a, ink), hp)
+                kept = join_plot_labels(a, ink, kept, self._regions(a, ink, gut), hp)
             out.append(kept)
         return out, dets
 
@@ -686,6 +723,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("text_run", "text"),
     ("pale_join", "pale"),
     ("tiny_flat", "tiny"),
+    ("ringing",),
 )
 
 

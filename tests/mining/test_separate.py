@@ -347,10 +347,9 @@ def test_bad_sidecar_setting_is_a_one_line_error_before_any_output(tmp_path: Pat
 
 
 def _real_score(shared_data: Path, method: str) -> dict:
-    root = shared_data / "compound_figures" / "exsclaim"
-    meta = json.loads((root / "boxes.json").read_text())
-    figs = [Image.open(root / "images" / m["file"]).convert("RGB") for m in meta]
-    truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
+    from glomssl.mining.synth.heldout import exsclaim_set
+
+    figs, truths = exsclaim_set(shared_data)  # read as `glomssl separate` reads the files
     assert DEFAULT_WEIGHTS.is_file() and len(figs) == 14
     sep = Separator(method)
     preds = [[b for b, _ in sep.split([fig])[0]] for fig in figs]

@@ -350,6 +350,19 @@ def heldout_pools(shared: Path) -> tuple[list[Image.Image], list[Image.Image]]:
     return glom, tissue
 
 
+def exsclaim_set(shared: Path) -> tuple[list[Image.Image], list[list[Box]]]:
+    """The 14 real exsclaim figures (``shared``/compound_figures/exsclaim) and their panel boxes,
+    read as ``glomssl separate`` reads files (:func:`glomssl.data.images.load_rgb`: RGB, the
+    file's format kept, so the JPEG ones are known as JPEG)."""
+    from glomssl.data.images import load_rgb
+
+    root = shared / "compound_figures" / "exsclaim"
+    meta = json.loads((root / "boxes.json").read_text())
+    figs = [load_rgb(root / "images" / m["file"]) for m in meta]
+    truths = [[(b["x0"], b["y0"], b["x1"], b["y1"]) for b in m["boxes"]] for m in meta]
+    return figs, truths
+
+
 def relayout_set(
     shared: Path, fills: int, first: int = 0
 ) -> tuple[list[Image.Image], list[list[Box]]]:
