@@ -126,7 +126,7 @@ def test_zoom_separates_a_long_panel_again_on_its_own(monkeypatch: pytest.Monkey
 
     seen: list[tuple[int, int]] = []
 
-    def fake_split(self: Separator, arrs: list) -> tuple[list, list]:
+    def fake_split(self: Separator, arrs: list, jpegs: object = None) -> tuple[list, list]:
         out = []
         for a in arrs:
             h, w = a.shape[:2]
@@ -205,7 +205,7 @@ def test_zoom_letters_keeps_one_lettered_panels_pictures_together(
 
     from glomssl.mining.separate import Separator
 
-    def fake_split(self: Separator, arrs: list) -> tuple[list, list]:
+    def fake_split(self: Separator, arrs: list, jpegs: object = None) -> tuple[list, list]:
         out = []
         for a in arrs:
             h, w = a.shape[:2]
