@@ -482,7 +482,11 @@ class Separator:
         at the figure's scale. Two or more panels found there replace it. ``zoom_hint``,
         ``zoom_conf`` and ``zoom_cap`` narrow which panels are looked at again and how finely
         they may be cut (:meth:`_most_parts`); ``zoom_letters`` keeps one lettered panel's
-        pictures together (:meth:`_one_lettered`). Diary, sections 36-40."""
+        pictures together (:meth:`_one_lettered`). Diary, sections 36-40.
+
+        Images decoded from a JPEG file (their own ``format``, or the one
+        :func:`glomssl.data.images.load_rgb` keeps) are cut with guided's ``ringing`` setting
+        (section 74); pass images opened that way, not converted copies, to get it."""
         arrs = [np.asarray(im.convert("RGB")) for im in images]  # (H, W, 3) each
         jpegs = [is_jpeg(im) for im in images]
         found, dets = self._split(arrs, jpegs)
