@@ -67,7 +67,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     from glomssl.detect.evaluate import best_f1_threshold, labelled_tiles, predict_files
     from glomssl.detect.model import Detector, build_net, load_yolo
     from glomssl.engine import resolve_device
-    from glomssl.mining.yolo import optimizer_args, report_progress
+    from glomssl.mining.yolo import optimizer_args, report_progress, torch_settings_kept
     from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     info = check_dataset(cfg.data)
@@ -91,38 +91,39 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     report_progress(yolo, "detect train", cfg.quiet)
     t0 = time.perf_counter()
     try:
-        yolo.train(
-            data=os.fspath(data_file),
-            epochs=cfg.epochs,
-            imgsz=cfg.imgsz,
-            batch=cfg.batch,
-            device="cpu" if device == "cpu" else device.partition(":")[2] or "0",
-            workers=cfg.workers,
-            seed=cfg.seed,
-            deterministic=True,
-            patience=cfg.patience,
-            cache="ram" if cfg.cache else False,
-            project=os.fspath(run.resolve()),
-            name="ultralytics",
-            exist_ok=True,
-            pretrained=bool(cfg.init),
-            amp=False,
-            plots=False,
-            verbose=not cfg.quiet,
-            mosaic=0.0,
-            mixup=0.0,
-            close_mosaic=0,
-            warmup_epochs=min(1.0, cfg.epochs / 10),
-            degrees=0.0,
-            fliplr=0.5,
-            flipud=0.5,
-            scale=0.15,
-            translate=0.1,
-            hsv_h=0.015,
-            hsv_s=0.5,
-            hsv_v=0.3,
-            **optimizer_args(cfg.lr0),
-        )
+        with torch_settings_kept():  # ultralytics sets threads and determinism
+            yolo.train(
+                data=os.fspath(data_file),
+                epochs=cfg.epochs,
+                imgsz=cfg.imgsz,
+                batch=cfg.batch,
+                device="cpu" if device == "cpu" else device.partition(":")[2] or "0",
+                workers=cfg.workers,
+                seed=cfg.seed,
+                deterministic=True,
+                patience=cfg.patience,
+                cache="ram" if cfg.cache else False,
+                project=os.fspath(run.resolve()),
+                name="ultralytics",
+                exist_ok=True,
+                pretrained=bool(cfg.init),
+                amp=False,
+                plots=False,
+                verbose=not cfg.quiet,
+                mosaic=0.0,
+                mixup=0.0,
+                close_mosaic=0,
+                warmup_epochs=min(1.0, cfg.epochs / 10),
+                degrees=0.0,
+                fliplr=0.5,
+                flipud=0.5,
+                scale=0.15,
+                translate=0.1,
+                hsv_h=0.015,
+                hsv_s=0.5,
+                hsv_v=0.3,
+                **optimizer_args(cfg.lr0),
+            )
     except GlomsslError:
         raise
     except (FileNotFoundError, RuntimeError) as exc:

@@ -461,10 +461,15 @@ class Separator:
         """The detector on each (H, W, 3) RGB array, boxes in that array's pixels."""
         bgr = [stretch_ink(a, self.stretch)[:, :, ::-1] for a in arrs]  # ultralytics: BGR
         args = {"imgsz": self.imgsz, "conf": self.conf, "iou": self.iou, "device": self.device}
-        if self.rect:  # one figure at a time, padded only to its own rectangle
-            results = [self.detector.predict(a, rect=True, verbose=False, **args)[0] for a in bgr]
-        else:  # one batch, each figure padded to a square
-            results = self.detector.predict(bgr, verbose=False, **args)
+        from glomssl.mining.yolo import torch_settings_kept
+
+        with torch_settings_kept():  # ultralytics would set torch's threads for the whole process
+            if self.rect:  # one figure at a time, padded only to its own rectangle
+                results = [
+                    self.detector.predict(a, rect=True, verbose=False, **args)[0] for a in bgr
+                ]
+            else:  # one batch, each figure padded to a square
+                results = self.detector.predict(bgr, verbose=False, **args)
         raw = []
         for res in results:
             xyxy = res.boxes.xyxy.cpu().numpy()  # (N, 4)

@@ -12,9 +12,11 @@ sidecar, so loading them unpickles nothing; a ``.pt`` file is refused. Training 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,32 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "panel_detector.safetensors"
 ARCHITECTURE = "glomssl-panel-yolo"
 
 _CONFIGURED = False
+
+
+@contextlib.contextmanager
+def torch_settings_kept() -> Iterator[None]:
+    """Run ultralytics without letting it change torch's process-wide settings for what follows.
+
+    On a CPU, ultralytics' device selection (first prediction of a model, every training) sets
+    torch's intra-op threads to min(8, cores - 1), and training with ``deterministic=True`` turns on
+    torch's deterministic algorithms; both stayed set for the rest of the process, so a stage after
+    ``separate`` in ``glomssl mine`` or ``make demo`` ran on one thread on a 2-core machine. The
+    thread count and the deterministic flag are put back as they were."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        if (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        ) != (deterministic, warn_only):
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def setup_offline(config_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -22,6 +22,7 @@ from glomssl.mining.yolo import (
     load_detector,
     optimizer_args,
     report_progress,
+    torch_settings_kept,
     ultralytics_device,
     weights_meta,
 )
@@ -105,35 +106,36 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             yolo = build_model(model_yaml, work_dir=run)
     report_progress(yolo, "separator train", cfg.quiet)
     try:
-        yolo.train(
-            data=os.fspath(data_yaml),
-            epochs=cfg.epochs,
-            imgsz=cfg.imgsz,
-            batch=cfg.batch,
-            device=device,
-            workers=cfg.workers,
-            seed=cfg.seed,
-            deterministic=True,
-            patience=cfg.patience,
-            fraction=cfg.fraction,
-            warmup_epochs=cfg.warmup_epochs,
-            cache="ram" if cfg.cache else False,
-            project=os.fspath(run.resolve()),
-            name="ultralytics",
-            exist_ok=True,
-            pretrained=bool(init),
-            amp=False,
-            plots=False,
-            verbose=not cfg.quiet,
-            mosaic=0.0,
-            mixup=0.0,
-            close_mosaic=0,
-            fliplr=cfg.fliplr,
-            scale=cfg.scale,
-            translate=0.05,
-            degrees=0.0,
-            **optimizer_args(cfg.lr0),
-        )
+        with torch_settings_kept():  # ultralytics sets threads and determinism
+            yolo.train(
+                data=os.fspath(data_yaml),
+                epochs=cfg.epochs,
+                imgsz=cfg.imgsz,
+                batch=cfg.batch,
+                device=device,
+                workers=cfg.workers,
+                seed=cfg.seed,
+                deterministic=True,
+                patience=cfg.patience,
+                fraction=cfg.fraction,
+                warmup_epochs=cfg.warmup_epochs,
+                cache="ram" if cfg.cache else False,
+                project=os.fspath(run.resolve()),
+                name="ultralytics",
+                exist_ok=True,
+                pretrained=bool(init),
+                amp=False,
+                plots=False,
+                verbose=not cfg.quiet,
+                mosaic=0.0,
+                mixup=0.0,
+                close_mosaic=0,
+                fliplr=cfg.fliplr,
+                scale=cfg.scale,
+                translate=0.05,
+                degrees=0.0,
+                **optimizer_args(cfg.lr0),
+            )
     except GlomsslError:
         raise
     except (FileNotFoundError, RuntimeError) as exc:
