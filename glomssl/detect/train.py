@@ -67,7 +67,7 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
     from glomssl.detect.evaluate import best_f1_threshold, labelled_tiles, predict_files
     from glomssl.detect.model import Detector, build_net, load_yolo
     from glomssl.engine import resolve_device
-    from glomssl.mining.yolo import optimizer_args, report_progress, torch_settings_kept
+    from glomssl.mining.yolo import optimizer_args, report_progress, train_offline
     from glomssl.runs import next_run_dir, removed_on_error, save_weights
 
     info = check_dataset(cfg.data)
@@ -90,44 +90,32 @@ def train_glomerulus_detector(cfg: DetectTrainConfig) -> dict[str, Any]:
             yolo = build_net(layout, work_dir=run)
     report_progress(yolo, "detect train", cfg.quiet)
     t0 = time.perf_counter()
-    try:
-        with torch_settings_kept():  # ultralytics sets threads and determinism
-            yolo.train(
-                data=os.fspath(data_file),
-                epochs=cfg.epochs,
-                imgsz=cfg.imgsz,
-                batch=cfg.batch,
-                device="cpu" if device == "cpu" else device.partition(":")[2] or "0",
-                workers=cfg.workers,
-                seed=cfg.seed,
-                deterministic=True,
-                patience=cfg.patience,
-                cache="ram" if cfg.cache else False,
-                project=os.fspath(run.resolve()),
-                name="ultralytics",
-                exist_ok=True,
-                pretrained=bool(cfg.init),
-                amp=False,
-                plots=False,
-                verbose=not cfg.quiet,
-                mosaic=0.0,
-                mixup=0.0,
-                close_mosaic=0,
-                warmup_epochs=min(1.0, cfg.epochs / 10),
-                degrees=0.0,
-                fliplr=0.5,
-                flipud=0.5,
-                scale=0.15,
-                translate=0.1,
-                hsv_h=0.015,
-                hsv_s=0.5,
-                hsv_v=0.3,
-                **optimizer_args(cfg.lr0),
-            )
-    except GlomsslError:
-        raise
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise GlomsslError(f"training failed on {cfg.data}: {exc}".splitlines()[0]) from exc
+    train_offline(
+        yolo,
+        run,
+        cfg.data,
+        cfg.quiet,
+        data=os.fspath(data_file),
+        epochs=cfg.epochs,
+        imgsz=cfg.imgsz,
+        batch=cfg.batch,
+        device="cpu" if device == "cpu" else device.partition(":")[2] or "0",
+        workers=cfg.workers,
+        seed=cfg.seed,
+        patience=cfg.patience,
+        cache="ram" if cfg.cache else False,
+        pretrained=bool(cfg.init),
+        warmup_epochs=min(1.0, cfg.epochs / 10),
+        degrees=0.0,
+        fliplr=0.5,
+        flipud=0.5,
+        scale=0.15,
+        translate=0.1,
+        hsv_h=0.015,
+        hsv_s=0.5,
+        hsv_v=0.3,
+        **optimizer_args(cfg.lr0),
+    )
     train_s = time.perf_counter() - t0
     metrics = {k: float(v) for k, v in (getattr(yolo.trainer, "metrics", None) or {}).items()}
     # ultralytics reloads the best epoch into yolo.model at the end (a file this process wrote)

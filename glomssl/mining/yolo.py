@@ -56,6 +56,32 @@ def torch_settings_kept() -> Iterator[None]:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+def train_offline(yolo: Any, run: Path, what: object, quiet: bool, **args: Any) -> None:
+    """``yolo.train(**args)`` with this project's fixed settings: outputs under ``run``/ultralytics,
+    deterministic, no mixed precision, no plots, no mosaic or mixup (they break panel letters and
+    whole-figure layouts), quiet unless asked, torch's settings kept (:func:`torch_settings_kept`).
+    A failure becomes one line naming ``what`` (the training data as the user gave it)."""
+    try:
+        with torch_settings_kept():
+            yolo.train(
+                project=os.fspath(run.resolve()),
+                name="ultralytics",
+                exist_ok=True,
+                deterministic=True,
+                amp=False,
+                plots=False,
+                verbose=not quiet,
+                mosaic=0.0,
+                mixup=0.0,
+                close_mosaic=0,
+                **args,
+            )
+    except GlomsslError:
+        raise
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise GlomsslError(f"training failed on {what}: {exc}".splitlines()[0]) from exc
+
+
 def setup_offline(config_dir: str | os.PathLike[str] | None = None) -> Path:
     """Point ultralytics at a private, offline set-up; call before importing ultralytics.
 

@@ -22,7 +22,7 @@ from glomssl.mining.yolo import (
     load_detector,
     optimizer_args,
     report_progress,
-    torch_settings_kept,
+    train_offline,
     ultralytics_device,
     weights_meta,
 )
@@ -105,41 +105,29 @@ def train_detector(cfg: TrainConfig) -> dict[str, Any]:
             model_yaml = Path(cfg.model)
             yolo = build_model(model_yaml, work_dir=run)
     report_progress(yolo, "separator train", cfg.quiet)
-    try:
-        with torch_settings_kept():  # ultralytics sets threads and determinism
-            yolo.train(
-                data=os.fspath(data_yaml),
-                epochs=cfg.epochs,
-                imgsz=cfg.imgsz,
-                batch=cfg.batch,
-                device=device,
-                workers=cfg.workers,
-                seed=cfg.seed,
-                deterministic=True,
-                patience=cfg.patience,
-                fraction=cfg.fraction,
-                warmup_epochs=cfg.warmup_epochs,
-                cache="ram" if cfg.cache else False,
-                project=os.fspath(run.resolve()),
-                name="ultralytics",
-                exist_ok=True,
-                pretrained=bool(init),
-                amp=False,
-                plots=False,
-                verbose=not cfg.quiet,
-                mosaic=0.0,
-                mixup=0.0,
-                close_mosaic=0,
-                fliplr=cfg.fliplr,
-                scale=cfg.scale,
-                translate=0.05,
-                degrees=0.0,
-                **optimizer_args(cfg.lr0),
-            )
-    except GlomsslError:
-        raise
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise GlomsslError(f"training failed on {cfg.data}: {exc}".splitlines()[0]) from exc
+    train_offline(
+        yolo,
+        run,
+        cfg.data,
+        cfg.quiet,
+        data=os.fspath(data_yaml),
+        epochs=cfg.epochs,
+        imgsz=cfg.imgsz,
+        batch=cfg.batch,
+        device=device,
+        workers=cfg.workers,
+        seed=cfg.seed,
+        patience=cfg.patience,
+        fraction=cfg.fraction,
+        warmup_epochs=cfg.warmup_epochs,
+        cache="ram" if cfg.cache else False,
+        pretrained=bool(init),
+        fliplr=cfg.fliplr,
+        scale=cfg.scale,
+        translate=0.05,
+        degrees=0.0,
+        **optimizer_args(cfg.lr0),
+    )
     trainer = yolo.trainer
     metrics = {k: float(v) for k, v in (getattr(trainer, "metrics", None) or {}).items()}
     # After training, ultralytics reloads best.pt (a file this process just wrote) into yolo.model.
