@@ -307,10 +307,13 @@ class Gutters:
     ink (more than the ringing level off the background), at most :data:`RINGING_SHARE` of them
     are ink, and at most :data:`RINGING_PALE_SHARE` are ``pale`` (bare glass or a pale wash inside
     a picture is pale along most of the line; a gutter's ringing is sparse). Both masks are
-    (H, W) bool over the whole figure."""
+    (H, W) bool over the whole figure. ``ridge`` above 0 (guided's hairline cuts only) also reads
+    as blank a gutter 1-3 px wide that the JPEG blurred pale along its length: see
+    :func:`ridge_lines`."""
 
     strong: np.ndarray
     pale: np.ndarray
+    ridge: float = 0.0
 
     def blank(self, box: Box, ink_counts: np.ndarray, axis: int) -> np.ndarray:
         """(L,) bool: lines of ``box`` (axis 1: rows, counts per row; axis 0: columns) that hold
@@ -319,12 +322,41 @@ class Gutters:
         length = x1 - x0 if axis == 1 else y1 - y0
         strong = self.strong[y0:y1, x0:x1].sum(axis=axis)
         pale = self.pale[y0:y1, x0:x1].sum(axis=axis)
-        return (
+        out = (
             (ink_counts > 0)
             & (strong == 0)
             & (ink_counts <= RINGING_SHARE * length)
             & (pale <= RINGING_PALE_SHARE * length)
         )
+        if self.ridge > 0:
+            out |= ridge_lines((ink_counts > 0) & (strong == 0), strong, length, self.ridge)
+        return out
+
+
+#: a ridge (see :func:`ridge_lines`) is at most this many lines wide
+RIDGE_WIDTH = 3
+
+
+def ridge_lines(faint: np.ndarray, strong: np.ndarray, length: int, share: float) -> np.ndarray:
+    """(L,) bool: the ``faint`` lines (ink, but none of it strong) that lie in a run of at most
+    :data:`RIDGE_WIDTH` faint lines with a line on each side holding at least ``share`` of its
+    ``length`` in strong ink: a gutter one to three pixels wide between two pictures, pale along
+    its length where JPEG blurred the pictures' edges into it."""
+    out = np.zeros_like(faint)
+    n = faint.size
+    i = 0
+    while i < n:
+        if not faint[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and faint[j]:
+            j += 1
+        if j - i <= RIDGE_WIDTH and i > 0 and j < n:
+            if strong[i - 1] >= share * length and strong[j] >= share * length:
+                out[i:j] = True
+        i = j
+    return out
 
 
 def xy_cut(

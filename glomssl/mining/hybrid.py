@@ -128,6 +128,10 @@ class HybridParams:
     ringing: float = 0.0  # guided, on a JPEG figure: the whitespace cuts read a line as blank when
     # none of its pixels is more than this many grey levels off the background and only a few are
     # ink at all (a JPEG's ringing along a gutter; see classic.Gutters; 0: off; section 74)
+    ridge: float = 0.0  # guided, with ``ringing`` and ``hairline``, on a JPEG figure: the hairline
+    # cuts also read as blank a run of at most three lines with no pixel past the ringing level
+    # when the line on each side holds at least this share of such pixels (a gutter 1-3 px wide
+    # between two pictures, blurred pale by the JPEG; see classic.ridge_lines; 0: off; section 76)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -790,7 +794,13 @@ def guided_boxes(
         out = [(b, ink_share(b) if s is None else s) for b, s in pieces if s is not None or big(b)]
     if not params.hairline:
         return out
-    return hairline_cuts(arr, glass() if params.hairline_pale else ink, out, limit, params)
+    # a JPEG figure's hairlines between pictures blurred pale along their length (ridge)
+    hair = (
+        dataclasses.replace(gutters, ridge=params.ridge)
+        if gutters is not None and params.ridge
+        else None
+    )
+    return hairline_cuts(arr, glass() if params.hairline_pale else ink, out, limit, params, hair)
 
 
 def open_square(mask: np.ndarray) -> np.ndarray:
@@ -807,7 +817,12 @@ def open_square(mask: np.ndarray) -> np.ndarray:
 
 
 def hairline_cuts(
-    arr: np.ndarray, ink: np.ndarray, boxes: Sequence[Scored], limit: int, params: HybridParams
+    arr: np.ndarray,
+    ink: np.ndarray,
+    boxes: Sequence[Scored],
+    limit: int,
+    params: HybridParams,
+    gutters: Gutters | None = None,
 ) -> list[Scored]:
     """``boxes`` with each one replaced by its parts where blank rows or columns one pixel wide or
     more part it into pictures of similar size (``params.hairline``, section 60 of
@@ -815,11 +830,12 @@ def hairline_cuts(
     each passing the picture test (see :func:`_picture`), the pieces left over holding at most
     ``hairline_rest`` of the box, and the largest part under ``hairline`` of the parts' summed
     area. A large picture with small close-ups or maps beside it stays one panel; so does a chart
-    (its plot and labels are mostly background). The parts keep the box's score."""
+    (its plot and labels are mostly background). The parts keep the box's score. ``gutters`` (a
+    JPEG figure, with ``params.ridge``): how the cut reads blank lines there (classic.Gutters)."""
     out: list[Scored] = []
     for box, score in boxes:
         b = (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
-        cut = xy_cut(ink, b, 1, 0, None, limit, _NO_SEAMS)
+        cut = xy_cut(ink, b, 1, 0, None, limit, _NO_SEAMS, gutters)
         parts = [q for q in cut if q[2] - q[0] >= limit and q[3] - q[1] >= limit]
         if len(parts) >= 2:
             areas = [area(q) for q in parts]

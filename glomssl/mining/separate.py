@@ -167,7 +167,15 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.ringing must be 0 (off) or above 30 and at "
             f"most 255 grey levels, got {ringing!r}; fix or delete that value"
         )
-    shares = ("tiny_fill", "label_member", "strokes", "text_run", "plot_small", "plot_labels")
+    shares = (
+        "tiny_fill",
+        "label_member",
+        "strokes",
+        "text_run",
+        "plot_small",
+        "plot_labels",
+        "ridge",
+    )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
             raise GlomsslError(
@@ -733,6 +741,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("pale_join", "pale"),
     ("tiny_flat", "tiny"),
     ("ringing",),
+    ("ridge", "ringing", "hairline"),
 )
 
 
