@@ -1,0 +1,141 @@
+"""Guided's ``ridge`` setting (diary, section 76): in a figure read from a JPEG file, the hairline
+cuts read a gutter 1-3 px wide that the JPEG blurred pale along its length as blank, when both
+lines beside it are picture edges; a PNG is cut as before."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
+
+from glomssl.data.images import load_rgb
+from glomssl.mining.boxes import iou
+from glomssl.mining.classic import (
+    RIDGE_WIDTH,
+    RINGING_PALE,
+    Gutters,
+    background_colour,
+    ink_mask,
+    off_background,
+    ridge_lines,
+)
+from glomssl.mining.hybrid import guided_boxes
+from glomssl.mining.separate import Separator, tuned_settings
+
+LEFT = (20, 20, 110, 140)  # two pictures parted by one blurred column at x 110
+RIGHT = (111, 20, 200, 140)
+
+
+def blurred_gutter(width: int = 1, off: tuple[int, int] = (32, 40)) -> np.ndarray:
+    """A 220 x 160 figure: two textured pictures with a gutter ``width`` px wide between them whose
+    every pixel is ``off`` (low, high) grey levels off white: ink by the mask's 30, none past the
+    ringing level 45, pale along its whole length (what JPEG 75 leaves of a thin gutter)."""
+    rng = np.random.default_rng(3)
+    arr = np.full((160, 220 + width - 1, 3), 255, np.uint8)
+    right = (RIGHT[0] + width - 1, RIGHT[1], RIGHT[2] + width - 1, RIGHT[3])
+    for x0, y0, x1, y1 in (LEFT, right):
+        arr[y0:y1, x0:x1] = rng.integers(60, 200, (y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    arr[20:140, 110 : 110 + width] = 255 - rng.integers(off[0], off[1], (120, width, 1))
+    return arr
+
+
+def gutters_for(arr: np.ndarray) -> Gutters:
+    bg = background_colour(arr)
+    ink = ink_mask(arr, bg=bg)
+    return Gutters(
+        strong=ink_mask(arr, 45, bg=bg), pale=ink | off_background(arr, bg, RINGING_PALE)
+    )
+
+
+def boxes(arr: np.ndarray, ridge: float, gutters: bool) -> list:
+    params = dataclasses.replace(tuned_settings("guided")[1], ridge=ridge)
+    ink = ink_mask(arr)
+    got = guided_boxes(arr, ink, [], 24, params, gutters=gutters_for(arr) if gutters else None)
+    return sorted(b for b, _ in got)
+
+
+def test_ridge_lines_takes_a_narrow_faint_run_between_strong_lines() -> None:
+    strong = np.array([10, 10, 0, 10, 0, 0, 0, 0, 10, 2, 0, 10])  # per line, of 10 pixels
+    faint = strong == 0
+    got = ridge_lines(faint, strong, 10, 0.3)
+    assert np.flatnonzero(got).tolist() == [2]  # lines 4-7 are a run of 4: too wide
+    assert RIDGE_WIDTH == 3
+    assert not ridge_lines(faint, strong, 10, 0.3)[10]  # a flank (line 9) of 20 % is not an edge
+    assert ridge_lines(faint, strong, 10, 0.2)[10]
+    edge = np.array([0, 10, 10])  # a faint first line has no flank before it
+    assert not ridge_lines(edge == 0, edge, 10, 0.3).any()
+
+
+def test_the_hairline_cut_parts_a_blurred_gutter_only_with_the_setting() -> None:
+    arr = blurred_gutter()
+    ink = ink_mask(arr)
+    assert ink[20:140, 110].all()  # the gutter is ink along its whole length: no blank line
+    assert boxes(arr, 0.3, gutters=True) == [LEFT, RIGHT]
+    assert boxes(arr, 0.0, gutters=True) == [(20, 20, 200, 140)]  # ringing alone: pale, no cut
+    assert boxes(arr, 0.3, gutters=False) == [(20, 20, 200, 140)]  # no Gutters: not a JPEG
+
+
+def test_a_gutter_three_wide_is_cut_and_four_wide_is_left_to_the_other_cuts() -> None:
+    three = blurred_gutter(width=3)
+    assert len(boxes(three, 0.3, gutters=True)) == 2
+    assert len(boxes(three, 0.0, gutters=True)) == 1
+    four = blurred_gutter(width=4)
+    assert boxes(four, 0.3, gutters=True) == boxes(four, 0.0, gutters=True)
+
+
+def test_a_strong_pixel_in_the_line_keeps_it_ink() -> None:
+    arr = blurred_gutter()
+    arr[80, 110] = 180  # 75 levels off: real ink, not a blurred gutter
+    assert len(boxes(arr, 0.3, gutters=True)) == 1
+
+
+def test_the_shipped_default_sets_it() -> None:
+    assert tuned_settings("guided")[1].ridge == 0.3
+
+
+def test_ridge_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, blurred_gutter(), "ridge", 0.3)
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.3, 1.5])
+def test_a_bad_ridge_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
+    check_bad_value_refused(tmp_path, "ridge", bad)
+
+
+@pytest.mark.realdata
+def test_a_row_of_narrow_pas_pictures_in_a_jpeg_figure_comes_apart(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """B-odd's layout 0029 (fill 0, pictures only; a looking set) saved as JPEG 75: a row of
+    narrow PAS pictures 18-20 px wide parted by 1-px gutters, which the JPEG blurs pale. Without
+    the setting most of the row comes back as one panel; as a PNG it is cut either way."""
+    from glomssl.mining.synth.heldout import layout_file_set
+
+    line = next(
+        x
+        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
+        .read_text()
+        .splitlines()
+        if x.startswith("0029 ")
+    )
+    (tmp_path / "one.txt").write_text(line + "\n")
+    figs, truths = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", 0.0)
+    targets = [(51, 38, 70, 186), (71, 38, 90, 186), (91, 38, 110, 186)]
+    assert all(t in [tuple(b) for b in truths[0]] for t in targets)
+    buf = io.BytesIO()
+    figs[0].save(buf, format="JPEG", quality=75)
+    (tmp_path / "f.jpg").write_bytes(buf.getvalue())
+    figs[0].save(tmp_path / "f.png")
+
+    def found(path: Path, ridge: float) -> int:
+        got = [b for b, _ in Separator("auto", hybrid={"ridge": ridge}).split([load_rgb(path)])[0]]
+        return sum(any(iou(b, t) >= 0.5 for b in got) for t in targets)
+
+    assert found(tmp_path / "f.jpg", 0.3) == 3
+    assert found(tmp_path / "f.jpg", 0.0) == 0
+    assert found(tmp_path / "f.png", 0.3) == found(tmp_path / "f.png", 0.0) == 3
