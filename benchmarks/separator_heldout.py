@@ -278,7 +278,17 @@ def main() -> None:
         help="biomed: draw each box as a matplotlib chart with this probability (0-1), a stress "
         "set closer to figures that mix pictures and charts [0: pictures only]",
     )
+    ap.add_argument(
+        "--native",
+        type=int,
+        default=0,
+        help="biomed: draw each figure at its layout's own size (long side capped at this many px, "
+        "at least 512) and shrink it to 512 px with Lanczos, as a figure made for print and shown "
+        "on the web is; a stress set [0: drawn at 512]",
+    )
     args = ap.parse_args()
+    if args.native and not 512 <= args.native <= 8192:
+        ap.error("--native must be a long side from 512 to 8192 px, or 0 for off")
     if not (math.isfinite(args.charts) and 0.0 <= args.charts <= 1.0):
         ap.error("--charts must be a share between 0 and 1")
     if not (math.isfinite(args.scale) and 1.0 <= args.scale <= 4.0):
@@ -313,7 +323,7 @@ def main() -> None:
                 f"--layouts {args.layouts} is not a file: pass benchmarks/data/sciint_layouts.txt"
             )
         data = layout_file_set(
-            Path(args.layouts), shared, args.fills, args.first, args.part, args.charts
+            Path(args.layouts), shared, args.fills, args.first, args.part, args.charts, args.native
         )
     elif args.set in ("strips", "strips512"):
         data = strip_set(
@@ -326,7 +336,7 @@ def main() -> None:
     if args.jpeg:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "stain": args.stain, "jpeg": args.jpeg, "charts": args.charts, "scale": args.scale,
+                    "stain": args.stain, "jpeg": args.jpeg, "charts": args.charts, "native": args.native, "scale": args.scale,
                     "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout", "biomed") else None,
                     "part": args.part if args.set == "biomed" else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",

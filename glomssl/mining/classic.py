@@ -314,6 +314,7 @@ class Gutters:
     strong: np.ndarray
     pale: np.ndarray
     ridge: float = 0.0
+    reach: int = 0
 
     def blank(self, box: Box, ink_counts: np.ndarray, axis: int) -> np.ndarray:
         """(L,) bool: lines of ``box`` (axis 1: rows, counts per row; axis 0: columns) that hold
@@ -329,7 +330,8 @@ class Gutters:
             & (pale <= RINGING_PALE_SHARE * length)
         )
         if self.ridge > 0:
-            out |= ridge_lines((ink_counts > 0) & (strong == 0), strong, length, self.ridge)
+            faint = (ink_counts > 0) & (strong == 0)
+            out |= ridge_lines(faint, strong, length, self.ridge, self.reach)
         return out
 
 
@@ -337,11 +339,15 @@ class Gutters:
 RIDGE_WIDTH = 3
 
 
-def ridge_lines(faint: np.ndarray, strong: np.ndarray, length: int, share: float) -> np.ndarray:
+def ridge_lines(
+    faint: np.ndarray, strong: np.ndarray, length: int, share: float, reach: int = 0
+) -> np.ndarray:
     """(L,) bool: the ``faint`` lines (ink, but none of it strong) that lie in a run of at most
     :data:`RIDGE_WIDTH` faint lines with a line on each side holding at least ``share`` of its
     ``length`` in strong ink: a gutter one to three pixels wide between two pictures, pale along
-    its length where JPEG blurred the pictures' edges into it."""
+    its length where JPEG blurred the pictures' edges into it. ``reach`` > 0 lets that line on
+    each side lie up to ``reach`` lines further out (a figure shrunk from a larger size blends the
+    picture edge next to the gutter too; guided's ``ridge_reach``, section 77)."""
     out = np.zeros_like(faint)
     n = faint.size
     i = 0
@@ -353,7 +359,9 @@ def ridge_lines(faint: np.ndarray, strong: np.ndarray, length: int, share: float
         while j < n and faint[j]:
             j += 1
         if j - i <= RIDGE_WIDTH and i > 0 and j < n:
-            if strong[i - 1] >= share * length and strong[j] >= share * length:
+            left = strong[max(0, i - 1 - reach) : i].max()
+            right = strong[j : j + 1 + reach].max()
+            if left >= share * length and right >= share * length:
                 out[i:j] = True
         i = j
     return out

@@ -132,6 +132,9 @@ class HybridParams:
     # cuts also read as blank a run of at most three lines with no pixel past the ringing level
     # when the line on each side holds at least this share of such pixels (a gutter 1-3 px wide
     # between two pictures, blurred pale by the JPEG; see classic.ridge_lines; 0: off; section 76)
+    ridge_reach: float = 0.0  # ... and the line on each side may lie this many lines further out
+    # (a figure shrunk from a larger size blends the picture edge beside the gutter too; 0: the
+    # lines next to the run, as in section 76; section 77)
     pale: float = 0.0  # guided: returned boxes grow back over pale picture edges (bare glass) whose
     # pixels differ from the background by more than this many grey levels but less than the ink
     # mask's 30 (see classic.grow_pale; 0: off; section 57)
@@ -796,7 +799,7 @@ def guided_boxes(
         return out
     # a JPEG figure's hairlines between pictures blurred pale along their length (ridge)
     hair = (
-        dataclasses.replace(gutters, ridge=params.ridge)
+        dataclasses.replace(gutters, ridge=params.ridge, reach=round(params.ridge_reach))
         if gutters is not None and params.ridge
         else None
     )

@@ -167,6 +167,12 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
             f"{_sidecar(weights)}: separate.{method}.ringing must be 0 (off) or above 30 and at "
             f"most 255 grey levels, got {ringing!r}; fix or delete that value"
         )
+    reach = values.get("ridge_reach", 0.0)
+    if reach != round(reach) or reach > 3:  # whole lines; further out is another picture
+        raise GlomsslError(
+            f"{_sidecar(weights)}: separate.{method}.ridge_reach must be a whole number of lines "
+            f"from 0 to 3, got {reach!r}; fix or delete that value"
+        )
     shares = (
         "tiny_fill",
         "label_member",
@@ -742,6 +748,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("tiny_flat", "tiny"),
     ("ringing",),
     ("ridge", "ringing", "hairline"),
+    ("ridge_reach", "ridge", "ringing", "hairline"),
 )
 
 

@@ -286,17 +286,19 @@ def refill_layout(
     fonts: Any,
     size: tuple[int, int],
     panels: Sequence[tuple[Box, str]],
+    letter_scale: float = 1.0,
 ) -> tuple[Image.Image, list[Box]]:
     """A figure of ``size`` (W, H) whose panels sit exactly where a given layout puts them, filled
     with new content, and its panel boxes. ``panels``: (box, kind) with kind "chart" (a matplotlib
     chart; its box is the tight box of its ink) or anything else (a crop of the ``glom`` or
     ``tissue`` pool; its box is where it was pasted). Boxes under 8 px a side are left out. One
     letter style per figure: panel letters in the white space above each panel when it has room,
-    inside its top-left corner, or none. Used to measure separators on real layouts' geometry."""
+    inside its top-left corner, or none; ``letter_scale`` scales the letters' size (a figure drawn
+    larger than 512 px, to be shrunk). Used to measure separators on real layouts' geometry."""
     w, h = size
     page = Image.new("RGB", (w, h), WHITE)
     dr = ImageDraw.Draw(page)
-    font = fonts.get(rng, int(rng.integers(10, 15)), bold=True)
+    font = fonts.get(rng, round(int(rng.integers(10, 15)) * letter_scale), bold=True)
     style = str(rng.choice(["outside", "inside", "none"], p=[0.5, 0.3, 0.2]))
     lead = font.getbbox("A")[3] + 2
     boxes: list[Box] = []
@@ -426,6 +428,14 @@ def read_layouts(path: Path) -> list[tuple[str, tuple[int, int], list[Box]]]:
     return out
 
 
+def _shrunk(fig: Image.Image, boxes: list[Box], k: float) -> tuple[Image.Image, list[Box]]:
+    """``fig`` shrunk by ``k`` with Lanczos, and its boxes scaled and rounded (under 8 px dropped)."""
+    w, h = fig.size
+    small = fig.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.LANCZOS)
+    scaled = [(round(b[0] * k), round(b[1] * k), round(b[2] * k), round(b[3] * k)) for b in boxes]
+    return small, [b for b in scaled if b[2] - b[0] >= 8 and b[3] - b[1] >= 8]
+
+
 def layout_file_set(
     path: Path,
     shared: Path,
@@ -433,6 +443,7 @@ def layout_file_set(
     first: int = 0,
     part: str = "all",
     charts: float = 0.0,
+    native: int = 0,
 ) -> tuple[list[Image.Image], list[list[Box]]]:
     """B: real biomedical layouts read by :func:`read_layouts`, scaled to a 512-px long side and
     filled ``fills`` times each with held-out pictures (every box a micrograph: the file records
@@ -441,7 +452,11 @@ def layout_file_set(
     is odd or even (fixed halves: one to look at, one to decide on), "all" keeps every one.
     ``charts`` (0-1, a stress variant): each box is drawn as a matplotlib chart instead with this
     probability, chosen per box and fill with seeds [20282, figure number, fill] (a chart's truth is
-    its ink box, as in R); 0 gives exactly the pictures-only set."""
+    its ink box, as in R); 0 gives exactly the pictures-only set. ``native`` (px, a stress variant):
+    each figure is drawn at its layout's own size, its long side capped at this and at least 512,
+    its letters scaled with it, then shrunk to a 512-px long side with Lanczos, as a figure made
+    for print and shown on the web is; boxes shrink with it and those under 8 px a side are left
+    out. 0: drawn at 512 px (the set itself)."""
     if not 0.0 <= charts <= 1.0:
         raise ValueError(f"charts must be a share in 0-1, got {charts}")
     glom, tissue = heldout_pools(shared)
@@ -451,7 +466,8 @@ def layout_file_set(
         num = int(ident)
         if (part == "odd" and num % 2 == 0) or (part == "even" and num % 2 == 1):
             continue
-        s = 512 / max(w, h)
+        side = max(512, min(native, max(w, h))) if native else 512
+        s = side / max(w, h)
         size = (max(1, round(w * s)), max(1, round(h * s)))
         panels: list[tuple[Box, str]] = [
             ((round(b[0] * s), round(b[1] * s), round(b[2] * s), round(b[3] * s)), "image")
@@ -463,8 +479,10 @@ def layout_file_set(
                 pick = np.random.default_rng([20282, num, f]).random(len(panels)) < charts
                 kinds = [(b, "chart" if c else k) for (b, k), c in zip(panels, pick)]
             fig, got = refill_layout(
-                np.random.default_rng([20281, num, f]), pools, fonts, size, kinds
+                np.random.default_rng([20281, num, f]), pools, fonts, size, kinds, side / 512
             )
+            if side != 512:
+                fig, got = _shrunk(fig, got, 512 / max(size))
             figs.append(fig)
             truths.append(got)
     return figs, truths
