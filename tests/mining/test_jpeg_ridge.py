@@ -71,6 +71,17 @@ def test_ridge_lines_takes_a_narrow_faint_run_between_strong_lines() -> None:
     assert not ridge_lines(edge == 0, edge, 10, 0.3).any()
 
 
+def test_ridge_reach_looks_further_out_for_the_picture_edges() -> None:
+    # a faint line (2) between half-blended edges (1, 3) and full picture lines (0, 4)
+    strong = np.array([10, 2, 0, 2, 10])
+    faint = strong == 0
+    assert not ridge_lines(faint, strong, 10, 0.3).any()
+    assert np.flatnonzero(ridge_lines(faint, strong, 10, 0.3, reach=1)).tolist() == [2]
+    far = np.array([10, 2, 2, 0, 2, 2, 10])  # the edges two lines further out: reach 2 only
+    assert not ridge_lines(far == 0, far, 10, 0.3, reach=1).any()
+    assert ridge_lines(far == 0, far, 10, 0.3, reach=2)[3]
+
+
 def test_the_hairline_cut_parts_a_blurred_gutter_only_with_the_setting() -> None:
     arr = blurred_gutter()
     ink = ink_mask(arr)
@@ -96,6 +107,33 @@ def test_a_strong_pixel_in_the_line_keeps_it_ink() -> None:
 
 def test_the_shipped_default_sets_it() -> None:
     assert tuned_settings("guided")[1].ridge == 0.3
+    assert tuned_settings("guided")[1].ridge_reach == 0.0  # diary 77: not adopted
+
+
+def test_ridge_reach_reaches_the_hairline_cut() -> None:
+    arr = blurred_gutter()
+    arr[20:140, 109] = 255 - 40  # the picture columns beside the gutter blended faint too ...
+    arr[20:140, 111] = 255 - 40
+    arr[20:140:4, 109] = 150  # ... with a quarter of their pixels strong
+    arr[20:140:4, 111] = 150
+    params = tuned_settings("guided")[1]
+    ink = ink_mask(arr)
+
+    def parts(reach: float) -> int:
+        p = dataclasses.replace(params, ridge=0.3, ridge_reach=reach)
+        return len(guided_boxes(arr, ink, [], 24, p, gutters=gutters_for(arr)))
+
+    assert parts(0.0) == 1
+    assert parts(1.0) == 2
+
+
+def test_ridge_reach_is_recorded_only_when_set(tmp_path: Path) -> None:
+    check_recorded_only_when_set(tmp_path, blurred_gutter(), "ridge_reach", 1.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, 0.5, 4.0])
+def test_a_bad_ridge_reach_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
+    check_bad_value_refused(tmp_path, "ridge_reach", bad)
 
 
 def test_ridge_is_recorded_only_when_set(tmp_path: Path) -> None:
@@ -139,3 +177,38 @@ def test_a_row_of_narrow_pas_pictures_in_a_jpeg_figure_comes_apart(
     assert found(tmp_path / "f.jpg", 0.3) == 3
     assert found(tmp_path / "f.jpg", 0.0) == 0
     assert found(tmp_path / "f.png", 0.3) == found(tmp_path / "f.png", 0.0) == 3
+
+
+@pytest.mark.realdata
+def test_native_draws_a_layout_at_its_own_size_and_shrinks_it(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """``layout_file_set(native=...)`` (the benchmark's --native): layout 0029 is 846 px
+    across, so it is drawn at that size and shrunk to 512; at 0 the set is drawn at 512 as ever."""
+    from glomssl.mining.synth.heldout import layout_file_set, read_layouts
+
+    line = next(
+        x
+        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
+        .read_text()
+        .splitlines()
+        if x.startswith("0029 ")
+    )
+    (tmp_path / "one.txt").write_text(line + "\n")
+    ((_, (w, h), native_boxes),) = read_layouts(tmp_path / "one.txt")
+    assert max(w, h) == 846
+    flat, flat_truth = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd")
+    big, big_truth = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", native=2600)
+    assert max(flat[0].size) == max(big[0].size) == 512
+    assert len(big_truth[0]) == len(flat_truth[0]) == len(native_boxes)
+    # the same boxes to within the rounding of two scalings
+    for a, b in zip(sorted(flat_truth[0]), sorted(big_truth[0])):
+        assert max(abs(u - v) for u, v in zip(a, b)) <= 2
+    # the shrink blends a 1-px gutter: its column is no longer clean white
+    x = 50  # between (32, 37, 50, 185) and (51, 38, 70, 186)
+    flat_col = np.asarray(flat[0])[60:160, x]
+    big_col = np.asarray(big[0])[60:160, x]
+    assert flat_col.min() == 255
+    assert big_col.min() < 255
+    with pytest.raises(ValueError):
+        layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", charts=2.0)
