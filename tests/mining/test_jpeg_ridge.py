@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
+from test_ringing import one_layout
 
 from glomssl.data.images import load_rgb
 from glomssl.mining.boxes import iou
@@ -154,15 +155,8 @@ def test_a_row_of_narrow_pas_pictures_in_a_jpeg_figure_comes_apart(
     the setting most of the row comes back as one panel; as a PNG it is cut either way."""
     from glomssl.mining.synth.heldout import layout_file_set
 
-    line = next(
-        x
-        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
-        .read_text()
-        .splitlines()
-        if x.startswith("0029 ")
-    )
-    (tmp_path / "one.txt").write_text(line + "\n")
-    figs, truths = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", 0.0)
+    one = one_layout(tmp_path, "0029")
+    figs, truths = layout_file_set(one, shared_data, 1, 0, "odd", 0.0)
     targets = [(51, 38, 70, 186), (71, 38, 90, 186), (91, 38, 110, 186)]
     assert all(t in [tuple(b) for b in truths[0]] for t in targets)
     buf = io.BytesIO()
@@ -187,18 +181,11 @@ def test_native_draws_a_layout_at_its_own_size_and_shrinks_it(
     across, so it is drawn at that size and shrunk to 512; at 0 the set is drawn at 512 as ever."""
     from glomssl.mining.synth.heldout import layout_file_set, read_layouts
 
-    line = next(
-        x
-        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
-        .read_text()
-        .splitlines()
-        if x.startswith("0029 ")
-    )
-    (tmp_path / "one.txt").write_text(line + "\n")
-    ((_, (w, h), native_boxes),) = read_layouts(tmp_path / "one.txt")
+    one = one_layout(tmp_path, "0029")
+    ((_, (w, h), native_boxes),) = read_layouts(one)
     assert max(w, h) == 846
-    flat, flat_truth = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd")
-    big, big_truth = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", native=2600)
+    flat, flat_truth = layout_file_set(one, shared_data, 1, 0, "odd")
+    big, big_truth = layout_file_set(one, shared_data, 1, 0, "odd", native=2600)
     assert max(flat[0].size) == max(big[0].size) == 512
     assert len(big_truth[0]) == len(flat_truth[0]) == len(native_boxes)
     # the same boxes to within the rounding of two scalings
@@ -211,4 +198,4 @@ def test_native_draws_a_layout_at_its_own_size_and_shrinks_it(
     assert flat_col.min() == 255
     assert big_col.min() < 255
     with pytest.raises(ValueError):
-        layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", charts=2.0)
+        layout_file_set(one, shared_data, 1, 0, "odd", charts=2.0)

@@ -145,6 +145,20 @@ def test_a_bad_ringing_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> 
     check_bad_value_refused(tmp_path, "ringing", bad)
 
 
+def one_layout(tmp_path: Path, ident: str) -> Path:
+    """A layouts file in ``tmp_path`` holding only figure ``ident`` of B's layouts file."""
+    line = next(
+        x
+        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
+        .read_text()
+        .splitlines()
+        if x.startswith(ident + " ")
+    )
+    path = tmp_path / "one.txt"
+    path.write_text(line + "\n")
+    return path
+
+
 @pytest.mark.realdata
 def test_a_real_pas_gutter_in_a_jpeg_figure_is_cut(shared_data: Path, tmp_path: Path) -> None:
     """B-odd's layout 0157 (fill 0, charts 0.3; a looking set) saved as JPEG 75: the narrow PAS
@@ -152,15 +166,7 @@ def test_a_real_pas_gutter_in_a_jpeg_figure_is_cut(shared_data: Path, tmp_path: 
     gutter 30-36 levels off white, so without the setting the two come back as one panel."""
     from glomssl.mining.synth.heldout import layout_file_set
 
-    line = next(
-        x
-        for x in (Path(__file__).parents[2] / "benchmarks/data/sciint_layouts.txt")
-        .read_text()
-        .splitlines()
-        if x.startswith("0157 ")
-    )
-    (tmp_path / "one.txt").write_text(line + "\n")
-    figs, truths = layout_file_set(tmp_path / "one.txt", shared_data, 1, 0, "odd", 0.3)
+    figs, truths = layout_file_set(one_layout(tmp_path, "0157"), shared_data, 1, 0, "odd", 0.3)
     target = (23, 289, 35, 358)
     assert target in [tuple(t) for t in truths[0]]
     (tmp_path / "f.jpg").write_bytes(_jpeg_bytes(np.asarray(figs[0])))
