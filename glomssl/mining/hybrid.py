@@ -162,6 +162,11 @@ class HybridParams:
     # apart and, grown over their pale edges, line up side to side are joined when every line of
     # the gap between them is pale content (at least ``pale_share`` pale or ink: bare glass inside
     # one picture, not a gutter), unless detector boxes confirm each of them (0: off; section 63)
+    rescue: float = 0.0  # guided: where a detector box at least this confident holds two or more
+    # whitespace regions (half of each or more) and every one was dropped (too small, or text),
+    # their union comes back as one panel when one of them is a plot framed by its axes, the union
+    # is at least --min-side across, overlaps no kept panel and takes in no other region: a small
+    # chart that whitespace cut into pieces too small to stand (see rescue_lost; 0: off; section 78)
 
 
 def _edge(profile: np.ndarray, pos: int, tol: int) -> tuple[int, float]:
@@ -360,6 +365,63 @@ def _arbitrate(
         elif narrow_plot(arr, ink, p, limit, params):
             out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
     return out
+
+
+_PLOT_LEAST = 8  # px: rescue_lost's framed plot is at least this wide and high (not a speck)
+_PLOT_SHARE = 0.1  # ... and holds this share of the union's area (not a word in a line of text)
+
+
+def rescue_lost(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    kept: Sequence[Scored],
+    dets: Sequence[Scored],
+    regions: Callable[[], list[Box]],
+    min_side: int,
+    params: HybridParams,
+) -> list[Scored]:
+    """The boxes to add to ``kept`` (``params.rescue``, section 78 of
+    docs/experiments/panel-detector.md). A small chart whose plot, tick labels and axis titles
+    whitespace cut apart can lose every piece to the size and text filters. For each detector box
+    in ``dets`` at least ``rescue`` confident that overlaps no kept box, most confident first, this
+    takes the whitespace regions (``regions()``, made only when some box needs them) of which the
+    box holds half or more (a box clips a chart's labels). Their union comes back as one panel,
+    with the box's confidence, when there are two or more, one of them is a plot framed by its axes
+    (see plot_frame) at least 8 px a side and a tenth of the union's area, the union is at least ``min_side`` px across, no
+    kept or added box overlaps it by more than a tenth of the smaller of the two, and no other
+    region lies more than half inside it."""
+    if not params.rescue:
+        return []
+    boxes = [b for b, _ in kept]
+    added: list[Scored] = []
+
+    def overlaps(u: Box) -> bool:
+        return any(inter(u, k) > 0.1 * min(area(u), area(k)) for k in boxes)
+
+    made: list[list[Box]] = []
+    for d, s in sorted(dets, key=lambda x: -x[1]):
+        if s < params.rescue or overlaps(d):
+            continue
+        if not made:
+            made.append(regions())
+        held = [r for r in made[0] if inter(r, d) >= 0.5 * area(r)]
+        if len(held) < 2:
+            continue
+        u = union_box(held)
+        if not any(
+            _short_side(r) >= _PLOT_LEAST
+            and area(r) >= _PLOT_SHARE * area(u)
+            and plot_frame(arr, ink, r, params)
+            for r in held
+        ):
+            continue
+        if u[2] - u[0] < min_side or u[3] - u[1] < min_side or overlaps(u):
+            continue
+        if any(inter(r, u) > 0.5 * area(r) for r in made[0] if r not in held):
+            continue
+        added.append((u, s))
+        boxes.append(u)
+    return added
 
 
 def _short_side(b: Box) -> int:

@@ -85,6 +85,7 @@ from glomssl.mining.hybrid import (
     join_plot_labels,
     narrow_plot,
     one_lettered_panel,
+    rescue_lost,
     text_line,
     tiny_picture,
 )
@@ -181,6 +182,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "plot_small",
         "plot_labels",
         "ridge",
+        "rescue",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -654,6 +656,11 @@ class Separator:
             if guided and hp.text:  # a chart's tick labels are not panels (section 61)
                 keep = [not text_line(ink, pale_ink, b, hp) for b, _ in kept]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)
+            if guided and hp.rescue:  # a small chart cut into pieces all dropped (section 78)
+                back = rescue_lost(
+                    a, ink, kept, found, self._regions(a, ink, gut), self.min_side, hp
+                )
+                kept, first = kept + back, first + back
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
                 kept = first = [(whole, kept[0][1] if kept else 1.0)]
@@ -749,6 +756,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("ringing",),
     ("ridge", "ringing", "hairline"),
     ("ridge_reach", "ridge", "ringing", "hairline"),
+    ("rescue",),
 )
 
 
