@@ -713,6 +713,7 @@ def guided_boxes(
     classic: ClassicParams = DEFAULT_CLASSIC,
     pale_ink: np.ndarray | None = None,
     gutters: Gutters | None = None,
+    regions: list[Box] | None = None,
 ) -> list[Scored]:
     """Panels of one figure by the classic splitter, with the cuts the detector confirms.
 
@@ -739,6 +740,7 @@ def guided_boxes(
     ``pale_ink``: the ink mask with pale pixels (``params.pale``) counted, when the caller has it
     already; otherwise it is made here on first use. ``gutters`` (a JPEG figure, with
     ``params.ringing``): the whitespace cuts read lines with a JPEG's ringing as blank.
+    ``regions``: the classic splitter's regions for these arguments, when the caller has them.
     """
     share = params.tiny_share if params.tiny else 0.06
     limit = size_limit(ink.shape, min_side, share)
@@ -772,7 +774,8 @@ def guided_boxes(
         return ink | open_square(pale_only)
 
     pieces: list[tuple[Box, float | None]] = []  # (box, confirming confidence | None)
-    regions = leaves(arr, ink, min_side, classic, share, gutters)
+    if regions is None:
+        regions = leaves(arr, ink, min_side, classic, share, gutters)
     for region in regions:
         parts: list[Box] = []
         small: list[Box] = []

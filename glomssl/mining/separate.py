@@ -580,10 +580,17 @@ class Separator:
     def _regions(
         self, arr: np.ndarray, ink: np.ndarray, gutters: Gutters | None
     ) -> Callable[[], list[Box]]:
-        """The figure's whitespace regions down to guided's floor, as guided cuts them (made when
-        called)."""
+        """The figure's whitespace regions down to guided's floor, as guided cuts them: made on the
+        first call, then kept for the next."""
         share = self.hybrid.tiny_share if self.hybrid.tiny else 0.06
-        return lambda: leaves(arr, ink, self._floor(), self.classic, share, gutters)
+        made: list[list[Box]] = []
+
+        def regions() -> list[Box]:
+            if not made:
+                made.append(leaves(arr, ink, self._floor(), self.classic, share, gutters))
+            return made[0]
+
+        return regions
 
     def _gutters(
         self, arr: np.ndarray, bg: np.ndarray, ink: np.ndarray, pale: np.ndarray | None, jpeg: bool
@@ -614,6 +621,8 @@ class Separator:
             self._gutters(a, bg, ink, pale if hp.pale else None, jpeg)
             for a, bg, ink, pale, jpeg in zip(arrs, bgs, inks, pales, jpegs or [False] * len(arrs))
         ]
+        # guided's whitespace regions, made once a figure for its cuts, `rescue` and `plot_labels`
+        regions = [self._regions(a, ink, gut) for a, ink, gut in zip(arrs, inks, gutters)]
         if self.method == "classic":
             raw = [
                 classic_boxes(Image.fromarray(a), self.min_side, params=self.classic, ink=ink)
@@ -624,8 +633,8 @@ class Separator:
         elif guided:
             dets = self.detect(arrs)
             raw = [
-                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale, gut)
-                for a, ink, found, pale, gut in zip(arrs, inks, dets, pales, gutters)
+                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale, gut, regs())
+                for a, ink, found, pale, gut, regs in zip(arrs, inks, dets, pales, gutters, regions)
             ]
         else:
             dets = self.detect(arrs)
@@ -634,8 +643,8 @@ class Separator:
                 for a, ink, found in zip(arrs, inks, dets)
             ]
         out = []
-        for a, bg, ink, pale_ink, boxes, found, gut in zip(
-            arrs, bgs, inks, pales, raw, dets, gutters
+        for a, bg, ink, pale_ink, boxes, found, regs in zip(
+            arrs, bgs, inks, pales, raw, dets, regions
         ):
             kept = clean_boxes(ink, boxes, self._floor())
             first = kept  # as cut, before any growth: pale_join measures its gaps on these
@@ -657,9 +666,7 @@ class Separator:
                 keep = [not text_line(ink, pale_ink, b, hp) for b, _ in kept]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)
             if guided and hp.rescue:  # a small chart cut into pieces all dropped (section 78)
-                back = rescue_lost(
-                    a, ink, kept, found, self._regions(a, ink, gut), self.min_side, hp
-                )
+                back = rescue_lost(a, ink, kept, found, regs, self.min_side, hp)
                 kept, first = kept + back, first + back
             if len(kept) <= 1:  # not compound (or one panel found): the whole figure, trimmed
                 whole, _ = whole_figure(ink)
@@ -670,7 +677,7 @@ class Separator:
                     confident = [b for b, s in found if s >= hp.conf]
                     kept = join_pale(first, kept, pale_ink, confident, hp)
             if guided and hp.plot_labels:  # a chart plot's labels cut off by whitespace (73)
-                kept = join_plot_labels(a, ink, kept, self._regions(a, ink, gut), hp)
+                kept = join_plot_labels(a, ink, kept, regs, hp)
             out.append(kept)
         return out, dets
 

@@ -139,8 +139,9 @@ def test_small_charts_of_a_real_layout_keep_their_labels(shared_data: Path, tmp_
     small.write_text(line + "\n")
     figs, truths = layout_file_set(small, shared_data, 1, 0, charts=0.3)
     found = {}
-    for member in (0.5, 0.0):  # section 69's strokes off: it also joins some of these labels
-        out = Separator("guided", hybrid={"label_member": member, "strokes": 0.0}).split(figs)[0]
+    for member in (0.5, 0.0):  # section 69's strokes and 78's rescue off: they also join some
+        hybrid = {"label_member": member, "strokes": 0.0, "rescue": 0.0}
+        out = Separator("guided", hybrid=hybrid).split(figs)[0]
         found[member] = sum(any(iou(b, t) >= 0.5 for b, _ in out) for t in truths[0])
     assert len(truths[0]) == 18
     assert found[0.5] >= 16 and found[0.5] >= found[0.0] + 3

@@ -166,3 +166,7 @@ def test_real_layout_small_charts_come_back(shared_data: Path, tmp_path: Path) -
     assert not any(c in off for c in charts)
     assert all(c in on for c in charts)
     assert set(off) <= set(on) and len(on) == len(off) + 2  # only added, nothing changed
+
+
+def test_the_shipped_default_rescues_small_charts() -> None:
+    assert tuned_settings("guided")[1].rescue == 0.3  # diary 78: adopted
