@@ -376,7 +376,7 @@ def rescue_lost(
     ink: np.ndarray,
     kept: Sequence[Scored],
     dets: Sequence[Scored],
-    regions: Callable[[], list[Box]],
+    regions: Callable[[], Sequence[Box]],
     min_side: int,
     params: HybridParams,
 ) -> list[Scored]:
@@ -384,12 +384,12 @@ def rescue_lost(
     docs/experiments/panel-detector.md). A small chart whose plot, tick labels and axis titles
     whitespace cut apart can lose every piece to the size and text filters. For each detector box
     in ``dets`` at least ``rescue`` confident that overlaps no kept box, most confident first, this
-    takes the whitespace regions (``regions()``, made only when some box needs them) of which the
-    box holds half or more (a box clips a chart's labels). Their union comes back as one panel,
-    with the box's confidence, when there are two or more, one of them is a plot framed by its axes
-    (see plot_frame) at least 8 px a side and a tenth of the union's area, the union is at least ``min_side`` px across, no
-    kept or added box overlaps it by more than a tenth of the smaller of the two, and no other
-    region lies more than half inside it."""
+    takes the whitespace regions (``regions()``, asked for only when some box needs them) of which
+    the box holds half or more (a box clips a chart's labels). Their union comes back as one
+    panel, with the box's confidence, when there are two or more, one of them is a plot framed by
+    its axes (see plot_frame) at least 8 px a side and a tenth of the union's area, the union is at
+    least ``min_side`` px across, no kept or added box overlaps it by more than a tenth of the
+    smaller of the two, and no other region lies more than half inside it."""
     if not params.rescue:
         return []
     boxes = [b for b, _ in kept]
@@ -398,13 +398,11 @@ def rescue_lost(
     def overlaps(u: Box) -> bool:
         return any(inter(u, k) > 0.1 * min(area(u), area(k)) for k in boxes)
 
-    made: list[list[Box]] = []
     for d, s in sorted(dets, key=lambda x: -x[1]):
         if s < params.rescue or overlaps(d):
             continue
-        if not made:
-            made.append(regions())
-        held = [r for r in made[0] if inter(r, d) >= 0.5 * area(r)]
+        pieces = regions()
+        held = [r for r in pieces if inter(r, d) >= 0.5 * area(r)]
         if len(held) < 2:
             continue
         u = union_box(held)
@@ -417,7 +415,7 @@ def rescue_lost(
             continue
         if u[2] - u[0] < min_side or u[3] - u[1] < min_side or overlaps(u):
             continue
-        if any(inter(r, u) > 0.5 * area(r) for r in made[0] if r not in held):
+        if any(inter(r, u) > 0.5 * area(r) for r in pieces if r not in held):
             continue
         added.append((u, s))
         boxes.append(u)
