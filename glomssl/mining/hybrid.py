@@ -147,6 +147,9 @@ class HybridParams:
     # ``hairline_rest`` of it and its largest part holds under this share of the parts' summed area:
     # pictures of similar size, not a picture with small close-ups (0: off; section 60)
     hairline_rest: float = 0.05
+    hairline_plots: float = 0.0  # ... 1: a part may also be a chart's plot with its axes at the
+    # bottom left (see axes_corner) when at least half of the parts are pictures: a row of narrow
+    # pictures with a chart among them, which the picture test alone kept whole (0: off; section 79)
     hairline_pale: float = 0.0  # ... 1: the blank lines and the picture test are read on the ink
     # mask with pale areas at least 3 px across counted (bare glass, not a JPEG's ringing along a
     # gutter), so a lane with glass in it is one picture, not pieces (0: off; section 66)
@@ -896,7 +899,8 @@ def hairline_cuts(
     each passing the picture test (see :func:`_picture`), the pieces left over holding at most
     ``hairline_rest`` of the box, and the largest part under ``hairline`` of the parts' summed
     area. A large picture with small close-ups or maps beside it stays one panel; so does a chart
-    (its plot and labels are mostly background). The parts keep the box's score. ``gutters`` (a
+    (its plot and labels are mostly background), unless ``hairline_plots`` lets a chart's plot
+    stand among pictures (see _hairline_parts). The parts keep the box's score. ``gutters`` (a
     JPEG figure, with ``params.ridge``): how the cut reads blank lines there (classic.Gutters)."""
     out: list[Scored] = []
     for box, score in boxes:
@@ -909,12 +913,26 @@ def hairline_cuts(
             if (
                 max(areas) < params.hairline * sum(areas)
                 and rest <= params.hairline_rest
-                and all(_picture(arr, ink, q, params) for q in parts)
+                and _hairline_parts(arr, ink, parts, params)
             ):
                 out += [(q, score) for q in parts]
                 continue
         out.append((box, score))
     return out
+
+
+def _hairline_parts(
+    arr: np.ndarray, ink: np.ndarray, parts: list[Box], params: HybridParams
+) -> bool:
+    """Whether the hairline cut's ``parts`` may stand apart: all pictures (see :func:`_picture`),
+    or, with ``hairline_plots``, pictures and chart plots with their axes at the bottom left (see
+    :func:`axes_corner`), at least half of them pictures (section 79)."""
+    pictures = [_picture(arr, ink, q, params) for q in parts]
+    if all(pictures):
+        return True
+    if not params.hairline_plots or 2 * sum(pictures) < len(parts):
+        return False
+    return all(p or axes_corner(arr, ink, q, params) for p, q in zip(pictures, parts))
 
 
 _ALIGN = 2  # px: two boxes line up when their facing sides' ends lie this close

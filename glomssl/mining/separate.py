@@ -183,6 +183,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "plot_labels",
         "ridge",
         "rescue",
+        "hairline_plots",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -757,6 +758,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("plot_labels", "strokes"),
     ("tiny_pale", "tiny", "pale"),
     ("hairline_pale", "hairline"),
+    ("hairline_plots", "hairline", "strokes"),
     ("text_run", "text"),
     ("pale_join", "pale"),
     ("tiny_flat", "tiny"),
