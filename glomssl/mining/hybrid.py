@@ -925,14 +925,22 @@ def _hairline_parts(
     arr: np.ndarray, ink: np.ndarray, parts: list[Box], params: HybridParams
 ) -> bool:
     """Whether the hairline cut's ``parts`` may stand apart: all pictures (see :func:`_picture`),
-    or, with ``hairline_plots``, pictures and chart plots with their axes at the bottom left (see
-    :func:`axes_corner`), at least half of them pictures (section 79)."""
+    or, with ``hairline_plots``, pictures and chart plots, at least half of them pictures (section
+    79). A plot has its axes at the bottom left (see :func:`axes_corner`) and under ``tiny_ink``
+    of it is ink: a block of flat colour has full rows and columns too, but it is filled."""
     pictures = [_picture(arr, ink, q, params) for q in parts]
     if all(pictures):
         return True
     if not params.hairline_plots or 2 * sum(pictures) < len(parts):
         return False
-    return all(p or axes_corner(arr, ink, q, params) for p, q in zip(pictures, parts))
+    return all(
+        p
+        or (
+            float(ink[q[1] : q[3], q[0] : q[2]].mean()) < params.tiny_ink
+            and axes_corner(arr, ink, q, params)
+        )
+        for p, q in zip(pictures, parts)
+    )
 
 
 _ALIGN = 2  # px: two boxes line up when their facing sides' ends lie this close
