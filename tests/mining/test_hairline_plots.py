@@ -14,11 +14,12 @@ import pytest
 from PIL import Image, ImageDraw
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
 from test_hairline_cuts import hairline_figure
+from test_ringing import one_layout
 
 from glomssl.mining.boxes import Box, iou
 from glomssl.mining.classic import ink_mask
 from glomssl.mining.hybrid import _hairline_parts, guided_boxes
-from glomssl.mining.separate import tuned_settings
+from glomssl.mining.separate import Separator, tuned_settings
 
 # a row of four 40 x 120 px lanes one pixel apart: pictures, then a chart in the third
 ROW: list[Box] = [(20, 20, 60, 140), (61, 20, 101, 140), (102, 20, 142, 140), (143, 20, 183, 140)]
@@ -112,3 +113,21 @@ def test_hairline_plots_is_recorded_only_when_set(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [math.nan, -1.0, 2.0])
 def test_a_bad_hairline_plots_in_the_sidecar_is_refused(tmp_path: Path, bad: float) -> None:
     check_bad_value_refused(tmp_path, "hairline_plots", bad)
+
+
+@pytest.mark.realdata
+def test_a_real_row_of_lanes_with_charts_comes_apart(shared_data: Path, tmp_path: Path) -> None:
+    """B-odd's layout 0029 (fill 0, charts 0.3; a looking set): a row of 23 narrow lanes one
+    pixel apart, some drawn as charts. Without the setting the rows with a chart stay whole (12 of
+    23 found when this test was written); with it every lane is found, with no false panel."""
+    from glomssl.mining.synth.heldout import layout_file_set
+
+    figs, truths = layout_file_set(one_layout(tmp_path, "0029"), shared_data, 1, 0, "odd", 0.3)
+    assert len(truths[0]) == 23
+    found = {}
+    for on in (0.0, 1.0):
+        out = [b for b, _ in Separator("guided", hybrid={"hairline_plots": on}).split(figs)[0]]
+        found[on] = sum(any(iou(t, b) >= 0.5 for b in out) for t in truths[0])
+        if on:
+            assert len(out) == 23
+    assert found[0.0] <= 15 and found[1.0] == 23
