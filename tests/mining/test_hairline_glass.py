@@ -56,8 +56,11 @@ def lanes_with_ringing(seed: int = 1) -> tuple[np.ndarray, list[Box]]:
 
 
 def _guided(arr: np.ndarray, hairline_pale: float) -> list[Box]:
-    """Guided with the shipped settings, ``hairline_pale`` as given, and no detector boxes."""
-    params = dataclasses.replace(tuned_settings("guided")[1], hairline_pale=hairline_pale)
+    """Guided with the shipped settings, ``hairline_pale`` as given, and no detector boxes;
+    section 79's ``hairline_plots`` off, because the glass lane's specks (an L of texture, under
+    70 % ink) pass its plot test and would part the row without the glass read either."""
+    tuned = tuned_settings("guided")[1]
+    params = dataclasses.replace(tuned, hairline_pale=hairline_pale, hairline_plots=0.0)
     return [b for b, _ in guided_boxes(arr, ink_mask(arr), [], 12, params)]
 
 
@@ -84,8 +87,8 @@ def test_the_shipped_sidecar_reads_hairlines_with_glass() -> None:
     arr, lanes = lanes_with_glass()
     out = [b for b, _ in Separator("guided").split([Image.fromarray(arr)])[0]]
     assert len(out) == 7 and _found(out, lanes) == 7
-    off = Separator("guided", hybrid={"hairline_pale": 0.0}).split([Image.fromarray(arr)])[0]
-    assert len(off) == 1
+    off = Separator("guided", hybrid={"hairline_pale": 0.0, "hairline_plots": 0.0})
+    assert len(off.split([Image.fromarray(arr)])[0]) == 1
 
 
 def test_hairline_pale_is_recorded_only_when_set(tmp_path: Path) -> None:
