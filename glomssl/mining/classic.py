@@ -367,6 +367,102 @@ def ridge_lines(
     return out
 
 
+#: guided's ``valley`` (section 80 of docs/experiments/panel-detector.md): the lines beside a valley
+#: average at least this many grey levels off the background (pictures, not a chart's white plot) ...
+VALLEY_FLANK = 40.0
+#: ... and may lie this many lines further out than the next line (the shrink blends that one too)
+VALLEY_REACH = 1
+#: ... and lines shorter than this (px) are never valleys: across a narrow lane, a mean is noise
+VALLEY_LEAST = 20
+
+
+def valley_lines(level: np.ndarray, ratio: float) -> np.ndarray:
+    """(L,) bool: the lines that lie in a valley of ``level`` (L,), each line's mean difference
+    from the background. A valley is a run of at most :data:`RIDGE_WIDTH` lines, each at most
+    ``ratio`` times as far off the background as the lines beside it, which average at least
+    :data:`VALLEY_FLANK` levels (on each side the farther off of the next :data:`VALLEY_REACH` + 1
+    lines; the paler side counts). A gutter of a figure shrunk from print size: the shrink blended
+    it with both pictures' edges, so it holds ink along its length, yet it is far paler than they
+    are."""
+    n = level.size
+    out = np.zeros(n, dtype=bool)
+    if n < 3 or level.max() < VALLEY_FLANK or level.min() > ratio * level.max():
+        return out  # no line is pale enough beside any line dark enough (the common case)
+    for width in range(1, RIDGE_WIDTH + 1):
+        if n < width + 2:
+            break
+        starts = np.arange(1, n - width)  # runs [i, i + width) with a line on each side
+        left = np.full(starts.size, -np.inf)
+        right = np.full(starts.size, -np.inf)
+        for r in range(VALLEY_REACH + 1):
+            before = starts - 1 - r
+            after = starts + width + r
+            left = np.maximum(left, np.where(before >= 0, level[np.maximum(before, 0)], -np.inf))
+            right = np.maximum(right, np.where(after < n, level[np.minimum(after, n - 1)], -np.inf))
+        run = np.max(np.stack([level[starts + k] for k in range(width)]), axis=0)
+        beside = np.minimum(left, right)
+        ok = (beside >= VALLEY_FLANK) & (run <= ratio * beside)
+        for k in range(width):
+            out[starts[ok] + k] = True
+    return out
+
+
+def off_level(arr: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: each pixel's largest difference from the background colour ``bg`` (C,) over
+    its channels (``bg`` rounded to whole levels)."""
+    out = np.zeros(arr.shape[:2], dtype=np.uint8)
+    for c in range(arr.shape[2]):
+        level = np.uint8(min(255, max(0, round(float(bg[c])))))
+        chan = arr[:, :, c]
+        np.maximum(out, np.maximum(chan, level) - np.minimum(chan, level), out=out)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Valleys:
+    """How guided's hairline cuts read blank lines with ``valley`` (section 80): as ``base`` reads
+    them (a JPEG figure's :class:`Gutters`; None: plain ink), and a line in a valley (see
+    :func:`valley_lines`) is blank too, when it is at least :data:`VALLEY_LEAST` px long.
+    ``level``: :func:`off_level` of the figure; ``across_rows`` (H, W + 1) and ``down_columns``
+    (H + 1, W) its running sums along rows and down columns, so a line's mean inside a box costs
+    one subtraction (see :meth:`of`)."""
+
+    level: np.ndarray
+    across_rows: np.ndarray
+    down_columns: np.ndarray
+    ratio: float
+    base: Gutters | None = None
+
+    @classmethod
+    def of(
+        cls, arr: np.ndarray, bg: np.ndarray, ratio: float, base: Gutters | None = None
+    ) -> Valleys:
+        """The reader for figure ``arr`` (H, W, C) on background ``bg`` (C,)."""
+        level = off_level(arr, bg)
+        h, w = level.shape
+        across = np.zeros((h, w + 1), dtype=np.int32)
+        np.cumsum(level, axis=1, out=across[:, 1:])
+        down = np.zeros((h + 1, w), dtype=np.int32)
+        np.cumsum(level, axis=0, out=down[1:])
+        return cls(level, across, down, ratio, base)
+
+    def blank(self, box: Box, ink_counts: np.ndarray, axis: int) -> np.ndarray:
+        """(L,) bool, as :meth:`Gutters.blank`."""
+        if self.base is not None:
+            out = self.base.blank(box, ink_counts, axis)
+        else:
+            out = np.zeros(ink_counts.shape, dtype=bool)
+        x0, y0, x1, y1 = box
+        length = x1 - x0 if axis == 1 else y1 - y0
+        if length < VALLEY_LEAST:
+            return out
+        if axis == 1:  # rows of the box: sums across x0..x1
+            sums = self.across_rows[y0:y1, x1] - self.across_rows[y0:y1, x0]
+        else:  # columns: sums down y0..y1
+            sums = self.down_columns[y1, x0:x1] - self.down_columns[y0, x0:x1]
+        return out | valley_lines(sums / length, self.ratio)
+
+
 def xy_cut(
     ink: np.ndarray,
     box: Box,
@@ -375,7 +471,7 @@ def xy_cut(
     lines: LineSums | None = None,
     limit: int = 0,
     params: ClassicParams = DEFAULT_CLASSIC,
-    gutters: Gutters | None = None,
+    gutters: Gutters | Valleys | None = None,
 ) -> list[Box]:
     """Recursive XY cut of ``box``: split at blank rows or columns until none is left, then (when
     the figure's ``lines`` are given) at the seam of two touching pictures, parts >= ``limit`` px.

@@ -33,6 +33,7 @@ from glomssl.mining.classic import (
     ClassicParams,
     Gutters,
     LineSums,
+    Valleys,
     background_colour,
     leaves,
     min_gap_for,
@@ -150,6 +151,11 @@ class HybridParams:
     hairline_plots: float = 0.0  # ... 1: a part may also be a chart's plot with its axes at the
     # bottom left (see axes_corner) when at least half of the parts are pictures: a row of narrow
     # pictures with a chart among them, which the picture test alone kept whole (0: off; section 79)
+    valley: float = 0.0  # ... then every box is cut again the same way, with a run of at most
+    # three lines read as blank when it is at most this share as far off the background as the
+    # lines beside it (a gutter of a figure shrunk from print size, blended with the pictures'
+    # edges), unless a part is a block of flat colour (a bar); see classic.valley_lines and
+    # flat_colour (0: off; section 80)
     hairline_pale: float = 0.0  # ... 1: the blank lines and the picture test are read on the ink
     # mask with pale areas at least 3 px across counted (bare glass, not a JPEG's ringing along a
     # gutter), so a lane with glass in it is one picture, not pieces (0: off; section 66)
@@ -715,6 +721,7 @@ def guided_boxes(
     pale_ink: np.ndarray | None = None,
     gutters: Gutters | None = None,
     regions: list[Box] | None = None,
+    bg: np.ndarray | None = None,
 ) -> list[Scored]:
     """Panels of one figure by the classic splitter, with the cuts the detector confirms.
 
@@ -742,6 +749,7 @@ def guided_boxes(
     already; otherwise it is made here on first use. ``gutters`` (a JPEG figure, with
     ``params.ringing``): the whitespace cuts read lines with a JPEG's ringing as blank.
     ``regions``: the classic splitter's regions for these arguments, when the caller has them.
+    ``bg``: the figure's background colour (C,), when the caller has it (``valley``).
     """
     share = params.tiny_share if params.tiny else 0.06
     limit = size_limit(ink.shape, min_side, share)
@@ -869,7 +877,14 @@ def guided_boxes(
         if gutters is not None and params.ridge
         else None
     )
-    return hairline_cuts(arr, glass() if params.hairline_pale else ink, out, limit, params, hair)
+    cut_ink = glass() if params.hairline_pale else ink
+    out = hairline_cuts(arr, cut_ink, out, limit, params, hair)
+    if params.valley:  # gutters blended by a shrink from print size (section 80)
+        if bg is None:
+            bg = background_colour(arr, classic)
+        valleys = Valleys.of(arr, bg, params.valley, hair)
+        out = hairline_cuts(arr, cut_ink, out, limit, params, valleys)
+    return out
 
 
 def open_square(mask: np.ndarray) -> np.ndarray:
@@ -891,7 +906,7 @@ def hairline_cuts(
     boxes: Sequence[Scored],
     limit: int,
     params: HybridParams,
-    gutters: Gutters | None = None,
+    gutters: Gutters | Valleys | None = None,
 ) -> list[Scored]:
     """``boxes`` with each one replaced by its parts where blank rows or columns one pixel wide or
     more part it into pictures of similar size (``params.hairline``, section 60 of
@@ -901,10 +916,15 @@ def hairline_cuts(
     area. A large picture with small close-ups or maps beside it stays one panel; so does a chart
     (its plot and labels are mostly background), unless ``hairline_plots`` lets a chart's plot
     stand among pictures (see _hairline_parts). The parts keep the box's score. ``gutters`` (a
-    JPEG figure, with ``params.ridge``): how the cut reads blank lines there (classic.Gutters)."""
+    JPEG figure, with ``params.ridge``): how the cut reads blank lines there (classic.Gutters);
+    with ``valley`` (classic.Valleys), no part may be a block of flat colour (see
+    :func:`flat_colour`)."""
     out: list[Scored] = []
     for box, score in boxes:
         b = (int(round(box[0])), int(round(box[1])), int(round(box[2])), int(round(box[3])))
+        if max(b[2] - b[0], b[3] - b[1]) < 2 * limit + 1:  # no room for two parts and a gutter
+            out.append((box, score))
+            continue
         cut = xy_cut(ink, b, 1, 0, None, limit, _NO_SEAMS, gutters)
         parts = [q for q in cut if q[2] - q[0] >= limit and q[3] - q[1] >= limit]
         if len(parts) >= 2:
@@ -914,6 +934,10 @@ def hairline_cuts(
                 max(areas) < params.hairline * sum(areas)
                 and rest <= params.hairline_rest
                 and _hairline_parts(arr, ink, parts, params)
+                and not (
+                    isinstance(gutters, Valleys)
+                    and any(flat_colour(arr, gutters.level, q) for q in parts)
+                )
             ):
                 out += [(q, score) for q in parts]
                 continue
@@ -941,6 +965,34 @@ def _hairline_parts(
         )
         for p, q in zip(pictures, parts)
     )
+
+
+#: a part of a valley cut is a block of flat colour when at least this share of its ink (pixels
+#: more than 30 levels off the background) falls in its most common colour bin (section 80)
+FLAT_SHARE = 0.2
+_FLAT_BIN = 16  # grey levels per channel in a colour bin; two grids, offset by half a bin
+
+
+def flat_colour(arr: np.ndarray, level: np.ndarray, box: Box) -> bool:
+    """Whether ``box`` of ``arr`` is a block of flat colour, such as a chart's bar: at least
+    :data:`FLAT_SHARE` of its ink in one colour bin (the better of two grids of bins
+    :data:`_FLAT_BIN` levels wide per channel, offset by half a bin, so a colour on a bin edge
+    still counts). A picture's ink spreads over many colours. ``level``: classic.off_level of
+    ``arr``; a box with under 10 ink pixels counts as flat (nothing to stand on)."""
+    x0, y0, x1, y1 = box
+    ink = level[y0:y1, x0:x1] > 30  # (h, w)
+    count = int(ink.sum())
+    if count < 10:
+        return True
+    pixels = arr[y0:y1, x0:x1][ink].astype(np.int32)  # (N, C)
+    best = 0
+    for offset in (0, _FLAT_BIN // 2):
+        bins = (pixels + offset) // _FLAT_BIN  # (N, C), each channel in 0..16
+        codes = bins[:, 0]
+        for c in range(1, bins.shape[1]):
+            codes = codes * 17 + bins[:, c]
+        best = max(best, int(np.bincount(codes).max()))
+    return best >= FLAT_SHARE * count
 
 
 _ALIGN = 2  # px: two boxes line up when their facing sides' ends lie this close

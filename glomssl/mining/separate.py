@@ -184,6 +184,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "ridge",
         "rescue",
         "hairline_plots",
+        "valley",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -634,8 +635,10 @@ class Separator:
         elif guided:
             dets = self.detect(arrs)
             raw = [
-                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale, gut, regs())
-                for a, ink, found, pale, gut, regs in zip(arrs, inks, dets, pales, gutters, regions)
+                guided_boxes(a, ink, found, self._floor(), hp, self.classic, pale, gut, regs(), bg)
+                for a, ink, found, pale, gut, regs, bg in zip(
+                    arrs, inks, dets, pales, gutters, regions, bgs
+                )
             ]
         else:
             dets = self.detect(arrs)
@@ -759,6 +762,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("tiny_pale", "tiny", "pale"),
     ("hairline_pale", "hairline"),
     ("hairline_plots", "hairline", "strokes"),
+    ("valley", "hairline"),
     ("text_run", "text"),
     ("pale_join", "pale"),
     ("tiny_flat", "tiny"),
