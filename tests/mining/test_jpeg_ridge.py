@@ -54,7 +54,8 @@ def gutters_for(arr: np.ndarray) -> Gutters:
 
 
 def boxes(arr: np.ndarray, ridge: float, gutters: bool) -> list:
-    params = dataclasses.replace(tuned_settings("guided")[1], ridge=ridge)
+    # valley off: it reads such a gutter too (in PNG figures as well), and would hide this setting
+    params = dataclasses.replace(tuned_settings("guided")[1], ridge=ridge, valley=0.0)
     ink = ink_mask(arr)
     got = guided_boxes(arr, ink, [], 24, params, gutters=gutters_for(arr) if gutters else None)
     return sorted(b for b, _ in got)
@@ -121,7 +122,7 @@ def test_ridge_reach_reaches_the_hairline_cut() -> None:
     ink = ink_mask(arr)
 
     def parts(reach: float) -> int:
-        p = dataclasses.replace(params, ridge=0.3, ridge_reach=reach)
+        p = dataclasses.replace(params, ridge=0.3, ridge_reach=reach, valley=0.0)
         return len(guided_boxes(arr, ink, [], 24, p, gutters=gutters_for(arr)))
 
     assert parts(0.0) == 1
@@ -165,7 +166,8 @@ def test_a_row_of_narrow_pas_pictures_in_a_jpeg_figure_comes_apart(
     figs[0].save(tmp_path / "f.png")
 
     def found(path: Path, ridge: float) -> int:
-        got = [b for b, _ in Separator("auto", hybrid={"ridge": ridge}).split([load_rgb(path)])[0]]
+        sep = Separator("auto", hybrid={"ridge": ridge, "valley": 0.0})  # valley: see boxes()
+        got = [b for b, _ in sep.split([load_rgb(path)])[0]]
         return sum(any(iou(b, t) >= 0.5 for b in got) for t in targets)
 
     assert found(tmp_path / "f.jpg", 0.3) == 3

@@ -129,6 +129,10 @@ def test_flat_colour_sees_a_bar_not_a_picture() -> None:
     assert flat_colour(empty, off_level(empty, WHITE), (5, 5, 35, 35))
 
 
+def test_the_shipped_default_reads_valleys() -> None:
+    assert tuned_settings("guided")[1].valley == 0.35  # diary 80: adopted
+
+
 def test_valley_is_recorded_only_when_set(tmp_path: Path) -> None:
     check_recorded_only_when_set(tmp_path, blended_row(PAIR), "valley", 0.35)
 
