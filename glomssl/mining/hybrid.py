@@ -121,6 +121,10 @@ class HybridParams:
     # limit, at least this many px wide and as high as the limit, that is a chart's plot with its
     # axes at the bottom left (see narrow_plot) stands as a panel: a plot squeezed into a narrow
     # lane (0: off; sections 71-72)
+    lane_axis: float = 0.0  # guided, with ``plot_lane``: in an upright lane at least 12 px wide and
+    # narrower than the size limit, the y axis is sought in this share of its width instead of the
+    # left third (a chart shrunk from print size into a narrow lane: its tick labels fill the
+    # third); also when join_plot_labels tests such a lane (0: off; section 82)
     plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
     # its axes at the bottom left takes in the regions no returned box holds that sit beside its
     # left side or under its bottom, at most this share of the figure's long side away and no
@@ -526,18 +530,44 @@ def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams)
     return rows >= params.strokes * w and cols >= params.strokes * h
 
 
-def axes_corner(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams) -> bool:
+def axes_corner(
+    arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams, reach: float = 0.0
+) -> bool:
     """Whether ``box`` holds a chart's plot with its axes at the bottom left (sections 72-73): at
     least 8 px a side, not filled like a picture, a straight column of ink in the left third of its
     width running ``strokes`` of its height (the y axis) and a straight row in the bottom third of
-    its height running ``strokes`` of its width (the x axis)."""
+    its height running ``strokes`` of its width (the x axis). ``reach``: the share of its width
+    searched for the y axis instead (0: the third)."""
     w, h = box[2] - box[0], box[3] - box[1]
     if not params.strokes or w < 8 or h < 8 or _picture(arr, ink, box, params):
         return False
     sub = ink[box[1] : box[3], box[0] : box[2]]
     bottom = _row_run(sub[h - max(1, h // 3) :])  # the x axis
-    left = _row_run(sub[:, : max(1, w // 3)].T)  # the y axis
+    left = _row_run(sub[:, : max(1, round(w * reach) if reach else w // 3)].T)  # the y axis
     return bottom >= params.strokes * w and left >= params.strokes * h
+
+
+#: px: ``lane_axis`` widens the y-axis search only in lanes at least this wide (in narrower ones, a
+#: chart's rotated y title passes: its letters' stems make the column)
+LANE_AXIS_LEAST = 12
+
+
+def lane_corner(
+    arr: np.ndarray, ink: np.ndarray, box: Box, limit: int, params: HybridParams
+) -> bool:
+    """:func:`axes_corner`, or with ``lane_axis`` (section 82), for an upright lane at least
+    :data:`LANE_AXIS_LEAST` (and ``plot_lane``) px wide, narrower than the size ``limit`` and at
+    least as high as it and as its width, the same test with the y axis sought in ``lane_axis`` of
+    its width: a chart drawn at print size and shrunk into a narrow lane has its tick labels fill
+    the left third, and its y axis lies just past it."""
+    if axes_corner(arr, ink, box, params):
+        return True
+    if not (params.lane_axis and params.plot_lane):
+        return False
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w < max(LANE_AXIS_LEAST, params.plot_lane) or w >= limit or h < max(w, limit):
+        return False
+    return axes_corner(arr, ink, box, params, params.lane_axis)
 
 
 def narrow_plot(
@@ -554,7 +584,7 @@ def narrow_plot(
     w, h = box[2] - box[0], box[3] - box[1]
     if w < params.plot_lane or h < max(w, limit):
         return False
-    return axes_corner(arr, ink, box, params)
+    return lane_corner(arr, ink, box, limit, params)
 
 
 def join_plot_labels(
@@ -563,6 +593,7 @@ def join_plot_labels(
     boxes: list[Scored],
     regions: Callable[[], Sequence[Box]],
     params: HybridParams,
+    limit: int = 0,
 ) -> list[Scored]:
     """``boxes`` with each chart plot grown over its labels (``plot_labels``, section 73). A box
     with its axes at the bottom left (:func:`axes_corner`) takes in each of ``regions()`` (the
@@ -571,7 +602,9 @@ def join_plot_labels(
     the box on either side, and sits beside the box's left side (at least half of its height level
     with the box) or under its bottom (at least half of its width below the box), at most
     ``plot_labels`` of the figure's long side away; three rounds, so the y title beyond the tick
-    labels joins too. The grown box is kept only when it touches no other returned box."""
+    labels joins too. The grown box is kept only when it touches no other returned box. With
+    ``lane_axis``, a lane narrower than ``limit`` (the size limit; 0: none) is tested by
+    :func:`lane_corner`."""
     if not (params.plot_labels and params.strokes):
         return boxes
     gap = params.plot_labels * max(ink.shape)
@@ -579,7 +612,7 @@ def join_plot_labels(
     free: list[Box] | None = None  # made on first use: most boxes are no plots
     out: list[Scored] = []
     for box, score in boxes:
-        if not axes_corner(arr, ink, box, params):
+        if not lane_corner(arr, ink, box, limit, params):
             out.append((box, score))
             continue
         if free is None:

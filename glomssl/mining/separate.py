@@ -185,6 +185,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "rescue",
         "hairline_plots",
         "valley",
+        "lane_axis",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -681,7 +682,8 @@ class Separator:
                     confident = [b for b, s in found if s >= hp.conf]
                     kept = join_pale(first, kept, pale_ink, confident, hp)
             if guided and hp.plot_labels:  # a chart plot's labels cut off by whitespace (73)
-                kept = join_plot_labels(a, ink, kept, regs, hp)
+                limit = size_limit(a.shape, self.min_side, hp.tiny_share)
+                kept = join_plot_labels(a, ink, kept, regs, hp, limit)
             out.append(kept)
         return out, dets
 
@@ -758,6 +760,7 @@ def _names(file: Path, key: str) -> tuple[str, str]:
 ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("plot_small", "strokes"),
     ("plot_lane", "strokes"),
+    ("lane_axis", "plot_lane", "strokes"),
     ("plot_labels", "strokes"),
     ("tiny_pale", "tiny", "pale"),
     ("hairline_pale", "hairline"),
