@@ -125,6 +125,9 @@ class HybridParams:
     # narrower than the size limit, the y axis is sought in this share of its width instead of the
     # left third (a chart shrunk from print size into a narrow lane: its tick labels fill the
     # third); also when join_plot_labels tests such a lane (0: off; section 82)
+    lane_title: float = 0.0  # ... 1: a lane that passes only by that wider search is dropped when
+    # a loose region that is no picture stands beside its left, within its width (see lane_piece):
+    # the labels of a chart drawn at 512 px, of which the lane is only the plot (0: off; section 83)
     plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
     # its axes at the bottom left takes in the regions no returned box holds that sit beside its
     # left side or under its bottom, at most this share of the figure's long side away and no
@@ -568,6 +571,37 @@ def lane_corner(
     if w < max(LANE_AXIS_LEAST, params.plot_lane) or w >= limit or h < max(w, limit):
         return False
     return axes_corner(arr, ink, box, params, params.lane_axis)
+
+
+def lane_piece(
+    arr: np.ndarray, ink: np.ndarray, box: Box, free: Sequence[Box], params: HybridParams
+) -> bool:
+    """Whether ``box``, a lane that :func:`lane_corner` passes only by the wider search of
+    ``lane_axis``, is a piece of a chart rather than a whole one (``lane_title``, section 83): one
+    of ``free`` (whitespace regions no returned box touches) stands beside its left side, ending at
+    most the lane's width away, at least half of it level with the lane, and is not a picture.
+    That is a tick label or the y title of a chart drawn with its labels at 512 px, its plot (the
+    lane) cut off from them with its tick marks; a chart shrunk from print size into a lane keeps
+    its labels inside the lane, and a neighbouring panel is no free region."""
+    if not (params.lane_title and params.lane_axis) or axes_corner(arr, ink, box, params):
+        return False
+    x0, y0, _, y1 = box
+    w = box[2] - x0
+    for r in free:
+        if r[2] > x0 or x0 - r[2] > w or min(r[3], y1) - max(r[1], y0) < 0.5 * (r[3] - r[1]):
+            continue
+        if not tiny_picture(arr, ink, r, params):
+            return True
+    return False
+    x0, y0, _, y1 = box
+    w, h = box[2] - x0, y1 - y0
+    for r in free:
+        rw, rh = r[2] - r[0], r[3] - r[1]
+        if r[2] > x0 or x0 - r[2] > w or rh < 2 * rw or 3 * rh < h:
+            continue
+        if min(r[3], y1) - max(r[1], y0) >= 0.5 * rh and not tiny_picture(arr, ink, r, params):
+            return True
+    return False
 
 
 def narrow_plot(

@@ -83,6 +83,7 @@ from glomssl.mining.hybrid import (
     hybrid_boxes,
     join_pale,
     join_plot_labels,
+    lane_piece,
     narrow_plot,
     one_lettered_panel,
     rescue_lost,
@@ -186,6 +187,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "hairline_plots",
         "valley",
         "lane_axis",
+        "lane_title",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -660,10 +662,15 @@ class Separator:
                     kept = grow_pale(a, ink, kept, hp.pale, hp.pale_share, self.classic, bg)
                     test_ink = pale_ink
                 limit = size_limit(a.shape, self.min_side, hp.tiny_share)
+                free = _free_regions(regs, kept)
                 keep = [
                     min(b[2] - b[0], b[3] - b[1]) >= self.min_side
                     or (not flat_line(b, hp) and tiny_picture(a, test_ink, b, hp))
-                    or (guided and narrow_plot(a, ink, b, limit, hp))  # sections 71-72
+                    or (
+                        guided
+                        and narrow_plot(a, ink, b, limit, hp)  # sections 71-72
+                        and not (hp.lane_title and lane_piece(a, ink, b, free(), hp))  # 83
+                    )
                     for b, _ in kept
                 ]
                 kept, first = _chosen(kept, keep), _chosen(first, keep)
@@ -686,6 +693,20 @@ class Separator:
                 kept = join_plot_labels(a, ink, kept, regs, hp, limit)
             out.append(kept)
         return out, dets
+
+
+def _free_regions(
+    regions: Callable[[], Sequence[Box]], kept: Sequence[Scored]
+) -> Callable[[], list[Box]]:
+    """The whitespace regions that no box of ``kept`` touches, made on first use."""
+    made: list[list[Box]] = []
+
+    def free() -> list[Box]:
+        if not made:
+            made.append([r for r in regions() if not any(inter(r, k) > 0 for k, _ in kept)])
+        return made[0]
+
+    return free
 
 
 def _chosen(items: list[Scored], keep: list[bool]) -> list[Scored]:
@@ -761,6 +782,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("plot_small", "strokes"),
     ("plot_lane", "strokes"),
     ("lane_axis", "plot_lane", "strokes"),
+    ("lane_title", "lane_axis", "plot_lane", "strokes"),
     ("plot_labels", "strokes"),
     ("tiny_pale", "tiny", "pale"),
     ("hairline_pale", "hairline"),
