@@ -593,15 +593,6 @@ def lane_piece(
         if not tiny_picture(arr, ink, r, params):
             return True
     return False
-    x0, y0, _, y1 = box
-    w, h = box[2] - x0, y1 - y0
-    for r in free:
-        rw, rh = r[2] - r[0], r[3] - r[1]
-        if r[2] > x0 or x0 - r[2] > w or rh < 2 * rw or 3 * rh < h:
-            continue
-        if min(r[3], y1) - max(r[1], y0) >= 0.5 * rh and not tiny_picture(arr, ink, r, params):
-            return True
-    return False
 
 
 def narrow_plot(
