@@ -128,6 +128,13 @@ class HybridParams:
     lane_title: float = 0.0  # ... 1: a lane that passes only by that wider search is dropped when
     # a loose region that is no picture stands beside its left, within its width (see lane_piece):
     # the labels of a chart drawn at 512 px, of which the lane is only the plot (0: off; section 83)
+    lane_label: float = 0.0  # ... with ``lane_title``, 1: only a loose region shaped like a tick
+    # label counts: at least 4 px high and less than 3 times as high as wide (a chart's rotated y
+    # title beside a lane shrunk from print size, or a speck, is none; see lane_piece; 0: off;
+    # section 85)
+    lane_x: float = 0.0  # ... 1: in that wider search the x axis is measured from the y axis
+    # rightwards, not across the whole lane (a chart whose tick labels and y title fill most of a
+    # narrow lane: its x axis is shorter than half the lane; see axes_corner; 0: off; section 86)
     plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
     # its axes at the bottom left takes in the regions no returned box holds that sit beside its
     # left side or under its bottom, at most this share of the figure's long side away and no
@@ -534,19 +541,34 @@ def plot_frame(arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams)
 
 
 def axes_corner(
-    arr: np.ndarray, ink: np.ndarray, box: Box, params: HybridParams, reach: float = 0.0
+    arr: np.ndarray,
+    ink: np.ndarray,
+    box: Box,
+    params: HybridParams,
+    reach: float = 0.0,
+    from_axis: bool = False,
 ) -> bool:
     """Whether ``box`` holds a chart's plot with its axes at the bottom left (sections 72-73): at
     least 8 px a side, not filled like a picture, a straight column of ink in the left third of its
     width running ``strokes`` of its height (the y axis) and a straight row in the bottom third of
     its height running ``strokes`` of its width (the x axis). ``reach``: the share of its width
-    searched for the y axis instead (0: the third)."""
+    searched for the y axis instead (0: the third). ``from_axis`` (``lane_x``, section 86): the x
+    axis need only run ``strokes`` of the width right of the y axis (the searched column with the
+    longest run, the leftmost of equals), within that part."""
     w, h = box[2] - box[0], box[3] - box[1]
     if not params.strokes or w < 8 or h < 8 or _picture(arr, ink, box, params):
         return False
     sub = ink[box[1] : box[3], box[0] : box[2]]
+    searched = sub[:, : max(1, round(w * reach) if reach else w // 3)]
+    if from_axis:
+        runs = _row_runs(searched.T)  # each column's longest run
+        axis = int(np.argmax(runs))
+        if runs[axis] < params.strokes * h:
+            return False
+        bottom = _row_run(sub[h - max(1, h // 3) :, axis:])
+        return bottom >= params.strokes * (w - axis)
     bottom = _row_run(sub[h - max(1, h // 3) :])  # the x axis
-    left = _row_run(sub[:, : max(1, round(w * reach) if reach else w // 3)].T)  # the y axis
+    left = _row_run(searched.T)  # the y axis
     return bottom >= params.strokes * w and left >= params.strokes * h
 
 
@@ -570,7 +592,7 @@ def lane_corner(
     w, h = box[2] - box[0], box[3] - box[1]
     if w < max(LANE_AXIS_LEAST, params.plot_lane) or w >= limit or h < max(w, limit):
         return False
-    return axes_corner(arr, ink, box, params, params.lane_axis)
+    return axes_corner(arr, ink, box, params, params.lane_axis, bool(params.lane_x))
 
 
 def lane_piece(
@@ -582,7 +604,9 @@ def lane_piece(
     most the lane's width away, at least half of it level with the lane, and is not a picture.
     That is a tick label or the y title of a chart drawn with its labels at 512 px, its plot (the
     lane) cut off from them with its tick marks; a chart shrunk from print size into a lane keeps
-    its labels inside the lane, and a neighbouring panel is no free region."""
+    its labels inside the lane, and a neighbouring panel is no free region. With ``lane_label``
+    (section 85) only a region shaped like a tick label counts (:func:`tick_label`): the rotated y
+    title that a chart shrunk from print size leaves loose beside its lane, and specks, do not."""
     if not (params.lane_title and params.lane_axis) or axes_corner(arr, ink, box, params):
         return False
     x0, y0, _, y1 = box
@@ -590,9 +614,24 @@ def lane_piece(
     for r in free:
         if r[2] > x0 or x0 - r[2] > w or min(r[3], y1) - max(r[1], y0) < 0.5 * (r[3] - r[1]):
             continue
+        if params.lane_label and not tick_label(r):
+            continue
         if not tiny_picture(arr, ink, r, params):
             return True
     return False
+
+
+#: px: with ``lane_label``, a loose region lower than this is a speck, not a tick label
+LABEL_LEAST = 4
+#: ... and one at least this many times as high as wide is a rotated axis title
+TITLE_TALL = 3
+
+
+def tick_label(box: Box) -> bool:
+    """Whether a loose region is shaped like a chart's tick label (``lane_label``, section 85): at
+    least :data:`LABEL_LEAST` px high and less than :data:`TITLE_TALL` times as high as wide."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return h >= LABEL_LEAST and h < TITLE_TALL * w
 
 
 def narrow_plot(
@@ -671,13 +710,21 @@ def _longest_run(mask: np.ndarray) -> int:
 
 def _row_run(mask: np.ndarray) -> int:
     """The longest run of set pixels along one row of ``mask``."""
+    runs = _row_runs(mask)
+    return int(runs.max()) if runs.size else 0
+
+
+def _row_runs(mask: np.ndarray) -> np.ndarray:
+    """The longest run of set pixels along each row of ``mask`` (0 for a row with none)."""
+    out = np.zeros(mask.shape[0], np.int64)
     if mask.size == 0:
-        return 0
+        return out
     padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
     padded[:, 1:-1] = mask
     edges = np.diff(padded, axis=1)
     starts, ends = np.nonzero(edges == 1), np.nonzero(edges == -1)
-    return int((ends[1] - starts[1]).max()) if starts[0].size else 0
+    np.maximum.at(out, starts[0], ends[1] - starts[1])  # row by row, edges pair up in order
+    return out
 
 
 def letter_tokens(

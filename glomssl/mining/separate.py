@@ -188,6 +188,8 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "valley",
         "lane_axis",
         "lane_title",
+        "lane_x",
+        "lane_label",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -783,6 +785,8 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("plot_lane", "strokes"),
     ("lane_axis", "plot_lane", "strokes"),
     ("lane_title", "lane_axis", "plot_lane", "strokes"),
+    ("lane_x", "lane_axis", "plot_lane", "strokes"),
+    ("lane_label", "lane_title", "lane_axis", "plot_lane", "strokes"),
     ("plot_labels", "strokes"),
     ("tiny_pale", "tiny", "pale"),
     ("hairline_pale", "hairline"),
