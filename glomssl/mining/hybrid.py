@@ -132,9 +132,10 @@ class HybridParams:
     # label counts: at least 4 px high and less than 3 times as high as wide (a chart's rotated y
     # title beside a lane shrunk from print size, or a speck, is none; see lane_piece; 0: off;
     # section 85)
-    lane_x: float = 0.0  # ... 1: in that wider search the x axis is measured from the y axis
-    # rightwards, not across the whole lane (a chart whose tick labels and y title fill most of a
-    # narrow lane: its x axis is shorter than half the lane; see axes_corner; 0: off; section 86)
+    lane_x: float = 0.0  # ... 1: in that wider search, a lane at least 3 times as high as wide
+    # also passes with its x axis measured from its y axis rightwards, not across the whole lane (a
+    # chart whose tick labels and y title fill most of a narrow lane: its x axis is shorter than
+    # half the lane; see lane_corner; 0: off; section 86)
     plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
     # its axes at the bottom left takes in the regions no returned box holds that sit beside its
     # left side or under its bottom, at most this share of the figure's long side away and no
@@ -575,6 +576,9 @@ def axes_corner(
 #: px: ``lane_axis`` widens the y-axis search only in lanes at least this wide (in narrower ones, a
 #: chart's rotated y title passes: its letters' stems make the column)
 LANE_AXIS_LEAST = 12
+#: ``lane_x`` measures the x axis from the y axis only in lanes at least this many times as high as
+#: wide (the shape of a chart squeezed into a lane, not a piece of one)
+LANE_X_TALL = 3
 
 
 def lane_corner(
@@ -584,7 +588,9 @@ def lane_corner(
     :data:`LANE_AXIS_LEAST` (and ``plot_lane``) px wide, narrower than the size ``limit`` and at
     least as high as it and as its width, the same test with the y axis sought in ``lane_axis`` of
     its width: a chart drawn at print size and shrunk into a narrow lane has its tick labels fill
-    the left third, and its y axis lies just past it."""
+    the left third, and its y axis lies just past it. With ``lane_x`` (section 86), a lane at least
+    :data:`LANE_X_TALL` times as high as wide also passes with its x axis measured from its y axis
+    rightwards (``from_axis``): its tick labels and y title fill most of the lane."""
     if axes_corner(arr, ink, box, params):
         return True
     if not (params.lane_axis and params.plot_lane):
@@ -592,7 +598,13 @@ def lane_corner(
     w, h = box[2] - box[0], box[3] - box[1]
     if w < max(LANE_AXIS_LEAST, params.plot_lane) or w >= limit or h < max(w, limit):
         return False
-    return axes_corner(arr, ink, box, params, params.lane_axis, bool(params.lane_x))
+    if axes_corner(arr, ink, box, params, params.lane_axis):
+        return True
+    return (
+        bool(params.lane_x)
+        and h >= LANE_X_TALL * w
+        and axes_corner(arr, ink, box, params, params.lane_axis, from_axis=True)
+    )
 
 
 def lane_piece(
