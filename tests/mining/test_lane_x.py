@@ -55,6 +55,13 @@ def _panels(arr: np.ndarray, **kw: float) -> list[Box]:
     return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
 
 
+def test_the_shipped_default_sets_it() -> None:
+    """Section 86's fresh run cleared every bar: lane_x 1 ships."""
+    assert Separator("guided").hybrid.lane_x == 1.0
+    arr, chart = far_axis_lane()
+    assert max(iou(b, chart) for b in _panels(arr)) > 0.8
+
+
 def test_the_x_axis_is_measured_from_the_y_axis() -> None:
     arr, chart = far_axis_lane()
     ink = ink_mask(arr)
