@@ -132,6 +132,11 @@ class HybridParams:
     # label counts: at least 4 px high and less than 3 times as high as wide (a chart's rotated y
     # title beside a lane shrunk from print size, or a speck, is none; see lane_piece; 0: off;
     # section 85)
+    lane_join: float = 0.0  # guided, with ``plot_lane``, 1: an upright box that is no narrow plot
+    # alone (see narrow_plot) is tested with the rotated y title that stands loose beside its left
+    # joined (a region at least 3 times as high as wide, at most 3 px away, within the box's
+    # height) and, when the two pass together, stands as one panel: a chart shrunk from print size
+    # into a lane 8-11 px wide once its title is cut off (see titled_lane; 0: off; section 88)
     lane_x: float = 0.0  # ... 1: in that wider search, a lane at least 3 times as high as wide
     # also passes with its x axis measured from its y axis rightwards, not across the whole lane (a
     # chart whose tick labels and y title fill most of a narrow lane: its x axis is shorter than
@@ -388,6 +393,15 @@ def _arbitrate(
             out.append((p, share))
         elif narrow_plot(arr, ink, p, limit, params):
             out.append((p, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
+        elif params.lane_join:  # ... or with its loose y title beside it (section 88)
+            joined = titled_lane(
+                p,
+                [q for q, _ in pieces],
+                lambda u: sized(u, limit) or narrow_plot(arr, ink, u, limit, params),
+                params,
+            )
+            if joined is not None:
+                out.append((joined, float(ink[p[1] : p[3], p[0] : p[2]].mean())))
     return out
 
 
@@ -644,6 +658,37 @@ def tick_label(box: Box) -> bool:
     least :data:`LABEL_LEAST` px high and less than :data:`TITLE_TALL` times as high as wide."""
     w, h = box[2] - box[0], box[3] - box[1]
     return h >= LABEL_LEAST and h < TITLE_TALL * w
+
+
+#: px: ``lane_join`` joins a title standing at most this far left of a box
+TITLE_GAP = 3
+
+
+def titled_lane(
+    box: Box, free: Sequence[Box], passes: Callable[[Box], bool], params: HybridParams
+) -> Box | None:
+    """``box`` joined with the rotated y title that stands loose beside its left, when the two
+    ``passes`` together (``lane_join``, section 88: :func:`narrow_plot` where panels are kept; in
+    guided's own cuts, whose size limit is the tiny one, also large enough to stand), else None.
+    The title is one of
+    ``free`` (whitespace regions no returned box touches) at least :data:`TITLE_TALL` times as
+    high as wide and :data:`LABEL_LEAST` px high, ending at most :data:`TITLE_GAP` px left of the
+    box and lying within its height: a chart shrunk from print size into a narrow lane keeps its
+    tick labels inside the lane, but whitespace cuts its title off, and the lane alone is too
+    narrow for ``lane_axis``'s wider search."""
+    if not (params.lane_join and params.plot_lane and params.strokes):
+        return None
+    x0, y0, x1, y1 = box
+    for r in free:
+        rw, rh = r[2] - r[0], r[3] - r[1]
+        if r[2] > x0 or x0 - r[2] > TITLE_GAP or r[1] < y0 or r[3] > y1:
+            continue
+        if rh < max(LABEL_LEAST, TITLE_TALL * rw):
+            continue
+        joined = (r[0], y0, x1, y1)
+        if passes(joined):
+            return joined
+    return None
 
 
 def narrow_plot(

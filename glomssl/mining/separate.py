@@ -89,6 +89,7 @@ from glomssl.mining.hybrid import (
     rescue_lost,
     text_line,
     tiny_picture,
+    titled_lane,
 )
 
 __all__ = [
@@ -190,6 +191,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "lane_title",
         "lane_x",
         "lane_label",
+        "lane_join",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -665,6 +667,8 @@ class Separator:
                     test_ink = pale_ink
                 limit = size_limit(a.shape, self.min_side, hp.tiny_share)
                 free = _free_regions(regs, kept)
+                if guided and hp.lane_join:  # a lane with its loose y title (section 88)
+                    kept, first = _join_titles(a, ink, kept, first, free, limit, self.min_side, hp)
                 keep = [
                     min(b[2] - b[0], b[3] - b[1]) >= self.min_side
                     or (not flat_line(b, hp) and tiny_picture(a, test_ink, b, hp))
@@ -695,6 +699,29 @@ class Separator:
                 kept = join_plot_labels(a, ink, kept, regs, hp, limit)
             out.append(kept)
         return out, dets
+
+
+def _join_titles(
+    arr: np.ndarray,
+    ink: np.ndarray,
+    kept: list[Scored],
+    first: list[Scored],
+    free: Callable[[], list[Box]],
+    limit: int,
+    min_side: int,
+    hp: HybridParams,
+) -> tuple[list[Scored], list[Scored]]:
+    """``kept`` and ``first`` with each box under ``min_side`` that is no narrow plot alone
+    replaced by its union with the loose y title beside it, where the two pass together
+    (:func:`titled_lane`, ``lane_join``)."""
+    kept, first = list(kept), list(first)
+    for i, (b, score) in enumerate(kept):
+        if min(b[2] - b[0], b[3] - b[1]) >= min_side or narrow_plot(arr, ink, b, limit, hp):
+            continue
+        joined = titled_lane(b, free(), lambda u: narrow_plot(arr, ink, u, limit, hp), hp)
+        if joined is not None:
+            kept[i], first[i] = (joined, score), (joined, first[i][1])
+    return kept, first
 
 
 def _free_regions(
@@ -786,6 +813,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("lane_axis", "plot_lane", "strokes"),
     ("lane_title", "lane_axis", "plot_lane", "strokes"),
     ("lane_x", "lane_axis", "plot_lane", "strokes"),
+    ("lane_join", "plot_lane", "strokes"),
     ("lane_label", "lane_title", "lane_axis", "plot_lane", "strokes"),
     ("plot_labels", "strokes"),
     ("tiny_pale", "tiny", "pale"),
