@@ -94,11 +94,13 @@ def cut_off_plot(title: bool = True) -> tuple[np.ndarray, Box, Box]:
     return np.asarray(img), (x0, y0, x0 + 14, y0 + H), (left, y0, x0 + 14, y0 + H)
 
 
-def _params(**kw: float) -> HybridParams:
+def guided_params(**kw: float) -> HybridParams:
+    """The shipped guided settings with ``kw`` changed."""
     return dataclasses.replace(tuned_settings("guided")[1], **kw)
 
 
-def _panels(arr: np.ndarray, **kw: float) -> list[Box]:
+def guided_panels(arr: np.ndarray, **kw: float) -> list[Box]:
+    """The boxes guided cuts from ``arr`` with the settings ``kw`` changed."""
     sep = Separator("guided", hybrid=kw or None)
     return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
 
@@ -109,7 +111,7 @@ def test_the_shipped_default_sets_both() -> None:
     assert (hp.lane_axis, hp.lane_title) == (0.7, 1.0)
     for axis in (0.4, 0.6):
         arr, chart = print_size_lane(axis=axis)
-        assert max(iou(b, chart) for b in _panels(arr)) > 0.8
+        assert max(iou(b, chart) for b in guided_panels(arr)) > 0.8
 
 
 def test_the_reach_decides_how_far_in_the_axis_may_stand() -> None:
@@ -117,16 +119,16 @@ def test_the_reach_decides_how_far_in_the_axis_may_stand() -> None:
     83), within 0.7 (section 84)."""
     arr, chart = print_size_lane(axis=0.6)
     ink = ink_mask(arr)
-    assert not lane_corner(arr, ink, chart, 24, _params(lane_axis=0.45))
-    assert lane_corner(arr, ink, chart, 24, _params(lane_axis=0.7))
-    assert max(iou(b, chart) for b in _panels(arr, lane_axis=0.45)) < 0.5
+    assert not lane_corner(arr, ink, chart, 24, guided_params(lane_axis=0.45))
+    assert lane_corner(arr, ink, chart, 24, guided_params(lane_axis=0.7))
+    assert max(iou(b, chart) for b in guided_panels(arr, lane_axis=0.45)) < 0.5
 
 
 def test_a_lane_with_its_axis_past_the_third_stands() -> None:
     arr, chart = print_size_lane()
-    off = _panels(arr, lane_axis=0.0)
+    off = guided_panels(arr, lane_axis=0.0)
     assert max(iou(b, chart) for b in off) < 0.5  # the y axis lies past the third: dropped
-    on = _panels(arr, lane_axis=0.45, lane_title=0.0)
+    on = guided_panels(arr, lane_axis=0.45, lane_title=0.0)
     assert max(iou(b, chart) for b in on) > 0.8
     assert len(on) == len(off) + 1  # the pictures come back as before
 
@@ -134,13 +136,13 @@ def test_a_lane_with_its_axis_past_the_third_stands() -> None:
 def test_lane_corner_widens_the_search_only_for_lanes() -> None:
     arr, chart = print_size_lane()
     ink = ink_mask(arr)
-    on = _params(lane_axis=0.45)
+    on = guided_params(lane_axis=0.45)
     assert not axes_corner(arr, ink, chart, on)  # the old third misses the axis
     assert axes_corner(arr, ink, chart, on, 0.45)
     assert lane_corner(arr, ink, chart, 24, on)
     assert narrow_plot(arr, ink, chart, 24, on)
-    assert not lane_corner(arr, ink, chart, 24, _params(lane_axis=0.0))  # off
-    assert not lane_corner(arr, ink, chart, 24, _params(lane_axis=0.45, plot_lane=0.0))
+    assert not lane_corner(arr, ink, chart, 24, guided_params(lane_axis=0.0))  # off
+    assert not lane_corner(arr, ink, chart, 24, guided_params(lane_axis=0.45, plot_lane=0.0))
     assert not lane_corner(arr, ink, chart, 20, on)  # not narrower than the size limit
     assert not lane_corner(arr, ink, chart, 100, on)  # lower than the size limit
     assert not lane_corner(arr, ink, chart, 0, on)  # no limit given (join_plot_labels' default)
@@ -151,8 +153,8 @@ def test_lanes_under_twelve_px_keep_the_third() -> None:
     assert LANE_AXIS_LEAST == 12
     arr, chart = print_size_lane(width=11)
     ink = ink_mask(arr)
-    assert axes_corner(arr, ink, chart, _params(), 0.45)
-    assert not lane_corner(arr, ink, chart, 24, _params(lane_axis=0.45))
+    assert axes_corner(arr, ink, chart, guided_params(), 0.45)
+    assert not lane_corner(arr, ink, chart, 24, guided_params(lane_axis=0.45))
 
 
 def test_join_plot_labels_grows_such_a_lane_when_given_the_limit() -> None:
@@ -160,21 +162,21 @@ def test_join_plot_labels_grows_such_a_lane_when_given_the_limit() -> None:
     over its tick labels only when join_plot_labels uses the wider search (section 82)."""
     arr, plot, chart = cut_off_plot(title=False)
     ink = ink_mask(arr)
-    hp = _params(lane_axis=0.45)
+    hp = guided_params(lane_axis=0.45)
     labels = [(chart[0], y - 2, chart[0] + 4, y + 3) for y in range(chart[1] + 6, chart[3] - 6, 16)]
     pictures = [((20, 90, 140, 210), 1.0), ((260, 90, 380, 210), 1.0)]
     boxes = [*pictures, (plot, 0.9)]
     grown = join_plot_labels(arr, ink, boxes, lambda: labels, hp, 24)
     assert grown[-1][0] == chart
     assert join_plot_labels(arr, ink, boxes, lambda: labels, hp)[-1][0] == plot  # no limit
-    off = _params(lane_axis=0.0)
+    off = guided_params(lane_axis=0.0)
     assert join_plot_labels(arr, ink, boxes, lambda: labels, off, 24)[-1][0] == plot
 
 
 def test_lane_piece_sees_loose_labels_beside_a_lane() -> None:
     arr, plot, _ = cut_off_plot()
     ink = ink_mask(arr)
-    hp = _params(lane_axis=0.45, lane_title=1.0)
+    hp = guided_params(lane_axis=0.45, lane_title=1.0)
     label = (plot[0] - 8, plot[1] + 4, plot[0] - 4, plot[1] + 9)  # 4 px to the left
     assert lane_piece(arr, ink, plot, [label], hp)
     assert not lane_piece(arr, ink, plot, [], hp)  # nothing loose beside it
@@ -183,7 +185,7 @@ def test_lane_piece_sees_loose_labels_beside_a_lane() -> None:
     above = (plot[0] - 8, plot[1] - 20, plot[0] - 4, plot[1] - 2)  # not level with it
     assert not lane_piece(arr, ink, plot, [above], hp)
     assert not lane_piece(arr, ink, plot, [(20, 90, 140, 210)], hp)  # a picture is no label
-    assert not lane_piece(arr, ink, plot, [label], _params(lane_axis=0.45, lane_title=0.0))
+    assert not lane_piece(arr, ink, plot, [label], guided_params(lane_axis=0.45, lane_title=0.0))
     inner = (plot[0] + 2, plot[1], plot[2], plot[3])  # its axis within the third of this box
     assert axes_corner(arr, ink, inner, hp)
     assert not lane_piece(arr, ink, inner, [label], hp)  # passes the old test: untouched
@@ -191,9 +193,9 @@ def test_lane_piece_sees_loose_labels_beside_a_lane() -> None:
 
 def test_a_plot_cut_off_from_its_labels_is_not_kept_as_a_lane() -> None:
     arr, plot, _ = cut_off_plot()
-    alone = _panels(arr, lane_axis=0.45, lane_title=0.0)
+    alone = guided_panels(arr, lane_axis=0.45, lane_title=0.0)
     assert max(iou(b, plot) for b in alone) > 0.3  # the plot stands, grown over part of its labels
-    titled = _panels(arr, lane_axis=0.45, lane_title=1.0)
+    titled = guided_panels(arr, lane_axis=0.45, lane_title=1.0)
     assert max(iou(b, plot) for b in titled) == 0.0
     assert len(titled) == len(alone) - 1
 

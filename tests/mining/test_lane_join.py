@@ -6,7 +6,6 @@ one panel when they pass together."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +15,12 @@ import pytest
 from PIL import Image, ImageDraw
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
 from test_lane_axis import INK, print_size_lane
+from test_lane_axis import guided_panels as _panels
+from test_lane_axis import guided_params as _params
 
 from glomssl.mining.boxes import iou
 from glomssl.mining.classic import ink_mask
 from glomssl.mining.hybrid import TITLE_GAP, HybridParams, narrow_plot, titled_lane
-from glomssl.mining.separate import Separator, tuned_settings
 
 Box = tuple[int, int, int, int]
 
@@ -39,18 +39,9 @@ def lane_and_title(gap: int = 2) -> tuple[np.ndarray, Box, Box, Box]:
     return np.asarray(img), lane, title, (left, lane[1], lane[2], lane[3])
 
 
-def _params(**kw: float) -> HybridParams:
-    return dataclasses.replace(tuned_settings("guided")[1], **kw)
-
-
 def _passes(arr: np.ndarray, params: HybridParams) -> Callable[[Box], bool]:
     ink = ink_mask(arr)
     return lambda box: narrow_plot(arr, ink, box, 24, params)
-
-
-def _panels(arr: np.ndarray, **kw: float) -> list[Box]:
-    sep = Separator("guided", hybrid=kw or None)
-    return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
 
 
 def test_titled_lane_joins_the_title_when_the_two_pass_together() -> None:

@@ -6,7 +6,6 @@ and the shrink leaves specks; ``lane_label`` counts only a region shaped like a 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -15,12 +14,14 @@ import pytest
 from PIL import Image, ImageDraw
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
 from test_lane_axis import INK, cut_off_plot, print_size_lane
+from test_lane_axis import guided_panels as _panels
+from test_lane_axis import guided_params as _params
 from test_valley import one_layout
 
 from glomssl.mining.boxes import iou
 from glomssl.mining.classic import ink_mask
-from glomssl.mining.hybrid import LABEL_LEAST, TITLE_TALL, HybridParams, lane_piece, tick_label
-from glomssl.mining.separate import Separator, tuned_settings
+from glomssl.mining.hybrid import LABEL_LEAST, TITLE_TALL, lane_piece, tick_label
+from glomssl.mining.separate import Separator
 
 Box = tuple[int, int, int, int]
 
@@ -36,15 +37,6 @@ def titled_lane() -> tuple[np.ndarray, Box, Box]:
     for y in range(lane[1] + 25, lane[1] + 60, 6):
         dr.rectangle([left, y, left + 2, y + 4], outline=INK)
     return np.asarray(img), lane, (left, lane[1], lane[2], lane[3])
-
-
-def _params(**kw: float) -> HybridParams:
-    return dataclasses.replace(tuned_settings("guided")[1], **kw)
-
-
-def _panels(arr: np.ndarray, **kw: float) -> list[Box]:
-    sep = Separator("guided", hybrid=kw or None)
-    return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
 
 
 def test_the_shipped_default_sets_it() -> None:

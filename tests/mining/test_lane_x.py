@@ -6,7 +6,6 @@ axis measured from its y axis rightwards."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -15,11 +14,13 @@ import pytest
 from PIL import Image, ImageDraw
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
 from test_lane_axis import INK, _pictures
+from test_lane_axis import guided_panels as _panels
+from test_lane_axis import guided_params as _params
 
 from glomssl.mining.boxes import iou
 from glomssl.mining.classic import ink_mask
-from glomssl.mining.hybrid import LANE_X_TALL, HybridParams, axes_corner, lane_corner
-from glomssl.mining.separate import Separator, tuned_settings
+from glomssl.mining.hybrid import LANE_X_TALL, axes_corner, lane_corner
+from glomssl.mining.separate import Separator
 
 Box = tuple[int, int, int, int]
 
@@ -44,15 +45,6 @@ def far_axis_lane(width: int = 20, height: int = 90) -> tuple[np.ndarray, Box]:
         x = ax + 3 + k
         dr.point([(x, y0 + height - 10 - k * 15)], fill=(30, 90, 200))
     return np.asarray(img), (x0, y0, x0 + width, y0 + height)
-
-
-def _params(**kw: float) -> HybridParams:
-    return dataclasses.replace(tuned_settings("guided")[1], **kw)
-
-
-def _panels(arr: np.ndarray, **kw: float) -> list[Box]:
-    sep = Separator("guided", hybrid=kw or None)
-    return [b for b, _ in sep.split([Image.fromarray(arr)])[0]]
 
 
 def test_the_shipped_default_sets_it() -> None:
