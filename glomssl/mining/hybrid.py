@@ -670,12 +670,12 @@ def titled_lane(
     """``box`` joined with the rotated y title that stands loose beside its left, when the two
     ``passes`` together (``lane_join``, section 88: :func:`narrow_plot` where panels are kept; in
     guided's own cuts, whose size limit is the tiny one, also large enough to stand), else None.
-    The title is one of
-    ``free`` (whitespace regions no returned box touches) at least :data:`TITLE_TALL` times as
-    high as wide and :data:`LABEL_LEAST` px high, ending at most :data:`TITLE_GAP` px left of the
-    box and lying within its height: a chart shrunk from print size into a narrow lane keeps its
-    tick labels inside the lane, but whitespace cuts its title off, and the lane alone is too
-    narrow for ``lane_axis``'s wider search."""
+    The title is one of ``free`` (whitespace regions no returned box touches) at least
+    :data:`TITLE_TALL` times as high as wide and :data:`LABEL_LEAST` px high, ending at most
+    :data:`TITLE_GAP` px left of the box and lying within its height: a chart shrunk from print
+    size into a narrow lane keeps its tick labels inside the lane, but whitespace cuts its title
+    off, and the lane alone is too narrow for ``lane_axis``'s wider search. Not shipped: on fresh
+    figures it also took neighbouring narrow panels for titles (section 88)."""
     if not (params.lane_join and params.plot_lane and params.strokes):
         return None
     x0, y0, x1, y1 = box
