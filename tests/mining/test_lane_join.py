@@ -64,7 +64,7 @@ def test_only_a_title_shaped_region_close_beside_the_lane_is_joined() -> None:
     test = _passes(arr, on)
     label = (lane[0] - 6, lane[1] + 30, lane[0] - 2, lane[1] + 35)  # shaped like a tick label
     assert titled_lane(lane, [label], test, on) is None
-    far = (title[0] - 3, title[1], title[2] - 3, title[3])  # 5 px away
+    far = (title[0] - 2, title[1], title[2] - 2, title[3])  # 4 px away
     assert titled_lane(lane, [far], test, on) is None
     above = (title[0], lane[1] - 20, title[2], lane[1] + 20)  # reaching above the lane
     assert titled_lane(lane, [above], test, on) is None
@@ -82,7 +82,7 @@ def test_such_a_lane_stands_with_its_title() -> None:
 
 
 def test_a_title_further_off_is_not_joined() -> None:
-    arr, lane, _, _ = lane_and_title(gap=5)
+    arr, lane, _, _ = lane_and_title(gap=4)
     assert max(iou(b, lane) for b in _panels(arr, lane_join=1.0)) < 0.5
 
 
