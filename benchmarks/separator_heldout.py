@@ -286,9 +286,21 @@ def main() -> None:
         "at least 512) and shrink it to 512 px with Lanczos, as a figure made for print and shown "
         "on the web is; a stress set [0: drawn at 512]",
     )
+    ap.add_argument(
+        "--chart-style",
+        default="",
+        help="biomed: draw the charts in this matplotlib style, e.g. ggplot (a grey plot panel "
+        "with white grid lines, as ggplot2's default theme) or seaborn-v0_8-whitegrid; a stress "
+        "set [plain]",
+    )
     args = ap.parse_args()
     if args.native and not 512 <= args.native <= 8192:
         ap.error("--native must be a long side from 512 to 8192 px, or 0 for off")
+    if args.chart_style:
+        import matplotlib.style
+
+        if args.chart_style not in matplotlib.style.available:
+            ap.error(f"--chart-style {args.chart_style} is not a matplotlib style")
     if not (math.isfinite(args.charts) and 0.0 <= args.charts <= 1.0):
         ap.error("--charts must be a share between 0 and 1")
     if not (math.isfinite(args.scale) and 1.0 <= args.scale <= 4.0):
@@ -323,7 +335,14 @@ def main() -> None:
                 f"--layouts {args.layouts} is not a file: pass benchmarks/data/sciint_layouts.txt"
             )
         data = layout_file_set(
-            Path(args.layouts), shared, args.fills, args.first, args.part, args.charts, args.native
+            Path(args.layouts),
+            shared,
+            args.fills,
+            args.first,
+            args.part,
+            args.charts,
+            args.native,
+            args.chart_style,
         )
     elif args.set in ("strips", "strips512"):
         data = strip_set(
@@ -336,7 +355,7 @@ def main() -> None:
     if args.jpeg:
         data = ([recompress(f, args.jpeg) for f in data[0]], data[1])
     result: dict = {"benchmark": "separator_heldout", "set": args.set, "n": len(data[0]),
-                    "stain": args.stain, "jpeg": args.jpeg, "charts": args.charts, "native": args.native, "scale": args.scale,
+                    "stain": args.stain, "jpeg": args.jpeg, "charts": args.charts, "native": args.native, "scale": args.scale, "chart_style": args.chart_style or None,
                     "first": args.first if args.set in ("heldout", "strips", "strips512", "relayout", "biomed") else None,
                     "part": args.part if args.set == "biomed" else None,
                     "panels": sum(len(t) for t in data[1]), "weights": args.weights or "shipped",

@@ -141,6 +141,9 @@ class HybridParams:
     # also passes with its x axis measured from its y axis rightwards, not across the whole lane (a
     # chart whose tick labels and y title fill most of a narrow lane: its x axis is shorter than
     # half the lane; see lane_corner; 0: off; section 86)
+    shaded: float = 0.0  # guided, 1: a chart's plot drawn on a pale flat panel crossed by grid
+    # lines (ggplot2's default theme) is marked as ink before any cut, so its grid lines are no
+    # gutters and the panel no background (see glomssl.mining.shaded; 0: off; section 89)
     plot_labels: float = 0.0  # guided, with ``strokes``: a returned box that is a chart's plot with
     # its axes at the bottom left takes in the regions no returned box holds that sit beside its
     # left side or under its bottom, at most this share of the figure's long side away and no

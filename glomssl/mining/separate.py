@@ -91,6 +91,7 @@ from glomssl.mining.hybrid import (
     tiny_picture,
     titled_lane,
 )
+from glomssl.mining.shaded import fill_shaded
 
 __all__ = [
     "AUTO_METHOD",
@@ -192,6 +193,7 @@ def tuned_settings(method: str, weights: str | None = None) -> tuple[float, Hybr
         "lane_x",
         "lane_label",
         "lane_join",
+        "shaded",
     )
     for share in shares:  # above 1 would quietly act as off
         if values.get(share, 0.0) > 1.0:
@@ -561,7 +563,7 @@ class Separator:
                 if 2 <= len(parts) <= most:
                     if self.zoom_letters and regions is None:
                         bg = background_colour(arr, self.classic)
-                        ink = ink_mask(arr, params=self.classic, bg=bg)
+                        ink = self._ink(arr, bg)
                         gutters = self._gutters(arr, bg, ink, None, jpeg)
                         regions = leaves(arr, ink, self.min_side, self.classic, 0.06, gutters)
                     if not (regions and self._one_lettered(box, parts, regions, arr.shape)):
@@ -601,6 +603,14 @@ class Separator:
 
         return regions
 
+    def _ink(self, arr: np.ndarray, bg: np.ndarray) -> np.ndarray:
+        """The ink mask the cuts read: with guided's ``shaded``, shaded plot panels filled in
+        (section 89)."""
+        ink = ink_mask(arr, params=self.classic, bg=bg)
+        if self.method == "guided" and self.hybrid.shaded:
+            ink = fill_shaded(arr, ink, bg)
+        return ink
+
     def _gutters(
         self, arr: np.ndarray, bg: np.ndarray, ink: np.ndarray, pale: np.ndarray | None, jpeg: bool
     ) -> Gutters | None:
@@ -619,7 +629,7 @@ class Separator:
         """(panels, raw detector boxes) of each figure; no detector boxes for ``classic``.
         ``jpegs``: which figures were stored as JPEG (guided's ``ringing``)."""
         bgs = [background_colour(a, self.classic) for a in arrs]  # (C,) each
-        inks = [ink_mask(a, params=self.classic, bg=bg) for a, bg in zip(arrs, bgs)]
+        inks = [self._ink(a, bg) for a, bg in zip(arrs, bgs)]
         dets: list[list[Scored]] = [[] for _ in arrs]
         hp, guided = self.hybrid, self.method == "guided"
         pales = [  # ink with pale pixels counted: made once, for guided's cuts and its filters
@@ -827,6 +837,7 @@ ONLY_WITH: tuple[tuple[str, ...], ...] = (
     ("ridge", "ringing", "hairline"),
     ("ridge_reach", "ridge", "ringing", "hairline"),
     ("rescue",),
+    ("shaded",),
 )
 
 

@@ -444,6 +444,7 @@ def layout_file_set(
     part: str = "all",
     charts: float = 0.0,
     native: int = 0,
+    chart_style: str = "",
 ) -> tuple[list[Image.Image], list[list[Box]]]:
     """B: real biomedical layouts read by :func:`read_layouts`, scaled to a 512-px long side and
     filled ``fills`` times each with held-out pictures (every box a micrograph: the file records
@@ -456,9 +457,19 @@ def layout_file_set(
     each figure is drawn at its layout's own size, its long side capped at this and at least 512,
     its letters scaled with it, then shrunk to a 512-px long side with Lanczos, as a figure made
     for print and shown on the web is; boxes shrink with it and those under 8 px a side are left
-    out. 0: drawn at 512 px (the set itself)."""
+    out. 0: drawn at 512 px (the set itself). ``chart_style`` (a stress variant): the charts are
+    drawn in this matplotlib style instead of the plain default, e.g. "ggplot" (a pale grey plot
+    panel crossed by white grid lines, as ggplot2's default theme draws) or
+    "seaborn-v0_8-whitegrid"; "" keeps the plain one."""
     if not 0.0 <= charts <= 1.0:
         raise ValueError(f"charts must be a share in 0-1, got {charts}")
+    if chart_style:
+        import matplotlib.style
+
+        if chart_style not in matplotlib.style.available:
+            raise ValueError(f"chart_style {chart_style!r} is not a matplotlib style")
+        with matplotlib.style.context(chart_style):
+            return layout_file_set(path, shared, fills, first, part, charts, native)
     glom, tissue = heldout_pools(shared)
     pools, fonts = {"glom": glom, "tissue": tissue}, Fonts()
     figs, truths = [], []
