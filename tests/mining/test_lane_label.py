@@ -114,9 +114,18 @@ def test_real_charts_keep_lanes_beside_their_titles(shared_data: Path, tmp_path:
         one_layout(tmp_path, "0115"), shared_data, 1, 0, "odd", 0.3, 2600
     )
     assert len(truths[0]) == 12
+    found, count = found_off_and_on(figs[0], truths[0], "lane_label")
+    assert found[0.0] <= 10 and found[1.0] == count[1.0] == 12
+
+
+def found_off_and_on(
+    fig: Image.Image, truth: list[Box], key: str
+) -> tuple[dict[float, int], dict[float, int]]:
+    """Guided on ``fig`` with the setting ``key`` at 0 and at 1: the truth boxes found (IoU >= 0.5)
+    and the boxes returned, each by setting."""
     found, count = {}, {}
     for on in (0.0, 1.0):
-        out = [b for b, _ in Separator("guided", hybrid={"lane_label": on}).split(figs)[0]]
-        found[on] = sum(any(iou(t, b) >= 0.5 for b in out) for t in truths[0])
+        out = [b for b, _ in Separator("guided", hybrid={key: on}).split([fig])[0]]
+        found[on] = sum(any(iou(t, b) >= 0.5 for b in out) for t in truth)
         count[on] = len(out)
-    assert found[0.0] <= 10 and found[1.0] == count[1.0] == 12
+    return found, count

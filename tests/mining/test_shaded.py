@@ -13,6 +13,7 @@ import pytest
 from test_dominant_merge import check_bad_value_refused, check_recorded_only_when_set
 from test_lane_axis import _pictures
 from test_lane_axis import guided_panels as _panels
+from test_lane_label import found_off_and_on
 from test_ringing import one_layout
 
 from glomssl.mining.boxes import iou
@@ -160,10 +161,6 @@ def test_real_layout_with_ggplot_charts(shared_data: Path, tmp_path: Path) -> No
         one_layout(tmp_path, "0061"), shared_data, 1, 0, "odd", 0.3, chart_style="ggplot"
     )
     assert len(truths[0]) == 3
-    found, count = {}, {}
-    for on in (0.0, 1.0):
-        out = [b for b, _ in Separator("guided", hybrid={"shaded": on}).split(figs)[0]]
-        found[on] = sum(any(iou(t, b) >= 0.5 for b in out) for t in truths[0])
-        count[on] = len(out)
+    found, count = found_off_and_on(figs[0], truths[0], "shaded")
     assert found[0.0] <= 2 and count[0.0] >= 4
     assert found[1.0] == count[1.0] == 3
